@@ -1,0 +1,401 @@
+// Package config is the node's configuration: every knob, its default, its
+// meaning and its validation, in one table (keys). A config file is a list of
+// `key = value` lines (a subset of TOML: dotted keys, optional [section]
+// headers, # comments, integers, "strings", true/false); flags override it.
+// docs/configuration.md is generated from the same table (see Markdown) and a
+// test keeps it current.
+package config
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Config holds every knob. The zero value is not valid: start from Default.
+type Config struct {
+	NodeID uint64
+
+	StoragePath     string
+	FlushIntervalMs int64
+
+	GatewayHost      string
+	GatewayPort      int64
+	RequestTimeoutMs int64
+	MaxBodyBytes     int64
+
+	MetricsHost string
+	MetricsPort int64
+
+	RaftAddr            string
+	RaftTickMs          int64
+	ElectionTimeoutMs   int64
+	HeartbeatIntervalMs int64
+	MaxUncommittedBytes int64
+
+	EtcdClientAddr string
+	EtcdPeerAddr   string
+
+	ReplicationFactor  int64
+	PartitionsPerTopic int64
+	MaxPartitions      int64
+
+	SnapshotIntervalOps     int64
+	SnapshotMaxLogSizeBytes int64
+
+	RetentionMs    int64
+	RetentionBytes int64
+	MaxRecordBytes int64
+
+	ProducerMaxBatchRecords int64
+	ReplicaMaxInflightBytes int64
+	ReplicaMaxInflightReqs  int64
+
+	LogLevel string
+}
+
+// key describes one knob.
+type key struct {
+	name string
+	doc  string
+	def  string // default, as written in a config file
+	set  func(c *Config, v value) error
+}
+
+// value is a parsed config value.
+type value struct {
+	raw      string
+	isString bool
+}
+
+func (v value) int(min, max int64) (int64, error) {
+	if v.isString {
+		return 0, fmt.Errorf("want an integer, got a string")
+	}
+	n, err := strconv.ParseInt(strings.ReplaceAll(v.raw, "_", ""), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("want an integer, got %q", v.raw)
+	}
+	if n < min || n > max {
+		return 0, fmt.Errorf("%d is out of range [%d, %d]", n, min, max)
+	}
+	return n, nil
+}
+
+func (v value) str() (string, error) {
+	if !v.isString {
+		return "", fmt.Errorf("want a quoted string, got %s", v.raw)
+	}
+	return v.raw, nil
+}
+
+func intKey(name, doc string, def, min, max int64, field func(*Config) *int64) key {
+	return key{name: name, doc: doc, def: strconv.FormatInt(def, 10), set: func(c *Config, v value) error {
+		n, err := v.int(min, max)
+		if err == nil {
+			*field(c) = n
+		}
+		return err
+	}}
+}
+
+func addrKey(name, doc, def string, field func(*Config) *string) key {
+	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
+		s, err := v.str()
+		if err != nil {
+			return err
+		}
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("want host:port, got %q", s)
+		}
+		*field(c) = s
+		return nil
+	}}
+}
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+// keys is the table of every knob, in documentation order.
+var keys = []key{
+	{name: "node.id", doc: "This node's id, unique in the cluster (1..2^63-1).", def: "1",
+		set: func(c *Config, v value) error {
+			n, err := v.int(1, math.MaxInt64)
+			if err == nil {
+				c.NodeID = uint64(n)
+			}
+			return err
+		}},
+	{name: "storage.path", doc: "Directory of the node's data: RocksDB, embedded etcd, certificates.",
+		def: `"data/daftka"`, set: func(c *Config, v value) error {
+			s, err := v.str()
+			if err == nil && s == "" {
+				err = fmt.Errorf("must not be empty")
+			}
+			if err == nil {
+				c.StoragePath = s
+			}
+			return err
+		}},
+	intKey("storage.flush_interval_ms", "Longest a write may wait to share an fsync with others (group commit); 0 syncs as soon as the previous sync completes.", 5, 0, 1000,
+		func(c *Config) *int64 { return &c.FlushIntervalMs }),
+	{name: "gateway.host", doc: "Address the HTTP gateway listens on.", def: `"127.0.0.1"`,
+		set: func(c *Config, v value) error {
+			s, err := v.str()
+			if err == nil {
+				c.GatewayHost = s
+			}
+			return err
+		}},
+	intKey("gateway.port", "Port of the HTTP gateway (0 picks a free one).", 4001, 0, 65535,
+		func(c *Config) *int64 { return &c.GatewayPort }),
+	intKey("gateway.request_timeout_ms", "Longest a produce or offset commit waits for its commit before answering 503 timeout.", 5000, 1, 600_000,
+		func(c *Config) *int64 { return &c.RequestTimeoutMs }),
+	intKey("gateway.max_body_bytes", "Largest request body; larger ones get 413.", 8*mib, 1*kib, 1*gib,
+		func(c *Config) *int64 { return &c.MaxBodyBytes }),
+	{name: "metrics.host", doc: "Address of the metrics listener (/metrics).", def: `"127.0.0.1"`,
+		set: func(c *Config, v value) error {
+			s, err := v.str()
+			if err == nil {
+				c.MetricsHost = s
+			}
+			return err
+		}},
+	intKey("metrics.port", "Port of the metrics listener (0 picks a free one).", 9568, 0, 65535,
+		func(c *Config) *int64 { return &c.MetricsPort }),
+	addrKey("raft.addr", "Node-to-node QUIC address (UDP) for Raft traffic.", "127.0.0.1:4002",
+		func(c *Config) *string { return &c.RaftAddr }),
+	intKey("raft.tick_ms", "Length of one Raft tick; timeouts below are rounded to ticks.", 10, 1, 1000,
+		func(c *Config) *int64 { return &c.RaftTickMs }),
+	intKey("raft.election_timeout_ms", "Base election timeout; each node draws its timeout in [t, 2t).", 150, 2, 60_000,
+		func(c *Config) *int64 { return &c.ElectionTimeoutMs }),
+	intKey("raft.heartbeat_interval_ms", "Leader heartbeat interval; must be below the election timeout.", 50, 1, 60_000,
+		func(c *Config) *int64 { return &c.HeartbeatIntervalMs }),
+	intKey("raft.max_uncommitted_bytes", "Per partition: uncommitted log bytes at the leader beyond which produce gets 429 backpressure.", 64*mib, 1*mib, 16*gib,
+		func(c *Config) *int64 { return &c.MaxUncommittedBytes }),
+	addrKey("etcd.client_addr", "Client URL address of the embedded etcd member (etcdctl talks to it).", "127.0.0.1:4379",
+		func(c *Config) *string { return &c.EtcdClientAddr }),
+	addrKey("etcd.peer_addr", "Peer URL address of the embedded etcd member.", "127.0.0.1:4380",
+		func(c *Config) *string { return &c.EtcdPeerAddr }),
+	intKey("replication_factor", "Default replicas per partition; capped at the live node count when a topic is created without one.", 3, 1, 7,
+		func(c *Config) *int64 { return &c.ReplicationFactor }),
+	intKey("partitions_per_topic", "Default partition count of a new topic.", 3, 1, 1024,
+		func(c *Config) *int64 { return &c.PartitionsPerTopic }),
+	intKey("max_partitions_per_topic", "Most partitions a topic may have.", 1024, 1, 1024,
+		func(c *Config) *int64 { return &c.MaxPartitions }),
+	intKey("snapshot.interval_ops", "Entries applied between partition snapshots (Raft log truncation).", 50_000, 1, math.MaxInt32,
+		func(c *Config) *int64 { return &c.SnapshotIntervalOps }),
+	intKey("snapshot.max_log_size_bytes", "Raft log bytes of a partition beyond which a snapshot is taken.", 128*mib, 1*mib, 64*gib,
+		func(c *Config) *int64 { return &c.SnapshotMaxLogSizeBytes }),
+	intKey("retention.time_ms", "Default topic retention_ms; -1 keeps records forever.", 604_800_000, -1, math.MaxInt64,
+		func(c *Config) *int64 { return &c.RetentionMs }),
+	intKey("retention.bytes", "Default topic retention_bytes per partition; -1 means no size limit.", -1, -1, math.MaxInt64,
+		func(c *Config) *int64 { return &c.RetentionBytes }),
+	intKey("max_record_bytes", "Default topic max_record_bytes: largest record (key + value + headers); larger ones get 413.", 1*mib, 1, 64*mib,
+		func(c *Config) *int64 { return &c.MaxRecordBytes }),
+	intKey("producer.max_batch_records", "Most records in one produce request.", 1000, 1, 100_000,
+		func(c *Config) *int64 { return &c.ProducerMaxBatchRecords }),
+	intKey("replica.max_inflight_bytes", "Per partition: bytes of produce requests waiting for commit beyond which produce gets 429.", 64*mib, 1*mib, 16*gib,
+		func(c *Config) *int64 { return &c.ReplicaMaxInflightBytes }),
+	intKey("replica.max_inflight_requests", "Per partition: produce and commit requests waiting for commit beyond which they get 429.", 4096, 1, 1_000_000,
+		func(c *Config) *int64 { return &c.ReplicaMaxInflightReqs }),
+	{name: "log.level", doc: `Log level: "debug", "info", "warn" or "error".`, def: `"info"`,
+		set: func(c *Config, v value) error {
+			s, err := v.str()
+			if err != nil {
+				return err
+			}
+			switch s {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = s
+				return nil
+			}
+			return fmt.Errorf("want debug, info, warn or error, got %q", s)
+		}},
+}
+
+// Default returns the configuration with every default: a complete
+// single-node cluster on loopback.
+func Default() Config {
+	var c Config
+	for _, k := range keys {
+		if err := k.set(&c, parseValue(k.def)); err != nil {
+			panic("config: bad default for " + k.name + ": " + err.Error())
+		}
+	}
+	return c
+}
+
+// Set sets one key from its config-file spelling (`"text"` or `42`). A bare
+// word that is not a number is taken as a string, for flags like
+// --set log.level=debug.
+func (c *Config) Set(name, raw string) error {
+	for _, k := range keys {
+		if k.name == name {
+			v := parseValue(raw)
+			if !v.isString && !looksNumeric(v.raw) && v.raw != "true" && v.raw != "false" {
+				v.isString = true
+			}
+			if err := k.set(c, v); err != nil {
+				return fmt.Errorf("config key %s: %w", name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown config key %q", name)
+}
+
+func looksNumeric(s string) bool {
+	_, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
+	return err == nil
+}
+
+func parseValue(raw string) value {
+	raw = strings.TrimSpace(raw)
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' {
+		if s, err := strconv.Unquote(raw); err == nil {
+			return value{raw: s, isString: true}
+		}
+	}
+	return value{raw: raw}
+}
+
+// Load reads a config file over c.
+func (c *Config) Load(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if err := c.Parse(f); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// Parse reads `key = value` lines over c. A key given twice is an error.
+func (c *Config) Parse(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*kib), 64*kib)
+	section := ""
+	seen := map[string]int{}
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(stripComment(sc.Text()))
+		if text == "" {
+			continue
+		}
+		if strings.HasPrefix(text, "[") && strings.HasSuffix(text, "]") {
+			section = strings.TrimSpace(text[1 : len(text)-1])
+			if section == "" {
+				return fmt.Errorf("line %d: empty section header", line)
+			}
+			continue
+		}
+		name, raw, ok := strings.Cut(text, "=")
+		if !ok {
+			return fmt.Errorf("line %d: want key = value", line)
+		}
+		name = strings.TrimSpace(name)
+		if section != "" {
+			name = section + "." + name
+		}
+		if prev, dup := seen[name]; dup {
+			return fmt.Errorf("line %d: key %s already set on line %d", line, name, prev)
+		}
+		seen[name] = line
+		v := parseValue(raw)
+		if !v.isString && strings.HasPrefix(strings.TrimSpace(raw), `"`) {
+			return fmt.Errorf("line %d: key %s: bad string %s", line, name, strings.TrimSpace(raw))
+		}
+		found := false
+		for _, k := range keys {
+			if k.name == name {
+				found = true
+				if err := k.set(c, v); err != nil {
+					return fmt.Errorf("line %d: config key %s: %w", line, name, err)
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("line %d: unknown config key %q", line, name)
+		}
+	}
+	return sc.Err()
+}
+
+// stripComment drops a # comment that is not inside a string.
+func stripComment(s string) string {
+	inString := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if inString {
+				i++
+			}
+		case '"':
+			inString = !inString
+		case '#':
+			if !inString {
+				return s[:i]
+			}
+		}
+	}
+	return s
+}
+
+// Validate checks relations between keys.
+func (c *Config) Validate() error {
+	if c.HeartbeatIntervalMs >= c.ElectionTimeoutMs {
+		return fmt.Errorf("config key raft.heartbeat_interval_ms (%d) must be below raft.election_timeout_ms (%d)", c.HeartbeatIntervalMs, c.ElectionTimeoutMs)
+	}
+	if c.RaftTickMs > c.HeartbeatIntervalMs {
+		return fmt.Errorf("config key raft.tick_ms (%d) must not exceed raft.heartbeat_interval_ms (%d)", c.RaftTickMs, c.HeartbeatIntervalMs)
+	}
+	if c.MaxRecordBytes > c.MaxBodyBytes {
+		return fmt.Errorf("config key max_record_bytes (%d) must not exceed gateway.max_body_bytes (%d)", c.MaxRecordBytes, c.MaxBodyBytes)
+	}
+	if c.PartitionsPerTopic > c.MaxPartitions {
+		return fmt.Errorf("config key partitions_per_topic (%d) must not exceed max_partitions_per_topic (%d)", c.PartitionsPerTopic, c.MaxPartitions)
+	}
+	return nil
+}
+
+// GatewayAddr is host:port of the gateway.
+func (c *Config) GatewayAddr() string {
+	return net.JoinHostPort(c.GatewayHost, strconv.FormatInt(c.GatewayPort, 10))
+}
+
+// MetricsAddr is host:port of the metrics listener.
+func (c *Config) MetricsAddr() string {
+	return net.JoinHostPort(c.MetricsHost, strconv.FormatInt(c.MetricsPort, 10))
+}
+
+// SetHostPort sets a host and port pair of keys from one host:port string.
+func (c *Config) SetHostPort(hostKey, portKey, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: want host:port, got %q", hostKey, addr)
+	}
+	if err := c.Set(hostKey, strconv.Quote(host)); err != nil {
+		return err
+	}
+	return c.Set(portKey, port)
+}
+
+// Markdown renders the reference table of every key for docs/configuration.md.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| key | default | meaning |\n|---|---|---|\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s |\n", k.name, k.def, k.doc)
+	}
+	return b.String()
+}

@@ -1,0 +1,22 @@
+// Package storage is a node's durable home for every partition replica it
+// hosts: one RocksDB instance (so one write-ahead log, so one fsync covers
+// every partition's writes of a cycle), each replica owning a key prefix.
+//
+// Key layout (all integers big-endian, so keys sort by number):
+//
+//	'P' topicID[8] partition[4] 'c'           ConfState of the replica's Raft group
+//	'P' topicID[8] partition[4] 'h'           Raft HardState
+//	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry
+//	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
+//	'P' topicID[8] partition[4] 'r' offset[8] committed record
+//	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
+//	'N' 'id'                                  node id that owns this data dir
+//
+// Every value carries a CRC32C (Castagnoli) that is verified on read; a
+// mismatch is ErrCorrupt, never returned data.
+//
+// Group commit: writers call DB.Write without sync, then DB.Sync, which
+// returns once an fsync of the WAL that began after their write has
+// completed. One fsync serves every writer waiting at that moment. See
+// Syncer for how long a batch may linger (storage.flush_interval_ms).
+package storage

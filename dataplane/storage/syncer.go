@@ -1,0 +1,139 @@
+package storage
+
+import (
+	"sync"
+	"time"
+
+	"github.com/linxGnu/grocksdb"
+)
+
+// syncer turns many writers' sync requests into few fsyncs (group commit).
+//
+// A request is served by the first FlushWAL(sync) that starts after it was
+// queued; RocksDB's WAL is sequential, so that fsync covers the writer's
+// earlier unsynced write. Lingering: after the first request of a round,
+// the syncer waits until as many writers have queued as were served last
+// round, or flushInterval has passed, whichever is first — a lone writer is
+// never delayed, many concurrent writers share one fsync.
+type syncer struct {
+	db            *grocksdb.DB
+	flushInterval time.Duration
+	reqs          chan chan error
+	quit          chan struct{}
+	done          chan struct{}
+
+	mu          sync.Mutex
+	syncCount   uint64
+	writerCount uint64
+}
+
+func newSyncer(db *grocksdb.DB, flushInterval time.Duration, queue int) *syncer {
+	s := &syncer{db: db, flushInterval: flushInterval, reqs: make(chan chan error, queue),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+func (s *syncer) sync() error {
+	ch := make(chan error, 1)
+	select {
+	case s.reqs <- ch:
+	case <-s.quit:
+		return ErrClosed
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-s.done:
+		// The loop may have answered just before stopping.
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+func (s *syncer) close() {
+	close(s.quit)
+	<-s.done
+}
+
+func (s *syncer) stats() (syncs, writers uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.syncCount, s.writerCount
+}
+
+func (s *syncer) run() {
+	defer close(s.done)
+	batch := make([]chan error, 0, 256)
+	last := 1
+	var timer *time.Timer
+	for {
+		batch = batch[:0]
+		select {
+		case ch := <-s.reqs:
+			batch = append(batch, ch)
+		case <-s.quit:
+			s.failQueued()
+			return
+		}
+		// Linger for more writers, bounded by flushInterval.
+		if s.flushInterval > 0 && last > 1 {
+			if timer == nil {
+				timer = time.NewTimer(s.flushInterval)
+			} else {
+				timer.Reset(s.flushInterval)
+			}
+		linger:
+			for len(batch) < last {
+				select {
+				case ch := <-s.reqs:
+					batch = append(batch, ch)
+				case <-timer.C:
+					break linger
+				case <-s.quit:
+					break linger
+				}
+			}
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		// Take whatever else is already queued.
+	drain:
+		for {
+			select {
+			case ch := <-s.reqs:
+				batch = append(batch, ch)
+			default:
+				break drain
+			}
+		}
+		err := s.db.FlushWAL(true)
+		last = len(batch)
+		s.mu.Lock()
+		s.syncCount++
+		s.writerCount += uint64(len(batch))
+		s.mu.Unlock()
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
+}
+
+func (s *syncer) failQueued() {
+	for {
+		select {
+		case ch := <-s.reqs:
+			ch <- ErrClosed
+		default:
+			return
+		}
+	}
+}
