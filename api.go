@@ -145,8 +145,13 @@ type ProduceResult struct {
 	Err       error
 }
 
+// OffsetEarliest as FetchRequest.Offset reads from the partition's log
+// start offset.
+const OffsetEarliest int64 = -1
+
 // FetchRequest reads from one partition.
 type FetchRequest struct {
+	// Offset is the first offset to read, or OffsetEarliest.
 	Offset     int64
 	MaxRecords int
 	MaxBytes   int
