@@ -1,0 +1,446 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/dataplane/storage"
+	"github.com/daftka/daftka/raft"
+)
+
+// proposal is a produce or group-offset command waiting for its commit.
+type proposal struct {
+	data  []byte
+	bytes int64
+	index uint64 // set once proposed
+	term  uint64
+	done  chan result // buffered, written once
+}
+
+type result struct {
+	firstOffset int64
+	err         error
+}
+
+// Replica drives one partition replica: its Raft node, its state machine
+// and the readers waiting on it. One goroutine (run) owns the Raft node and
+// the state machine; readers see the published position under mu.
+type Replica struct {
+	id    PartitionID
+	e     *Engine
+	store *storage.Partition
+	log   *slog.Logger
+
+	props         chan *proposal
+	inflightBytes atomic.Int64
+	tickC         chan struct{}
+	stopC         chan struct{}
+	doneC         chan struct{}
+	stopErr       atomic.Pointer[daftka.Error]
+
+	// Owned by the run goroutine.
+	node    *raft.Node
+	state   storage.AppliedState
+	waiters map[uint64]*proposal
+
+	// Published position.
+	mu       sync.RWMutex
+	pos      Position
+	changedC chan struct{} // closed when pos changes
+}
+
+// Position is a replica's published state.
+type Position struct {
+	Leader         uint64
+	IsLeader       bool
+	LogStartOffset int64
+	HighWatermark  int64
+	SizeBytes      int64
+}
+
+func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
+	store, err := e.cfg.DB.Partition(id.storageKey())
+	if err != nil {
+		return nil, err
+	}
+	if !store.HasState() {
+		// A new group: persist its initial membership before the Raft node
+		// reads it.
+		b := storage.NewBatch()
+		store.SetConfState(b, raft.ConfState{Voters: voters})
+		if err := e.cfg.DB.Write(b); err != nil {
+			return nil, err
+		}
+		if err := e.cfg.DB.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	st, err := store.AppliedState()
+	if err != nil {
+		return nil, err
+	}
+	node, err := raft.NewNode(raft.Config{
+		ID:                         e.cfg.NodeID,
+		ElectionTick:               e.cfg.ElectionTick,
+		HeartbeatTick:              e.cfg.HeartbeatTick,
+		Storage:                    store,
+		Applied:                    st.Applied,
+		MaxUncommittedEntriesBytes: uint64(e.cfg.MaxUncommittedBytes),
+		PreVote:                    true,
+		CheckQuorum:                true,
+		Seed:                       e.nextSeed(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: raft node for %s: %w", id, err)
+	}
+	r := &Replica{
+		id: id, e: e, store: store,
+		log:      e.cfg.Logger.With("topic", id.Topic, "partition", id.Partition),
+		props:    make(chan *proposal, e.cfg.MaxInflightRequests),
+		tickC:    make(chan struct{}, 1),
+		stopC:    make(chan struct{}),
+		doneC:    make(chan struct{}),
+		node:     node,
+		state:    st,
+		waiters:  make(map[uint64]*proposal),
+		changedC: make(chan struct{}),
+	}
+	r.pos = Position{LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset, SizeBytes: st.SizeBytes}
+	hs, cs, _ := store.InitialState()
+	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {
+		// The sole voter need not wait for an election timeout.
+		if err := node.Campaign(); err != nil {
+			return nil, fmt.Errorf("dataplane: campaign %s: %w", id, err)
+		}
+	}
+	r.log.Debug("replica recovered", "applied", st.Applied, "high_watermark", st.NextOffset, "term", hs.Term)
+	return r, nil
+}
+
+// ID is the replica's partition.
+func (r *Replica) ID() PartitionID { return r.id }
+
+// Position returns the published position.
+func (r *Replica) Position() Position {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pos
+}
+
+func (r *Replica) positionAndChange() (Position, <-chan struct{}) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pos, r.changedC
+}
+
+func (r *Replica) publish(update func(*Position)) {
+	r.mu.Lock()
+	old := r.pos
+	update(&r.pos)
+	if r.pos != old {
+		close(r.changedC)
+		r.changedC = make(chan struct{})
+	}
+	r.mu.Unlock()
+}
+
+// Produce appends records to the partition and returns the offset of the
+// first; the rest follow densely. It returns once the records are committed
+// by a quorum (fsynced there) and applied here.
+func (r *Replica) Produce(ctx context.Context, recs []daftka.ProduceRecord) (int64, error) {
+	return r.propose(ctx, encodeProduce(recs, time.Now()))
+}
+
+// CommitGroupOffset durably stores a group's offset. It fails with
+// CodeOffsetOutOfRange if offset is above the high watermark when applied.
+func (r *Replica) CommitGroupOffset(ctx context.Context, group string, offset int64) error {
+	_, err := r.propose(ctx, encodeGroupOffset(group, offset))
+	return err
+}
+
+func (r *Replica) propose(ctx context.Context, data []byte) (int64, error) {
+	n := int64(len(data))
+	if r.inflightBytes.Add(n) > r.e.cfg.MaxInflightBytes {
+		r.inflightBytes.Add(-n)
+		return 0, backpressure("partition %s has too many bytes waiting for commit", r.id)
+	}
+	defer r.inflightBytes.Add(-n)
+	p := &proposal{data: data, bytes: n, done: make(chan result, 1)}
+	select {
+	case r.props <- p:
+	case <-r.stopC:
+		return 0, r.stopped()
+	case <-ctx.Done():
+		return 0, ctxErr(ctx)
+	default:
+		return 0, backpressure("partition %s has too many requests waiting for commit", r.id)
+	}
+	select {
+	case res := <-p.done:
+		return res.firstOffset, res.err
+	case <-ctx.Done():
+		return 0, ctxErr(ctx)
+	case <-r.doneC:
+		select {
+		case res := <-p.done:
+			return res.firstOffset, res.err
+		default:
+			return 0, r.stopped()
+		}
+	}
+}
+
+func (r *Replica) stopped() error {
+	if e := r.stopErr.Load(); e != nil {
+		return e
+	}
+	return &daftka.Error{Code: daftka.CodeShuttingDown, Message: "the partition replica stopped", RetryAfter: time.Second}
+}
+
+func ctxErr(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &daftka.Error{Code: daftka.CodeTimeout, Message: "no commit before the request timeout; the write may or may not be committed", RetryAfter: time.Second, Err: ctx.Err()}
+	}
+	return &daftka.Error{Code: daftka.CodeTimeout, Message: "request canceled; the write may or may not be committed", Err: ctx.Err()}
+}
+
+func backpressure(format string, args ...any) error {
+	e := daftka.Errorf(daftka.CodeBackpressure, format, args...)
+	e.RetryAfter = time.Second
+	return e
+}
+
+// Fetch returns committed records from offset on (OffsetEarliest: from the
+// log start), waiting up to wait for one when there is none yet.
+func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes int, wait time.Duration) (daftka.FetchResult, error) {
+	pos, changed := r.positionAndChange()
+	if offset == daftka.OffsetEarliest {
+		offset = pos.LogStartOffset
+	}
+	if offset < pos.LogStartOffset || offset > pos.HighWatermark {
+		return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
+			Message:        fmt.Sprintf("offset %d is outside [%d, %d]", offset, pos.LogStartOffset, pos.HighWatermark),
+			LogStartOffset: pos.LogStartOffset, HighWatermark: pos.HighWatermark}
+	}
+	if offset == pos.HighWatermark && wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		for offset == pos.HighWatermark {
+			select {
+			case <-changed:
+			case <-timer.C:
+				return daftka.FetchResult{NextOffset: offset, HighWatermark: pos.HighWatermark, LogStartOffset: pos.LogStartOffset}, nil
+			case <-ctx.Done():
+				return daftka.FetchResult{}, ctxErr(ctx)
+			case <-r.stopC:
+				return daftka.FetchResult{}, r.stopped()
+			}
+			pos, changed = r.positionAndChange()
+		}
+	}
+	res := daftka.FetchResult{NextOffset: offset, HighWatermark: pos.HighWatermark, LogStartOffset: pos.LogStartOffset}
+	size := 0
+	err := r.store.ReadRecords(offset, pos.HighWatermark, func(off int64, b []byte) error {
+		if len(res.Records) >= maxRecords || (len(res.Records) > 0 && size+len(b) > maxBytes) {
+			return storage.ErrStop
+		}
+		rec, err := decodeRecord(b, off)
+		if err != nil {
+			return err
+		}
+		size += len(b)
+		res.Records = append(res.Records, rec)
+		res.NextOffset = off + 1
+		return nil
+	})
+	if err != nil {
+		r.log.Error("fetch failed", "offset", offset, "err", err)
+		return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
+	}
+	return res, nil
+}
+
+// GroupOffset returns the group's committed offset in this partition.
+func (r *Replica) GroupOffset(group string) (int64, bool, error) {
+	return r.store.GroupOffset(group)
+}
+
+// run is the replica's driver loop; see raft/doc.go for the contract.
+func (r *Replica) run() {
+	defer close(r.doneC)
+	const maxBatch = 1024
+	for {
+		select {
+		case <-r.stopC:
+			r.failAll(r.stopped())
+			return
+		case <-r.tickC:
+			r.node.Tick()
+		case p := <-r.props:
+			r.proposeLocked(p)
+			for i := 1; i < maxBatch; i++ {
+				select {
+				case p := <-r.props:
+					r.proposeLocked(p)
+					continue
+				default:
+				}
+				break
+			}
+		}
+		if err := r.handleReady(); err != nil {
+			r.e.fatal(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
+			r.failAll(&daftka.Error{Code: daftka.CodeInternal, Message: "partition storage failed", Err: err})
+			return
+		}
+	}
+}
+
+func (r *Replica) proposeLocked(p *proposal) {
+	idx, term, err := r.node.Propose(p.data)
+	switch {
+	case err == nil:
+		p.index, p.term = idx, term
+		r.waiters[idx] = p
+	case errors.Is(err, raft.ErrUncommittedTooLarge):
+		p.done <- result{err: backpressure("partition %s has too many uncommitted bytes", r.id)}
+	default:
+		p.done <- result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "partition " + r.id.String() + " has no leader here yet", RetryAfter: time.Second, Err: err}}
+	}
+}
+
+func (r *Replica) handleReady() error {
+	for r.node.HasReady() {
+		rd := r.node.Ready()
+		if rd.SoftState != nil {
+			ss := *rd.SoftState
+			r.publish(func(p *Position) { p.Leader, p.IsLeader = ss.Lead, ss.Role == raft.Leader })
+			if ss.Role != raft.Leader {
+				r.failWaiters(&daftka.Error{Code: daftka.CodeUnavailable, Message: "leadership changed; the write may or may not be committed", RetryAfter: time.Second})
+			}
+		}
+		r.e.send(r.id, rd.Messages)
+		if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() {
+			b := storage.NewBatch()
+			r.store.PersistRaft(b, rd.HardState, rd.Entries)
+			if err := r.e.cfg.DB.Write(b); err != nil {
+				return err
+			}
+			if rd.MustSync {
+				if err := r.e.cfg.DB.Sync(); err != nil {
+					return err
+				}
+			}
+			r.store.CommitRaft(rd.HardState, rd.Entries)
+		}
+		r.e.send(r.id, rd.MessagesAfterPersist)
+		if len(rd.CommittedEntries) > 0 {
+			if err := r.apply(rd.CommittedEntries); err != nil {
+				return err
+			}
+		}
+		r.node.Advance(rd)
+	}
+	return nil
+}
+
+// apply runs committed entries through the partition state machine:
+// offsets are assigned here, densely, in log order, so every replica and
+// every replay assigns the same ones.
+func (r *Replica) apply(ents []raft.Entry) error {
+	b := storage.NewBatch()
+	st := r.state
+	type done struct {
+		p   *proposal
+		res result
+	}
+	var finished []done
+	for _, e := range ents {
+		st.Applied = e.Index
+		var res result
+		switch e.Type {
+		case raft.EntryConfChange:
+			var cc raft.ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				b.Discard()
+				return fmt.Errorf("conf change at %d: %w", e.Index, err)
+			}
+			r.store.SetConfState(b, r.node.ApplyConfChange(cc))
+		case raft.EntryNormal:
+			if len(e.Data) == 0 {
+				break // a new leader's no-op
+			}
+			cmd, err := decodeCommand(e.Data)
+			if err != nil {
+				b.Discard()
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			switch cmd.kind {
+			case cmdProduce:
+				res.firstOffset = st.NextOffset
+				for _, rec := range cmd.records {
+					r.store.PutRecord(b, st.NextOffset, rec)
+					st.NextOffset++
+					st.SizeBytes += int64(len(rec))
+				}
+			case cmdGroupOffset:
+				if cmd.offset < 0 || cmd.offset > st.NextOffset {
+					res.err = &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
+						Message:        fmt.Sprintf("offset %d is outside [0, %d]", cmd.offset, st.NextOffset),
+						LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset}
+					break
+				}
+				r.store.PutGroupOffset(b, cmd.group, cmd.offset)
+			}
+		}
+		if p, ok := r.waiters[e.Index]; ok {
+			delete(r.waiters, e.Index)
+			if p.term != e.Term {
+				res = result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "the write was superseded by a new leader; retry", RetryAfter: time.Second}}
+			}
+			finished = append(finished, done{p, res})
+		}
+	}
+	r.store.PutAppliedState(b, st)
+	if err := r.e.cfg.DB.Write(b); err != nil {
+		return err
+	}
+	produced := st.NextOffset - r.state.NextOffset
+	r.state = st
+	r.publish(func(p *Position) {
+		p.HighWatermark, p.SizeBytes, p.LogStartOffset = st.NextOffset, st.SizeBytes, st.LogStartOffset
+	})
+	if produced > 0 {
+		r.e.recordsCommitted.Add(int(produced))
+	}
+	for _, d := range finished {
+		d.p.done <- d.res
+	}
+	return nil
+}
+
+func (r *Replica) failWaiters(err error) {
+	for idx, p := range r.waiters {
+		p.done <- result{err: err}
+		delete(r.waiters, idx)
+	}
+}
+
+// failAll answers every waiting and queued proposal with err.
+func (r *Replica) failAll(err error) {
+	r.failWaiters(err)
+	for {
+		select {
+		case p := <-r.props:
+			p.done <- result{err: err}
+		default:
+			return
+		}
+	}
+}
