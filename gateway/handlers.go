@@ -1,0 +1,447 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/daftka/daftka"
+)
+
+// Every /v1 handler validates in the same order, and stops at the first
+// problem: path parameters (topic or group name, partition), query
+// parameters, media type (415), body size (413), JSON syntax (400), body
+// fields (400). Only then does it call the API, which checks what needs the
+// cluster's state (existence, config ranges, record sizes, live nodes).
+
+// TimeLookup is the method the time-lookup endpoint
+// (GET /v1/topics/{topic}/partitions/{p}/offsets?timestamp_ms=T) needs of
+// the API. It is not part of daftka.API yet; when the API given to New has
+// it, the endpoint is served, else the path is a 404.
+type TimeLookup interface {
+	// OffsetForTimestamp returns the first offset of the partition whose
+	// timestamp is at or after ts, or the high watermark if there is none.
+	OffsetForTimestamp(ctx context.Context, topic string, partition int32, ts time.Time) (int64, error)
+}
+
+func pathTopic(r *http.Request) (string, *problem) {
+	t := r.PathValue("topic")
+	if !daftka.ValidName(t) {
+		return "", newProblem(daftka.CodeInvalidTopicName, nameRule("topic name", t))
+	}
+	return t, nil
+}
+
+func pathTopicPartition(r *http.Request) (string, int32, *problem) {
+	t, p := pathTopic(r)
+	if p != nil {
+		return "", 0, p
+	}
+	part, p := parsePartition(r.PathValue("partition"))
+	return t, part, p
+}
+
+func pathGroup(r *http.Request) (string, *problem) {
+	gr := r.PathValue("group")
+	if !daftka.ValidName(gr) {
+		return "", newProblem(daftka.CodeInvalidGroupName, nameRule("group name", gr))
+	}
+	return gr, nil
+}
+
+// noQuery rejects any query parameter, for endpoints that take none.
+func noQuery(r *http.Request) *problem {
+	_, p := parseQuery(r.URL.RawQuery)
+	return p
+}
+
+func (g *gateway) fail(w http.ResponseWriter, r *http.Request, p *problem) {
+	g.writeProblem(w, r, epDefault, p)
+}
+
+func (g *gateway) createTopic(w http.ResponseWriter, r *http.Request) {
+	if p := noQuery(r); p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	v, p := g.readBody(w, r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	spec, p := decodeCreateTopic(&v)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	if info := infoFrom(r.Context()); info != nil {
+		info.topic = spec.Name
+	}
+	t, err := g.api.CreateTopic(r.Context(), spec)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	w.Header().Set("Location", "/v1/topics/"+url.PathEscape(t.Name))
+	writeJSON(w, http.StatusCreated, topicOut(t))
+}
+
+func (g *gateway) listTopics(w http.ResponseWriter, r *http.Request) {
+	if p := noQuery(r); p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	ts, err := g.api.ListTopics(r.Context())
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	out := topicListJSON{Topics: make([]topicJSON, 0, len(ts))}
+	for _, t := range ts {
+		out.Topics = append(out.Topics, topicOut(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gateway) describeTopic(w http.ResponseWriter, r *http.Request) {
+	topic, p := pathTopic(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	t, err := g.api.DescribeTopic(r.Context(), topic)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, topicOut(t))
+}
+
+func (g *gateway) deleteTopic(w http.ResponseWriter, r *http.Request) {
+	topic, p := pathTopic(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	if err := g.api.DeleteTopic(r.Context(), topic); err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (g *gateway) patchConfig(w http.ResponseWriter, r *http.Request) {
+	topic, p := pathTopic(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	v, p := g.readBody(w, r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	patch, p := decodeConfig(&v, "")
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	cfg, err := g.api.UpdateTopicConfig(r.Context(), topic, patch)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, cfg)
+}
+
+func (g *gateway) describePartition(w http.ResponseWriter, r *http.Request) {
+	topic, part, p := pathTopicPartition(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	pi, err := g.api.DescribePartition(r.Context(), topic, part)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, partitionOut(pi))
+}
+
+func (g *gateway) produce(w http.ResponseWriter, r *http.Request) {
+	topic, p := pathTopic(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	v, p := g.readBody(w, r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	req, p := decodeProduce(&v, g.opts.MaxBatchRecords)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.opts.RequestTimeout)
+	defer cancel()
+	results, err := g.api.Produce(ctx, topic, req)
+	complete := len(results) == len(req.Records)
+	if err == nil {
+		if !complete {
+			err = errors.New("gateway: Produce returned no error and the wrong number of results")
+		} else {
+			for _, res := range results {
+				if res.Err != nil {
+					err = res.Err
+					break
+				}
+			}
+		}
+	}
+	var nrec, nbytes uint64
+	out := producedJSON{Offsets: make([]producedOffset, 0, len(results))}
+	outcomes := make([]produceOutcome, 0, len(results))
+	for i, res := range results {
+		if res.Err != nil {
+			code := daftka.CodeInternal
+			var de *daftka.Error
+			if errors.As(res.Err, &de) {
+				if _, ok := codeTable[de.Code]; ok {
+					code = de.Code
+				}
+			}
+			outcomes = append(outcomes, produceOutcome{Partition: res.Partition, ErrorCode: code})
+			continue
+		}
+		off := res.Offset
+		outcomes = append(outcomes, produceOutcome{Partition: res.Partition, Offset: &off})
+		out.Offsets = append(out.Offsets, producedOffset{Partition: res.Partition, Offset: res.Offset})
+		if complete {
+			rec := &req.Records[i]
+			nrec++
+			nbytes += uint64(recordBytes(rec.Key, rec.Value, rec.Headers))
+		}
+	}
+	if nrec > 0 {
+		g.topicCounter("daftka_gateway_produced_records_total", topic).Add(int(nrec))
+		g.topicCounter("daftka_gateway_produced_bytes_total", topic).Add(int(nbytes))
+	}
+	if err != nil {
+		pr := problemFrom(err)
+		if complete {
+			pr.Offsets = outcomes
+		}
+		g.fail(w, r, pr)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gateway) topicCounter(name, topic string) *metrics.Counter {
+	return g.met.GetOrCreateCounter(name + `{topic="` + topic + `"}`)
+}
+
+// fetchOnce reads one batch for fetch and stream. Without an offset it reads
+// from the partition's log_start_offset; should retention pass that offset
+// between the two calls, it retries once from the new start.
+func (g *gateway) fetchOnce(ctx context.Context, topic string, part int32, fp fetchParams) (daftka.FetchResult, error) {
+	offset := fp.offset
+	if !fp.hasOffset {
+		pi, err := g.api.DescribePartition(ctx, topic, part)
+		if err != nil {
+			return daftka.FetchResult{}, err
+		}
+		offset = pi.LogStartOffset
+	}
+	req := daftka.FetchRequest{Offset: offset, MaxRecords: fp.maxRecs, MaxBytes: fp.maxBytes, Wait: fp.wait}
+	res, err := g.api.Fetch(ctx, topic, part, req)
+	var de *daftka.Error
+	if err != nil && !fp.hasOffset && errors.As(err, &de) && de.Code == daftka.CodeOffsetOutOfRange && de.LogStartOffset > offset {
+		req.Offset = de.LogStartOffset
+		res, err = g.api.Fetch(ctx, topic, part, req)
+	}
+	return res, err
+}
+
+func (g *gateway) fetch(w http.ResponseWriter, r *http.Request) {
+	topic, part, p := pathTopicPartition(r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	fp, p := parseFetchParams(r.URL.RawQuery)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), fp.wait+g.opts.RequestTimeout)
+	defer cancel()
+	res, err := g.fetchOnce(ctx, topic, part, fp)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	out, p := fetchOut(res, fp.encoding)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	g.countFetched(topic, res.Records)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gateway) countFetched(topic string, recs []daftka.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	n := 0
+	for _, rec := range recs {
+		n += recordBytes(rec.Key, rec.Value, rec.Headers)
+	}
+	g.topicCounter("daftka_gateway_fetched_records_total", topic).Add(len(recs))
+	g.topicCounter("daftka_gateway_fetched_bytes_total", topic).Add(n)
+}
+
+func (g *gateway) commitOffsets(w http.ResponseWriter, r *http.Request) {
+	group, p := pathGroup(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	v, p := g.readBody(w, r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	offsets, p := decodeCommit(&v)
+	if p != nil {
+		g.writeProblem(w, r, epGroupCommit, p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.opts.RequestTimeout)
+	defer cancel()
+	if err := g.api.CommitOffsets(ctx, group, offsets); err != nil {
+		g.writeProblem(w, r, epGroupCommit, problemFrom(err))
+		return
+	}
+	out := committedJSON{Offsets: make([]groupOffsetJSON, len(offsets))}
+	for i, o := range offsets {
+		out.Offsets[i] = groupOffsetJSON(o)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gateway) groupOffsets(w http.ResponseWriter, r *http.Request) {
+	group, p := pathGroup(r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	q, p := parseQuery(r.URL.RawQuery, "topic")
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	topic, ok := q["topic"]
+	if ok && !daftka.ValidName(topic) {
+		g.fail(w, r, newProblem(daftka.CodeInvalidTopicName, nameRule("topic name", topic)))
+		return
+	}
+	if info := infoFrom(r.Context()); info != nil {
+		info.topic = topic
+	}
+	infos, err := g.api.GroupOffsets(r.Context(), group, topic)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	out := groupOffsetsJSON{Offsets: make([]groupOffsetInfoJSON, len(infos))}
+	for i, o := range infos {
+		out.Offsets[i] = groupOffsetInfoJSON(o)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *gateway) offsetForTime(w http.ResponseWriter, r *http.Request) {
+	topic, part, p := pathTopicPartition(r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	q, p := parseQuery(r.URL.RawQuery, "timestamp_ms")
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	if _, ok := q["timestamp_ms"]; !ok {
+		g.fail(w, r, newProblem(daftka.CodeInvalidField, "timestamp_ms is required"))
+		return
+	}
+	ts, p := q.intParam("timestamp_ms", daftka.CodeInvalidField, 0, 0, maxTimestampMs)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	off, err := g.api.(TimeLookup).OffsetForTimestamp(r.Context(), topic, part, time.UnixMilli(ts))
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, timeOffsetJSON{Offset: off})
+}
+
+// maxTimestampMs is the largest timestamp_ms: int64 milliseconds.
+const maxTimestampMs = 1<<63 - 1
+
+func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if err := g.api.Ready(ctx); err != nil {
+		p := problemFrom(err)
+		if statusFor(p.Code, epDefault) != http.StatusServiceUnavailable {
+			// Not ready is a 503 whatever the reason; keep the reason's
+			// text only when it is one of the catalog's.
+			if p.Code == daftka.CodeInternal {
+				p.Detail = "not ready"
+			}
+			p.Code = daftka.CodeUnavailable
+		}
+		g.fail(w, r, p)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (g *gateway) metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	g.met.WritePrometheus(w)
+	metrics.WriteProcessMetrics(w)
+}

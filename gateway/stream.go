@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/daftka/daftka"
+)
+
+// Streaming consume: GET /v1/topics/{topic}/partitions/{p}/records/stream.
+//
+// The stream is a loop of Fetch calls, each waiting up to streamWait for a
+// record. Problems found by the first Fetch (bad offset, unknown topic, ...)
+// are ordinary problem answers; once the 200 is sent, an error is written as
+// one final line holding a problem document, and the stream ends.
+const (
+	// streamWait is how long one Fetch of a stream waits; an idle stream
+	// writes a heartbeat line "{}" after each empty Fetch, well within the
+	// contract's "at least every 10 s".
+	streamWait = 5 * time.Second
+	// streamWriteTimeout bounds one write to a stream's client: a client
+	// that stops reading is cut off rather than holding the handler.
+	streamWriteTimeout = 30 * time.Second
+	// streamMinIdle keeps a Fetch that returns empty at once from spinning.
+	streamMinIdle = 50 * time.Millisecond
+)
+
+func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
+	topic, part, p := pathTopicPartition(r)
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	q, p := parseQuery(r.URL.RawQuery, "offset", "encoding")
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	fp := fetchParams{maxRecs: defaultMaxRecords, maxBytes: defaultMaxBytes}
+	if fp.offset, fp.hasOffset, p = q.offset(); p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	if fp.encoding, p = q.encoding(); p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	ctx := r.Context()
+	first, cancel := context.WithTimeout(ctx, g.opts.RequestTimeout)
+	res, err := g.fetchOnce(first, topic, part, fp)
+	cancel()
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	if len(res.Records) > 0 {
+		if _, p := recordOut(res.Records[0], fp.encoding); p != nil {
+			g.fail(w, r, p)
+			return
+		}
+	}
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "application/x-ndjson")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	// The server's WriteTimeout, if any, was meant for one answer, not a
+	// stream: each write gets its own deadline instead.
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	fp.hasOffset = true
+	fp.wait = streamWait
+	for {
+		if !g.streamBatch(w, r, rc, topic, res, fp.encoding) {
+			return
+		}
+		fp.offset = res.NextOffset
+		start := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, fp.wait+g.opts.RequestTimeout)
+		res, err = g.fetchOnce(wctx, topic, part, fp)
+		cancel()
+		if ctx.Err() != nil {
+			return // the client has gone
+		}
+		if err != nil {
+			g.streamLine(w, rc, finishProblem(r, epDefault, problemFrom(err)))
+			return
+		}
+		if len(res.Records) == 0 {
+			if d := time.Since(start); d < streamMinIdle {
+				time.Sleep(streamMinIdle - d)
+			}
+			if !g.streamLine(w, rc, []byte("{}\n")) {
+				return
+			}
+		}
+	}
+}
+
+// streamBatch writes the records of res, one line each. A record that cannot
+// be rendered in enc ends the stream with a problem line. It reports whether
+// the stream goes on.
+func (g *gateway) streamBatch(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, topic string, res daftka.FetchResult, enc string) bool {
+	for i, rec := range res.Records {
+		rj, p := recordOut(rec, enc)
+		if p != nil {
+			g.countFetched(topic, res.Records[:i])
+			g.streamLine(w, rc, finishProblem(r, epDefault, p))
+			return false
+		}
+		line, err := marshalJSON(rj)
+		if err != nil || !g.streamLine(w, rc, line) {
+			g.countFetched(topic, res.Records[:i])
+			return false
+		}
+	}
+	g.countFetched(topic, res.Records)
+	return true
+}
+
+// streamLine writes and flushes one line, reporting success.
+func (g *gateway) streamLine(w http.ResponseWriter, rc *http.ResponseController, line []byte) bool {
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if _, err := w.Write(line); err != nil {
+		return false
+	}
+	return rc.Flush() == nil
+}
