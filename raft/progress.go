@@ -38,9 +38,13 @@ type progress struct {
 	probeSent bool
 	inflights *inflights
 	isLearner bool
+	// snapshotTicks counts ticks in snapshot state: a snapshot whose
+	// report never comes (lost message, lost report) times out.
+	snapshotTicks int
 }
 
 func (p *progress) resetState(s progressState) {
+	p.snapshotTicks = 0
 	p.probeSent = false
 	p.pendingSnapshot = 0
 	p.state = s

@@ -13,10 +13,10 @@ const none uint64 = 0
 // range so they can never collide with a transport-decoded type; Step
 // refuses them from the network.
 const (
-	msgHup        MessageType = 200 + iota // start an election
-	msgBeat                                // leader: send heartbeats
-	msgSnapStatus                          // ReportSnapshot
-	msgUnreachable                         // ReportUnreachable
+	msgHup         MessageType = 200 + iota // start an election
+	msgBeat                                 // leader: send heartbeats
+	msgSnapStatus                           // ReportSnapshot
+	msgUnreachable                          // ReportUnreachable
 )
 
 // campaignTransfer marks a vote request caused by a leadership transfer:
@@ -351,6 +351,13 @@ func (r *raft) tickHeartbeat() {
 	}
 	if r.role != Leader {
 		return
+	}
+	for _, id := range r.members() {
+		if pr := r.prs[id]; pr.state == stateSnapshot {
+			if pr.snapshotTicks++; pr.snapshotTicks >= 2*r.electionTimeout {
+				pr.becomeProbe() // no report: assume the snapshot was lost
+			}
+		}
 	}
 	if r.heartbeatElapsed >= r.heartbeatTimeout {
 		r.heartbeatElapsed = 0
