@@ -261,26 +261,15 @@ func (g *gateway) topicCounter(name, topic string) *metrics.Counter {
 	return g.met.GetOrCreateCounter(name + `{topic="` + topic + `"}`)
 }
 
-// fetchOnce reads one batch for fetch and stream. Without an offset it reads
-// from the partition's log_start_offset; should retention pass that offset
-// between the two calls, it retries once from the new start.
+// fetchOnce reads one batch for fetch and stream; without an offset, from
+// the partition's log start (daftka.OffsetEarliest).
 func (g *gateway) fetchOnce(ctx context.Context, topic string, part int32, fp fetchParams) (daftka.FetchResult, error) {
 	offset := fp.offset
 	if !fp.hasOffset {
-		pi, err := g.api.DescribePartition(ctx, topic, part)
-		if err != nil {
-			return daftka.FetchResult{}, err
-		}
-		offset = pi.LogStartOffset
+		offset = daftka.OffsetEarliest
 	}
 	req := daftka.FetchRequest{Offset: offset, MaxRecords: fp.maxRecs, MaxBytes: fp.maxBytes, Wait: fp.wait}
-	res, err := g.api.Fetch(ctx, topic, part, req)
-	var de *daftka.Error
-	if err != nil && !fp.hasOffset && errors.As(err, &de) && de.Code == daftka.CodeOffsetOutOfRange && de.LogStartOffset > offset {
-		req.Offset = de.LogStartOffset
-		res, err = g.api.Fetch(ctx, topic, part, req)
-	}
-	return res, err
+	return g.api.Fetch(ctx, topic, part, req)
 }
 
 func (g *gateway) fetch(w http.ResponseWriter, r *http.Request) {
