@@ -174,7 +174,7 @@ func badRequests(topic, group string) []badReq {
 		{"commit offsets not an array", "POST", gofs, `{"offsets":{}}`, "", 400, "invalid_field", false},
 		{"commit bad group name", "POST", "/v1/groups/" + long + "/offsets", `{"offsets":[{"topic":"` + topic + `","partition":0,"offset":0}]}`, "", 400, "invalid_group_name", false},
 		{"commit beyond the high watermark", "POST", gofs, `{"offsets":[{"topic":"` + topic + `","partition":0,"offset":1000000}]}`, "", 400, "offset_out_of_range", true},
-		{"commit partition the topic lacks", "POST", gofs, `{"offsets":[{"topic":"` + topic + `","partition":99,"offset":0}]}`, "", 404, "partition_not_found", true},
+		{"commit partition the topic lacks", "POST", gofs, `{"offsets":[{"topic":"` + topic + `","partition":99,"offset":0}]}`, "", 400, "invalid_partition", true},
 	}
 }
 
