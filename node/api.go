@@ -1,0 +1,570 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/controlplane"
+	"github.com/daftka/daftka/dataplane"
+)
+
+// Limits of the API that are not per-topic configuration.
+const (
+	maxFetchRecords     = 10_000
+	defaultFetchRecords = 500
+	maxFetchBytes       = 64 << 20
+	defaultFetchBytes   = 1 << 20
+	maxFetchWait        = 30 * time.Second
+	maxGroupOffsets     = 10_000
+	maxProducerIDLen    = 64
+	// createWait bounds how long CreateTopic waits for its partitions to
+	// elect leaders here before answering.
+	createWait = 10 * time.Second
+)
+
+func unavailable(format string, args ...any) *daftka.Error {
+	e := daftka.Errorf(daftka.CodeUnavailable, format, args...)
+	e.RetryAfter = time.Second
+	return e
+}
+
+// metaErr turns a control-plane failure into an API error.
+func metaErr(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, controlplane.ErrTopicNotFound):
+		return daftka.Errorf(daftka.CodeTopicNotFound, "no such topic")
+	case errors.Is(err, controlplane.ErrTopicExists):
+		return daftka.Errorf(daftka.CodeTopicExists, "a topic of that name exists")
+	case ctx.Err() != nil:
+		e := unavailable("metadata not reachable before the request ended")
+		e.Code, e.Err = daftka.CodeTimeout, err
+		return e
+	}
+	e := unavailable("metadata store not reachable")
+	e.Err = err
+	return e
+}
+
+func checkTopicName(name string) error {
+	if !daftka.ValidName(name) {
+		return daftka.Errorf(daftka.CodeInvalidTopicName, "topic names match ^[a-zA-Z0-9._-]{1,249}$ and are not . or ..")
+	}
+	return nil
+}
+
+func (n *Node) topic(ctx context.Context, name string) (controlplane.Topic, error) {
+	if err := checkTopicName(name); err != nil {
+		return controlplane.Topic{}, err
+	}
+	t, err := n.cp.GetTopic(ctx, name)
+	if err != nil {
+		return controlplane.Topic{}, metaErr(ctx, err)
+	}
+	return t, nil
+}
+
+func (n *Node) defaultConfig() daftka.TopicConfig {
+	return daftka.TopicConfig{
+		RetentionMs:    n.cfg.RetentionMs,
+		RetentionBytes: n.cfg.RetentionBytes,
+		CleanupPolicy:  "delete",
+		MaxRecordBytes: n.cfg.MaxRecordBytes,
+	}
+}
+
+// applyPatch merges p into c (resets to defaults first) and validates the
+// result.
+func (n *Node) applyPatch(c daftka.TopicConfig, p daftka.ConfigPatch) (daftka.TopicConfig, error) {
+	def := n.defaultConfig()
+	for _, k := range p.Reset {
+		switch k {
+		case "retention_ms":
+			c.RetentionMs = def.RetentionMs
+		case "retention_bytes":
+			c.RetentionBytes = def.RetentionBytes
+		case "cleanup_policy":
+			c.CleanupPolicy = def.CleanupPolicy
+		case "max_record_bytes":
+			c.MaxRecordBytes = def.MaxRecordBytes
+		case "produce_bytes_per_sec":
+			c.ProduceBytesPerSec = def.ProduceBytesPerSec
+		case "fetch_bytes_per_sec":
+			c.FetchBytesPerSec = def.FetchBytesPerSec
+		default:
+			return c, daftka.Errorf(daftka.CodeInvalidConfig, "unknown config key %q", k)
+		}
+	}
+	set := func(dst *int64, v *int64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&c.RetentionMs, p.RetentionMs)
+	set(&c.RetentionBytes, p.RetentionBytes)
+	set(&c.MaxRecordBytes, p.MaxRecordBytes)
+	set(&c.ProduceBytesPerSec, p.ProduceBytesPerSec)
+	set(&c.FetchBytesPerSec, p.FetchBytesPerSec)
+	if p.CleanupPolicy != nil {
+		c.CleanupPolicy = *p.CleanupPolicy
+	}
+	switch {
+	case c.RetentionMs == 0 || c.RetentionMs < -1:
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, "retention_ms must be -1 (forever) or positive, got %d", c.RetentionMs)
+	case c.RetentionBytes == 0 || c.RetentionBytes < -1:
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, "retention_bytes must be -1 (no limit) or positive, got %d", c.RetentionBytes)
+	case c.CleanupPolicy != "delete" && c.CleanupPolicy != "compact":
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, `cleanup_policy must be "delete" or "compact", got %q`, c.CleanupPolicy)
+	case c.MaxRecordBytes < 1 || c.MaxRecordBytes > n.cfg.MaxBodyBytes:
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, "max_record_bytes must be in [1, %d], got %d", n.cfg.MaxBodyBytes, c.MaxRecordBytes)
+	case c.ProduceBytesPerSec < 0:
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, "produce_bytes_per_sec must be >= 0 (0: unlimited), got %d", c.ProduceBytesPerSec)
+	case c.FetchBytesPerSec < 0:
+		return c, daftka.Errorf(daftka.CodeInvalidConfig, "fetch_bytes_per_sec must be >= 0 (0: unlimited), got %d", c.FetchBytesPerSec)
+	}
+	return c, nil
+}
+
+// CreateTopic implements daftka.API.
+func (n *Node) CreateTopic(ctx context.Context, spec daftka.TopicSpec) (daftka.TopicInfo, error) {
+	if err := checkTopicName(spec.Name); err != nil {
+		return daftka.TopicInfo{}, err
+	}
+	parts := spec.Partitions
+	if parts == 0 {
+		parts = int32(n.cfg.PartitionsPerTopic)
+	}
+	if parts < 1 || int64(parts) > n.cfg.MaxPartitions {
+		return daftka.TopicInfo{}, daftka.Errorf(daftka.CodeTooManyPartitions, "partitions must be in [1, %d], got %d", n.cfg.MaxPartitions, parts)
+	}
+	nodes, err := n.cp.Nodes(ctx)
+	if err != nil {
+		return daftka.TopicInfo{}, metaErr(ctx, err)
+	}
+	live := int32(len(nodes))
+	rf := spec.ReplicationFactor
+	if rf < 0 {
+		return daftka.TopicInfo{}, daftka.Errorf(daftka.CodeInvalidField, "replication_factor must be >= 1, got %d", rf)
+	}
+	if rf == 0 {
+		rf = min(int32(n.cfg.ReplicationFactor), live)
+	}
+	if rf > live {
+		return daftka.TopicInfo{}, daftka.Errorf(daftka.CodeReplicationTooLarge, "replication_factor %d is more than the %d live node(s)", rf, live)
+	}
+	cfg, err := n.applyPatch(n.defaultConfig(), spec.Config)
+	if err != nil {
+		return daftka.TopicInfo{}, err
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	t := controlplane.Topic{
+		Name: spec.Name, ID: controlplane.NewTopicID(), Partitions: parts,
+		ReplicationFactor: rf, Config: cfg, CreatedAtMs: time.Now().UnixMilli(),
+	}
+	as := make([]controlplane.Assignment, parts)
+	for p := range as {
+		reps := make([]uint64, rf)
+		for i := range reps {
+			reps[i] = nodes[(p+i)%len(nodes)].ID
+		}
+		as[p] = controlplane.Assignment{Topic: t.Name, TopicID: t.ID, Partition: int32(p), Replicas: reps}
+	}
+	if t, err = n.cp.CreateTopic(ctx, t, as); err != nil {
+		return daftka.TopicInfo{}, metaErr(ctx, err)
+	}
+	// Start the local replicas now rather than when the watch delivers, and
+	// wait (bounded) for their leaders, so a produce right after 201 works.
+	if err := n.applyCreated(as); err != nil {
+		return daftka.TopicInfo{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, createWait)
+	defer cancel()
+	for p := int32(0); p < parts; p++ {
+		r := n.engine.Replica(t.ID, p)
+		for r != nil && r.Position().Leader == 0 && wctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	return n.describe(t), nil
+}
+
+func (n *Node) applyCreated(as []controlplane.Assignment) error {
+	for _, a := range as {
+		for _, id := range a.Replicas {
+			if id == n.cfg.NodeID {
+				if _, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas); err != nil {
+					return &daftka.Error{Code: daftka.CodeInternal, Message: "starting the partition failed", Err: err}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (n *Node) describe(t controlplane.Topic) daftka.TopicInfo {
+	info := daftka.TopicInfo{
+		Name: t.Name, ID: t.ID, PartitionCount: t.Partitions,
+		ReplicationFactor: t.ReplicationFactor, Config: t.Config,
+		Partitions: make([]daftka.PartitionInfo, t.Partitions),
+	}
+	for p := range info.Partitions {
+		info.Partitions[p] = n.partitionInfo(t, int32(p))
+	}
+	return info
+}
+
+func (n *Node) partitionInfo(t controlplane.Topic, p int32) daftka.PartitionInfo {
+	pi := daftka.PartitionInfo{Partition: p, Replicas: []uint64{}}
+	if r := n.engine.Replica(t.ID, p); r != nil {
+		pos := r.Position()
+		pi.Leader, pi.LogStartOffset, pi.HighWatermark, pi.SizeBytes = pos.Leader, pos.LogStartOffset, pos.HighWatermark, pos.SizeBytes
+	}
+	// Replicas come from the assignment; on a single node it is this node.
+	pi.Replicas = append(pi.Replicas, n.cfg.NodeID)
+	return pi
+}
+
+// ListTopics implements daftka.API.
+func (n *Node) ListTopics(ctx context.Context) ([]daftka.TopicInfo, error) {
+	ts, err := n.cp.ListTopics(ctx)
+	if err != nil {
+		return nil, metaErr(ctx, err)
+	}
+	out := make([]daftka.TopicInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, n.describe(t))
+	}
+	return out, nil
+}
+
+// DescribeTopic implements daftka.API.
+func (n *Node) DescribeTopic(ctx context.Context, name string) (daftka.TopicInfo, error) {
+	t, err := n.topic(ctx, name)
+	if err != nil {
+		return daftka.TopicInfo{}, err
+	}
+	return n.describe(t), nil
+}
+
+// UpdateTopicConfig implements daftka.API.
+func (n *Node) UpdateTopicConfig(ctx context.Context, name string, patch daftka.ConfigPatch) (daftka.TopicConfig, error) {
+	for attempt := 0; attempt < 16; attempt++ {
+		t, err := n.topic(ctx, name)
+		if err != nil {
+			return daftka.TopicConfig{}, err
+		}
+		cfg, err := n.applyPatch(t.Config, patch)
+		if err != nil {
+			return daftka.TopicConfig{}, err
+		}
+		t.Config = cfg
+		if _, err := n.cp.UpdateTopic(ctx, t); err == nil {
+			return cfg, nil
+		} else if !errors.Is(err, controlplane.ErrConflict) {
+			return daftka.TopicConfig{}, metaErr(ctx, err)
+		}
+	}
+	return daftka.TopicConfig{}, unavailable("too many concurrent updates of topic %s", name)
+}
+
+// DeleteTopic implements daftka.API.
+func (n *Node) DeleteTopic(ctx context.Context, name string) error {
+	if err := checkTopicName(name); err != nil {
+		return err
+	}
+	t, err := n.cp.DeleteTopic(ctx, name)
+	if err != nil {
+		return metaErr(ctx, err)
+	}
+	// Remove local data now; other nodes follow through their watch.
+	for p := int32(0); p < t.Partitions; p++ {
+		n.removeReplica(t.ID, p)
+	}
+	return nil
+}
+
+func partitionNotFound(t controlplane.Topic, p int32) error {
+	return daftka.Errorf(daftka.CodePartitionNotFound, "topic %s has partitions 0..%d, not %d", t.Name, t.Partitions-1, p)
+}
+
+// replica finds the local leader replica of a partition.
+func (n *Node) replica(t controlplane.Topic, p int32) (*dataplane.Replica, error) {
+	r := n.engine.Replica(t.ID, p)
+	if r == nil {
+		return nil, unavailable("partition %s/%d is not hosted here yet", t.Name, p)
+	}
+	return r, nil
+}
+
+// DescribePartition implements daftka.API.
+func (n *Node) DescribePartition(ctx context.Context, topic string, p int32) (daftka.PartitionInfo, error) {
+	t, err := n.topic(ctx, topic)
+	if err != nil {
+		return daftka.PartitionInfo{}, err
+	}
+	if p < 0 || p >= t.Partitions {
+		return daftka.PartitionInfo{}, partitionNotFound(t, p)
+	}
+	return n.partitionInfo(t, p), nil
+}
+
+// Produce implements daftka.API.
+func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequest) ([]daftka.ProduceResult, error) {
+	t, err := n.topic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Records) == 0 {
+		return nil, daftka.Errorf(daftka.CodeInvalidField, "records must not be empty")
+	}
+	if int64(len(req.Records)) > n.cfg.ProducerMaxBatchRecords {
+		return nil, daftka.Errorf(daftka.CodeTooManyRecords, "at most %d records per request, got %d", n.cfg.ProducerMaxBatchRecords, len(req.Records))
+	}
+	if req.ProducerID != "" {
+		if len(req.ProducerID) > maxProducerIDLen || !daftka.ValidName(req.ProducerID) {
+			return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
+		}
+		return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "idempotent produce (producer_id) is not supported by this version yet")
+	}
+	// Validate every record before anything is written.
+	results := make([]daftka.ProduceResult, len(req.Records))
+	byPart := map[int32][]int{}
+	for i := range req.Records {
+		rec := &req.Records[i]
+		p := rec.Partition
+		switch {
+		case p == -1 && rec.Key != nil:
+			p = daftka.PartitionForKey(rec.Key, t.Partitions)
+		case p == -1:
+			p = int32(n.rr.Add(1) % uint64(t.Partitions))
+		case p < 0 || p >= t.Partitions:
+			return nil, daftka.Errorf(daftka.CodeInvalidPartition, "record %d: topic %s has partitions 0..%d, not %d", i, t.Name, t.Partitions-1, rec.Partition)
+		}
+		if size := recordBytes(rec); size > t.Config.MaxRecordBytes {
+			return nil, daftka.Errorf(daftka.CodeRecordTooLarge, "record %d is %d bytes (key + value + headers); max_record_bytes is %d", i, size, t.Config.MaxRecordBytes)
+		}
+		if !rec.Timestamp.IsZero() && rec.Timestamp.UnixMilli() < 0 {
+			return nil, daftka.Errorf(daftka.CodeInvalidField, "record %d: timestamp_ms must be >= 0", i)
+		}
+		if err := checkHeaders(rec.Headers); err != nil {
+			return nil, daftka.Errorf(daftka.CodeInvalidField, "record %d: %v", i, err)
+		}
+		results[i].Partition = p
+		byPart[p] = append(byPart[p], i)
+	}
+	// One batch per partition, committed concurrently: each batch commits
+	// whole or not at all.
+	type outcome struct {
+		p     int32
+		first int64
+		err   error
+	}
+	outs := make(chan outcome, len(byPart))
+	for p, idx := range byPart {
+		recs := make([]daftka.ProduceRecord, len(idx))
+		for j, i := range idx {
+			recs[j] = req.Records[i]
+		}
+		go func(p int32, recs []daftka.ProduceRecord) {
+			r, err := n.replica(t, p)
+			if err != nil {
+				outs <- outcome{p: p, err: err}
+				return
+			}
+			first, err := r.Produce(ctx, recs)
+			outs <- outcome{p: p, first: first, err: err}
+		}(p, recs)
+	}
+	var firstErr error
+	for range byPart {
+		o := <-outs
+		for j, i := range byPart[o.p] {
+			if o.err != nil {
+				results[i].Err = o.err
+			} else {
+				results[i].Offset = o.first + int64(j)
+			}
+		}
+		if o.err != nil && firstErr == nil {
+			firstErr = o.err
+		}
+	}
+	return results, firstErr
+}
+
+func recordBytes(r *daftka.ProduceRecord) int64 {
+	n := int64(len(r.Key) + len(r.Value))
+	for _, h := range r.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
+}
+
+func checkHeaders(hs []daftka.Header) error {
+	if len(hs) > 1024 {
+		return fmt.Errorf("at most 1024 headers")
+	}
+	seen := make(map[string]struct{}, len(hs))
+	for _, h := range hs {
+		if _, dup := seen[h.Key]; dup {
+			return fmt.Errorf("header %q given twice", h.Key)
+		}
+		seen[h.Key] = struct{}{}
+	}
+	return nil
+}
+
+// Fetch implements daftka.API.
+func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.FetchRequest) (daftka.FetchResult, error) {
+	t, err := n.topic(ctx, topic)
+	if err != nil {
+		return daftka.FetchResult{}, err
+	}
+	if p < 0 || p >= t.Partitions {
+		return daftka.FetchResult{}, partitionNotFound(t, p)
+	}
+	if req.Offset < 0 && req.Offset != daftka.OffsetEarliest {
+		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidOffset, "offset must be >= 0, got %d", req.Offset)
+	}
+	if req.MaxRecords == 0 {
+		req.MaxRecords = defaultFetchRecords
+	}
+	if req.MaxBytes == 0 {
+		req.MaxBytes = defaultFetchBytes
+	}
+	switch {
+	case req.MaxRecords < 1 || req.MaxRecords > maxFetchRecords:
+		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidField, "max_records must be in [1, %d]", maxFetchRecords)
+	case req.MaxBytes < 1 || req.MaxBytes > maxFetchBytes:
+		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidField, "max_bytes must be in [1, %d]", maxFetchBytes)
+	case req.Wait < 0 || req.Wait > maxFetchWait:
+		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidField, "wait must be in [0, %s]", maxFetchWait)
+	}
+	r, err := n.replica(t, p)
+	if err != nil {
+		return daftka.FetchResult{}, err
+	}
+	return r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)
+}
+
+func checkGroupName(g string) error {
+	if !daftka.ValidName(g) {
+		return daftka.Errorf(daftka.CodeInvalidGroupName, "group names match ^[a-zA-Z0-9._-]{1,249}$ and are not . or ..")
+	}
+	return nil
+}
+
+// CommitOffsets implements daftka.API. Every entry is validated against the
+// current high watermarks before any is written.
+func (n *Node) CommitOffsets(ctx context.Context, group string, offsets []daftka.GroupOffset) error {
+	if err := checkGroupName(group); err != nil {
+		return err
+	}
+	if len(offsets) == 0 || len(offsets) > maxGroupOffsets {
+		return daftka.Errorf(daftka.CodeInvalidField, "offsets must hold 1..%d entries", maxGroupOffsets)
+	}
+	type target struct {
+		r      *dataplane.Replica
+		offset int64
+	}
+	topics := map[string]controlplane.Topic{}
+	targets := make([]target, 0, len(offsets))
+	seen := map[[2]any]bool{}
+	for i, o := range offsets {
+		t, ok := topics[o.Topic]
+		if !ok {
+			var err error
+			if t, err = n.topic(ctx, o.Topic); err != nil {
+				return err
+			}
+			topics[o.Topic] = t
+		}
+		if o.Partition < 0 || o.Partition >= t.Partitions {
+			return daftka.Errorf(daftka.CodeInvalidPartition, "offsets[%d]: topic %s has partitions 0..%d, not %d", i, t.Name, t.Partitions-1, o.Partition)
+		}
+		if seen[[2]any{o.Topic, o.Partition}] {
+			return daftka.Errorf(daftka.CodeInvalidField, "offsets[%d]: %s/%d is given twice", i, o.Topic, o.Partition)
+		}
+		seen[[2]any{o.Topic, o.Partition}] = true
+		r, err := n.replica(t, o.Partition)
+		if err != nil {
+			return err
+		}
+		if hwm := r.Position().HighWatermark; o.Offset < 0 || o.Offset > hwm {
+			return &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
+				Message:        fmt.Sprintf("offsets[%d]: offset %d is outside [0, %d]", i, o.Offset, hwm),
+				LogStartOffset: r.Position().LogStartOffset, HighWatermark: hwm}
+		}
+		targets = append(targets, target{r, o.Offset})
+	}
+	errs := make(chan error, len(targets))
+	for _, tg := range targets {
+		go func(tg target) { errs <- tg.r.CommitGroupOffset(ctx, group, tg.offset) }(tg)
+	}
+	var first error
+	for range targets {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// GroupOffsets implements daftka.API.
+func (n *Node) GroupOffsets(ctx context.Context, group, topic string) ([]daftka.GroupOffsetInfo, error) {
+	if err := checkGroupName(group); err != nil {
+		return nil, err
+	}
+	var ts []controlplane.Topic
+	if topic != "" {
+		t, err := n.topic(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		ts = []controlplane.Topic{t}
+	} else {
+		var err error
+		if ts, err = n.cp.ListTopics(ctx); err != nil {
+			return nil, metaErr(ctx, err)
+		}
+	}
+	out := []daftka.GroupOffsetInfo{}
+	for _, t := range ts {
+		for p := int32(0); p < t.Partitions; p++ {
+			r := n.engine.Replica(t.ID, p)
+			if r == nil {
+				continue
+			}
+			off, ok, err := r.GroupOffset(group)
+			if err != nil {
+				return nil, &daftka.Error{Code: daftka.CodeInternal, Message: "reading group offsets failed", Err: err}
+			}
+			if !ok {
+				continue
+			}
+			hwm := r.Position().HighWatermark
+			out = append(out, daftka.GroupOffsetInfo{Topic: t.Name, Partition: p, Offset: off, HighWatermark: hwm, Lag: max(0, hwm-off)})
+		}
+	}
+	return out, nil
+}
+
+// Ready implements daftka.API: metadata reachable, assignments reconciled,
+// every local replica recovered with a known leader.
+func (n *Node) Ready(ctx context.Context) error {
+	if err := n.cp.Healthy(ctx); err != nil {
+		return unavailable("metadata store not reachable")
+	}
+	if !n.reconciled.Load() {
+		return unavailable("replicas not reconciled yet")
+	}
+	for _, r := range n.engine.Replicas() {
+		if r.Position().Leader == 0 {
+			return unavailable("partition %s has no leader yet", r.ID())
+		}
+	}
+	return nil
+}

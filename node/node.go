@@ -1,0 +1,214 @@
+// Package node is a running Daftka node: it wires the control plane
+// (embedded etcd, metadata), the data plane (replicas over RocksDB) and the
+// HTTP gateway, and implements daftka.API in-process. Start and Close are
+// the whole lifecycle; recovery from disk is the one path for first start
+// and restart alike (crash-only).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/config"
+	"github.com/daftka/daftka/controlplane"
+	"github.com/daftka/daftka/dataplane"
+	"github.com/daftka/daftka/dataplane/storage"
+	"github.com/daftka/daftka/gateway"
+)
+
+// Node is one running node. It implements daftka.API.
+type Node struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *metrics.Set
+
+	db     *storage.DB
+	cp     *controlplane.ControlPlane
+	engine *dataplane.Engine
+
+	gatewayLn  net.Listener
+	metricsLn  net.Listener
+	gatewaySrv *http.Server
+	metricsSrv *http.Server
+
+	cancel       context.CancelFunc
+	reconcileWG  sync.WaitGroup
+	reconciled   atomic.Bool
+	closeOnce    sync.Once
+	fatalOnce    sync.Once
+	fatalHandler func(error)
+	// rr spreads keyless records over partitions.
+	rr atomic.Uint64
+}
+
+// Options are wiring choices that are not configuration knobs.
+type Options struct {
+	// OnFatal is called on a broken invariant or storage failure; the
+	// default logs and exits the process with status 2 (crash-only).
+	OnFatal func(error)
+}
+
+var _ daftka.API = (*Node)(nil)
+
+// Start brings a node up: storage, control plane, replicas, gateway.
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: logger, metrics: metrics.NewSet(), fatalHandler: opts.OnFatal}
+	if n.fatalHandler == nil {
+		n.fatalHandler = func(err error) {
+			logger.Error("fatal error, exiting", "err", err)
+			os.Exit(2)
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.StoragePath, 0o755); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	var err error
+	n.db, err = storage.Open(filepath.Join(cfg.StoragePath, "rocksdb"), storage.Options{
+		NodeID:        cfg.NodeID,
+		FlushInterval: time.Duration(cfg.FlushIntervalMs) * time.Millisecond,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.cp, err = controlplane.Start(ctx, controlplane.Config{
+		NodeID: cfg.NodeID, DataDir: cfg.StoragePath,
+		ClientAddr: cfg.EtcdClientAddr, PeerAddr: cfg.EtcdPeerAddr, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tick := time.Duration(cfg.RaftTickMs) * time.Millisecond
+	n.engine = dataplane.New(dataplane.Config{
+		NodeID:              cfg.NodeID,
+		DB:                  n.db,
+		TickInterval:        tick,
+		ElectionTick:        int(max(2, cfg.ElectionTimeoutMs/cfg.RaftTickMs)),
+		HeartbeatTick:       int(max(1, cfg.HeartbeatIntervalMs/cfg.RaftTickMs)),
+		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
+		MaxInflightBytes:    cfg.ReplicaMaxInflightBytes,
+		MaxInflightRequests: int(cfg.ReplicaMaxInflightReqs),
+		Logger:              logger,
+		Metrics:             n.metrics,
+		OnFatal:             n.fatal,
+	})
+
+	if n.gatewayLn, err = net.Listen("tcp", cfg.GatewayAddr()); err != nil {
+		return nil, fmt.Errorf("node: gateway listener: %w", err)
+	}
+	if n.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr()); err != nil {
+		return nil, fmt.Errorf("node: metrics listener: %w", err)
+	}
+	if err := n.cp.RegisterNode(ctx, controlplane.Node{
+		ID: cfg.NodeID, GatewayURL: n.GatewayURL(), RaftAddr: cfg.RaftAddr, EtcdURL: n.cp.ClientURL(),
+	}); err != nil {
+		return nil, fmt.Errorf("node: register: %w", err)
+	}
+
+	rctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if err := n.reconcileOnce(ctx); err != nil {
+		return nil, err
+	}
+	n.reconcileWG.Add(1)
+	go n.reconcileLoop(rctx)
+
+	h := gateway.New(n, gateway.Options{
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxBatchRecords: int(cfg.ProducerMaxBatchRecords),
+		RequestTimeout:  time.Duration(cfg.RequestTimeoutMs) * time.Millisecond,
+		Logger:          logger,
+		Metrics:         n.metrics,
+	})
+	n.gatewaySrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	mm := http.NewServeMux()
+	mm.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		n.metrics.WritePrometheus(w)
+		metrics.WriteProcessMetrics(w)
+	})
+	n.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	go serve(n.gatewaySrv, n.gatewayLn, logger, "gateway")
+	go serve(n.metricsSrv, n.metricsLn, logger, "metrics")
+	logger.Info("node started", "node_id", cfg.NodeID, "gateway_url", n.GatewayURL(),
+		"metrics_addr", n.metricsLn.Addr().String(), "etcd_client_url", n.cp.ClientURL(), "data_dir", cfg.StoragePath)
+	ok = true
+	return n, nil
+}
+
+func serve(s *http.Server, ln net.Listener, log *slog.Logger, name string) {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("listener failed", "listener", name, "err", err)
+	}
+}
+
+func (n *Node) fatal(err error) {
+	n.fatalOnce.Do(func() { n.fatalHandler(err) })
+}
+
+// GatewayURL is the gateway's base URL, e.g. http://127.0.0.1:4001.
+func (n *Node) GatewayURL() string { return "http://" + n.gatewayLn.Addr().String() }
+
+// MetricsURL is the metrics listener's base URL.
+func (n *Node) MetricsURL() string { return "http://" + n.metricsLn.Addr().String() }
+
+// EtcdURL is the embedded etcd member's client URL.
+func (n *Node) EtcdURL() string { return n.cp.ClientURL() }
+
+// Close stops the node cleanly: the gateway stops taking requests and
+// drains (bounded by ctx), replicas stop, etcd and RocksDB close.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		if n.gatewaySrv != nil {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_ = n.gatewaySrv.Shutdown(sctx)
+			cancel()
+		} else if n.gatewayLn != nil {
+			n.gatewayLn.Close()
+		}
+		if n.metricsSrv != nil {
+			_ = n.metricsSrv.Close()
+		} else if n.metricsLn != nil {
+			n.metricsLn.Close()
+		}
+		if n.cancel != nil {
+			n.cancel()
+			n.reconcileWG.Wait()
+		}
+		if n.engine != nil {
+			n.engine.Close()
+		}
+		if n.cp != nil {
+			if err := n.cp.Close(); err != nil {
+				n.log.Warn("etcd close", "err", err)
+			}
+		}
+		if n.db != nil {
+			n.db.Close()
+		}
+		n.log.Info("node stopped")
+	})
+	return nil
+}

@@ -1,0 +1,90 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/controlplane"
+	"github.com/daftka/daftka/dataplane"
+)
+
+// The reconciler makes the set of hosted replicas follow the assignments in
+// etcd: a replica assigned to this node runs here; one no longer assigned
+// (its topic deleted) is stopped and its data removed.
+
+func (n *Node) reconcileOnce(ctx context.Context) error {
+	as, _, err := n.cp.Assignments(ctx)
+	if err != nil {
+		return err
+	}
+	return n.applyAssignments(as)
+}
+
+func (n *Node) applyAssignments(as []controlplane.Assignment) error {
+	want := map[[2]any]bool{}
+	for _, a := range as {
+		if !slices.Contains(a.Replicas, n.cfg.NodeID) {
+			continue
+		}
+		want[[2]any{a.TopicID, a.Partition}] = true
+		if _, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas); err != nil {
+			return err
+		}
+	}
+	for _, r := range n.engine.Replicas() {
+		id := r.ID()
+		if !want[[2]any{id.TopicID, id.Partition}] {
+			n.removeReplica(id.TopicID, id.Partition)
+		}
+	}
+	n.reconciled.Store(true)
+	return nil
+}
+
+func (n *Node) removeReplica(topicID string, p int32) {
+	err := n.engine.RemoveReplica(topicID, p, true, daftka.Errorf(daftka.CodeTopicNotFound, "the topic was deleted"))
+	if err != nil {
+		n.log.Error("removing replica failed", "topic_id", topicID, "partition", p, "err", err)
+	}
+}
+
+// reconcileLoop follows the assignment watch; on any watch failure it
+// re-lists (bounded backoff) and resumes.
+func (n *Node) reconcileLoop(ctx context.Context) {
+	defer n.reconcileWG.Done()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		as, rev, err := n.cp.Assignments(ctx)
+		if err == nil {
+			err = n.applyAssignments(as)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("reconcile failed, retrying", "err", err, "backoff_ms", backoff.Milliseconds())
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for evs := range n.cp.WatchAssignments(ctx, rev) {
+			for _, ev := range evs {
+				a := ev.Assignment
+				if ev.Deleted || !slices.Contains(a.Replicas, n.cfg.NodeID) {
+					n.removeReplica(a.TopicID, a.Partition)
+					continue
+				}
+				if _, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas); err != nil {
+					n.log.Error("starting replica failed", "topic", a.Topic, "partition", a.Partition, "err", err)
+				}
+			}
+		}
+	}
+}
