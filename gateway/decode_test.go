@@ -281,13 +281,13 @@ func TestParsePartition(t *testing.T) {
 }
 
 func TestRecordOut(t *testing.T) {
-	rec := daftka.Record{Offset: 4, Timestamp: time.UnixMilli(1234), Key: nil, Value: []byte{}, Headers: []daftka.Header{{Key: "z", Value: "1"}, {Key: "a", Value: "2"}}}
+	rec := daftka.Record{Offset: 4, Timestamp: time.UnixMilli(1234), Key: nil, Value: []byte{}, Headers: []daftka.Header{{Key: "z", Value: "1"}, {Key: "a", Value: "<&>"}}}
 	rj, p := recordOut(rec, encUTF8)
 	if p != nil {
 		t.Fatal(p.Detail)
 	}
 	b, _ := marshalJSON(rj)
-	if want := `{"offset":4,"timestamp_ms":1234,"key":null,"value":"","headers":{"z":"1","a":"2"}}` + "\n"; string(b) != want {
+	if want := `{"offset":4,"timestamp_ms":1234,"key":null,"value":"","headers":{"z":"1","a":"<&>"}}` + "\n"; string(b) != want {
 		t.Errorf("got %s want %s", b, want)
 	}
 	rec = daftka.Record{Offset: 5, Value: []byte{0xff, 0}}

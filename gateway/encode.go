@@ -107,12 +107,15 @@ func (h headersMap) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// writeJSONString writes s as a JSON string, without HTML escaping, like
+// the rest of the answer (marshalJSON).
 func writeJSONString(buf *bytes.Buffer, s string) error {
-	b, err := json.Marshal(s)
-	if err != nil {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
 		return err
 	}
-	buf.Write(b)
+	buf.Truncate(buf.Len() - 1) // Encode's newline
 	return nil
 }
 
