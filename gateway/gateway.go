@@ -87,14 +87,15 @@ func New(api daftka.API, opts Options) http.Handler {
 	return g
 }
 
-// routes registers every endpoint. Each path also gets a method-less
-// pattern answering 405 (with Allow) for the methods it does not serve, and
-// "/" answers 404: ServeMux's own 404 and 405 answers are plain text.
-func (g *gateway) routes() {
-	type route struct {
-		method, path string
-		h            http.HandlerFunc
-	}
+// route is one endpoint: a method and a ServeMux path pattern.
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+// routeList is every endpoint the gateway can serve; the time lookup only
+// when withTimeLookup.
+func (g *gateway) routeList(withTimeLookup bool) []route {
 	rs := []route{
 		{"POST", "/v1/topics", g.createTopic},
 		{"GET", "/v1/topics", g.listTopics},
@@ -111,9 +112,18 @@ func (g *gateway) routes() {
 		{"GET", "/readyz", g.readyz},
 		{"GET", "/metrics", g.metrics},
 	}
-	if _, ok := g.api.(TimeLookup); ok {
+	if withTimeLookup {
 		rs = append(rs, route{"GET", "/v1/topics/{topic}/partitions/{partition}/offsets", g.offsetForTime})
 	}
+	return rs
+}
+
+// routes registers every endpoint. Each path also gets a method-less
+// pattern answering 405 (with Allow) for the methods it does not serve, and
+// "/" answers 404: ServeMux's own 404 and 405 answers are plain text.
+func (g *gateway) routes() {
+	_, timeLookup := g.api.(TimeLookup)
+	rs := g.routeList(timeLookup)
 	allow := map[string][]string{}
 	var paths []string
 	for _, r := range rs {
