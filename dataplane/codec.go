@@ -51,16 +51,6 @@ func appendNullable(b, v []byte) []byte {
 	return append(b, v...)
 }
 
-// recordSize is the size a record counts against max_record_bytes:
-// key + value + header keys and values.
-func recordSize(r *daftka.ProduceRecord) int64 {
-	n := int64(len(r.Key) + len(r.Value))
-	for _, h := range r.Headers {
-		n += int64(len(h.Key) + len(h.Value))
-	}
-	return n
-}
-
 type reader struct {
 	b   []byte
 	err error
