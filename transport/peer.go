@@ -34,6 +34,8 @@ type peer struct {
 	changed   chan struct{} // closed and replaced when conn or addr changes
 	dialing   bool
 	removed   bool
+	dialErr   error  // last failed dial
+	dialFails uint64 // count of failed dials, to tell new failures from old
 
 	lanes [2]*lane
 }
@@ -114,11 +116,11 @@ func (p *peer) addConn(c *quic.Conn, dialedByMe bool) bool {
 	}
 	p.mu.Unlock()
 	if !adopt {
-		_ = c.CloseWithError(codeSuperseded, "duplicate connection")
+		retire(c)
 		return false
 	}
 	if old != nil && old != c {
-		_ = old.CloseWithError(codeSuperseded, "superseded")
+		retire(old)
 	}
 	p.m.connects.Inc()
 	// Forget the connection when it dies so that senders dial again.
@@ -133,9 +135,23 @@ func (p *peer) addConn(c *quic.Conn, dialedByMe bool) bool {
 	return true
 }
 
+// supersedeGrace is how long a connection that lost the tie-break stays
+// open: the peer may have sent on it before it learnt of the other one, and
+// what it sent should still arrive. Nobody sends new data on it meanwhile.
+const supersedeGrace = 2 * time.Second
+
+func retire(c *quic.Conn) {
+	time.AfterFunc(supersedeGrace, func() { _ = c.CloseWithError(codeSuperseded, "superseded") })
+}
+
 // waitConn returns the connection to send on, dialing if there is none. It
-// gives up when ctx is done or the peer is removed.
-func (p *peer) waitConn(ctx context.Context) (*quic.Conn, error) {
+// gives up when ctx is done or the peer is removed, and, with failFast, at
+// the first dial that fails after the call (RPCs fail fast, like gRPC
+// without wait-for-ready; raft streams wait, bounded by their queue).
+func (p *peer) waitConn(ctx context.Context, failFast bool) (*quic.Conn, error) {
+	p.mu.Lock()
+	fails := p.dialFails
+	p.mu.Unlock()
 	for {
 		p.mu.Lock()
 		if p.removed {
@@ -145,6 +161,11 @@ func (p *peer) waitConn(ctx context.Context) (*quic.Conn, error) {
 		if c := p.conn; c != nil && c.Context().Err() == nil {
 			p.mu.Unlock()
 			return c, nil
+		}
+		if failFast && p.dialFails != fails {
+			err := p.dialErr
+			p.mu.Unlock()
+			return nil, fmt.Errorf("dial node %d: %w", p.id, err)
 		}
 		if p.addr != "" && !p.dialing {
 			p.dialing = true
@@ -187,6 +208,11 @@ func (p *peer) dialLoop() {
 			continue
 		}
 		p.m.dialFails.Inc()
+		p.mu.Lock()
+		p.dialErr = err
+		p.dialFails++
+		p.signalLocked()
+		p.mu.Unlock()
 		p.t.log.Debug("dial failed", "peer", p.id, "addr", addr, "err", err, "retry_in", backoff)
 		select {
 		case <-time.After(p.t.jitter(backoff)):
@@ -361,13 +387,15 @@ func (l *lane) run() {
 		// Waiting for a connection happens before take would be nicer,
 		// but the queue keeps filling (and bounding) while we wait, so it
 		// makes no difference to memory.
-		conn, err := l.p.waitConn(t.ctx)
+		conn, err := l.p.waitConn(t.ctx, false)
 		if err != nil {
 			return
 		}
 		if stream == nil || streamConn != conn {
 			if stream != nil {
-				stream.CancelWrite(streamCanceled)
+				// The connection was superseded: finish the old stream
+				// gracefully so that what is on it still arrives.
+				_ = stream.Close()
 			}
 			stream, err = l.openStream(conn)
 			if err != nil {

@@ -17,6 +17,7 @@ const (
 	rpcOK         = 0
 	rpcHandlerErr = 1
 	rpcRefused    = 2
+	rpcDeadline   = 3 // the handler's context expired: the caller's deadline passed
 )
 
 // encodeRPCRequest: u8 method length, method, uvarint timeout in ms (0 =
@@ -99,6 +100,8 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 	switch body[0] {
 	case rpcOK:
 		return body[1:], nil
+	case rpcDeadline:
+		return nil, fmt.Errorf("transport: node %d: %s: %w", to, method, context.DeadlineExceeded)
 	case rpcHandlerErr:
 		return nil, &RemoteError{Peer: to, Method: method, Message: string(body[1:])}
 	default:
@@ -144,7 +147,7 @@ func (t *Transport) openBidi(ctx context.Context, p *peer, kind streamKind) (*qu
 	if p.addrUnknown() {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownPeer, p.id)
 	}
-	c, err := p.waitConn(ctx)
+	c, err := p.waitConn(ctx, true)
 	if err != nil {
 		return nil, t.ctxErr(ctx, err)
 	}
@@ -198,6 +201,9 @@ func (t *Transport) serveRPC(s *quic.Stream, p *peer) {
 	status := byte(rpcOK)
 	if herr != nil {
 		status, resp = rpcHandlerErr, []byte(herr.Error())
+		if ctx.Err() == context.DeadlineExceeded {
+			status = rpcDeadline
+		}
 	}
 	if 1+len(resp) > t.cfg.MaxFrameBytes {
 		status, resp = rpcRefused, []byte("response too large")

@@ -62,6 +62,10 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 	if err := writeFrame(s, frameSnapHeader, hdr); err != nil {
 		return fail(err)
 	}
+	var w io.Writer = s
+	if t.cfg.SnapshotBytesPerSec > 0 {
+		w = &pacedWriter{w: s, rate: float64(t.cfg.SnapshotBytesPerSec), stop: ctx.Done()}
+	}
 	var (
 		buf   = make([]byte, t.cfg.SnapshotChunkBytes)
 		crc   uint32
@@ -73,7 +77,7 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 			crc = crc32.Update(crc, castagnoli, buf[:n])
 			total += uint64(n)
 			_ = s.SetWriteDeadline(time.Now().Add(idle))
-			if err := writeFrame(s, frameSnapChunk, buf[:n]); err != nil {
+			if err := writeFrame(w, frameSnapChunk, buf[:n]); err != nil {
 				return fail(err)
 			}
 			p.m.sentBytes.Add(frameHeaderLen + n)
@@ -222,4 +226,43 @@ func (r *snapReader) Read(b []byte) (int, error) {
 	n := copy(b, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
+}
+
+// pacedWriter writes at most rate bytes per second, in slices of paceSlice
+// bytes, so that the stream never puts a large burst into the connection.
+type pacedWriter struct {
+	w    io.Writer
+	rate float64
+	stop <-chan struct{}
+	next time.Time
+}
+
+const paceSlice = 32 << 10
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		if d := time.Until(p.next); d > 0 {
+			tm := time.NewTimer(d)
+			select {
+			case <-tm.C:
+			case <-p.stop:
+				tm.Stop()
+				return written, context.Canceled
+			}
+		}
+		k := min(len(b), paceSlice)
+		n, err := p.w.Write(b[:k])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		now := time.Now()
+		if p.next.Before(now) {
+			p.next = now
+		}
+		p.next = p.next.Add(time.Duration(float64(k) / p.rate * float64(time.Second)))
+		b = b[k:]
+	}
+	return written, nil
 }

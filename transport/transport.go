@@ -47,6 +47,11 @@ type Config struct {
 	FrameTargetBytes int
 	// SnapshotChunkBytes is the size of snapshot chunks. Default 1 MiB.
 	SnapshotChunkBytes int
+	// SnapshotBytesPerSec caps the rate at which SendSnapshot writes, so
+	// that a snapshot leaves CPU and congestion window to raft traffic (set
+	// it in production; a snapshot at full speed fills the path's queues
+	// that heartbeats then wait behind). 0 means unlimited.
+	SnapshotBytesPerSec int64
 	// MaxIncomingSnapshots bounds concurrent snapshot receptions; more are
 	// refused with ErrBusy at the sender. Default 2.
 	MaxIncomingSnapshots int
