@@ -1,5 +1,3 @@
-//go:build nodetest
-
 package gateway_test
 
 // Integration tests: real HTTP against a real single-node cluster
