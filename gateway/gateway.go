@@ -345,10 +345,17 @@ func (rw *recorder) Flush() {
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 
 // readBody checks the media type and size of a request body and parses it.
-// Order: 415, then 413, then the JSON itself (400).
+// Order: 415 (media type, content coding), then 413, then the JSON itself
+// (400).
 func (g *gateway) readBody(w http.ResponseWriter, r *http.Request) (jsonValue, *problem) {
 	if p := checkContentType(r.Header.Values("Content-Type")); p != nil {
 		return jsonValue{}, p
+	}
+	for _, ce := range r.Header.Values("Content-Encoding") {
+		if !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+			// RFC 9110 §15.5.16: 415 for an unsupported content coding.
+			return jsonValue{}, newProblem(daftka.CodeUnsupportedMediaType, "request bodies may not be compressed (Content-Encoding)")
+		}
 	}
 	tooLarge := newProblem(daftka.CodeBodyTooLarge, fmt.Sprintf("the body is larger than %d bytes", g.opts.MaxBodyBytes))
 	if r.ContentLength > g.opts.MaxBodyBytes {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -205,22 +206,60 @@ func (g *gateway) produce(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.opts.RequestTimeout)
 	defer cancel()
 	results, err := g.api.Produce(ctx, topic, req)
-	complete := len(results) == len(req.Records)
-	if err == nil {
-		if !complete {
-			err = errors.New("gateway: Produce returned no error and the wrong number of results")
-		} else {
-			for _, res := range results {
-				if res.Err != nil {
-					err = res.Err
-					break
-				}
+	out, committed, p := produceAnswer(results, err, len(req.Records))
+	if len(committed) > 0 {
+		n := 0
+		for _, i := range committed {
+			rec := &req.Records[i]
+			n += recordBytes(rec.Key, rec.Value, rec.Headers)
+		}
+		g.topicCounter("daftka_gateway_produced_records_total", topic).Add(len(committed))
+		g.topicCounter("daftka_gateway_produced_bytes_total", topic).Add(n)
+	}
+	if p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// produceAnswer turns what Produce returned for n records into the 200 body
+// or a problem, and lists the indexes of the records known committed. A
+// problem carries "offsets" only when the results say record by record
+// which committed and which did not (a partial failure); when they cannot
+// (an error with no per-record errors, or the wrong number of results), no
+// record is claimed committed.
+func produceAnswer(results []daftka.ProduceResult, err error, n int) (producedJSON, []int, *problem) {
+	if len(results) != n {
+		if err == nil {
+			err = fmt.Errorf("gateway: Produce returned %d results for %d records and no error", len(results), n)
+		}
+		return producedJSON{}, nil, problemFrom(err)
+	}
+	failed := 0
+	for _, res := range results {
+		if res.Err != nil {
+			failed++
+			if err == nil {
+				err = res.Err
 			}
 		}
 	}
-	var nrec, nbytes uint64
-	out := producedJSON{Offsets: make([]producedOffset, 0, len(results))}
-	outcomes := make([]produceOutcome, 0, len(results))
+	if err == nil {
+		out := producedJSON{Offsets: make([]producedOffset, n)}
+		committed := make([]int, n)
+		for i, res := range results {
+			out.Offsets[i] = producedOffset{Partition: res.Partition, Offset: res.Offset}
+			committed[i] = i
+		}
+		return out, committed, nil
+	}
+	p := problemFrom(err)
+	if failed == 0 {
+		return producedJSON{}, nil, p
+	}
+	var committed []int
+	p.Offsets = make([]produceOutcome, n)
 	for i, res := range results {
 		if res.Err != nil {
 			code := daftka.CodeInternal
@@ -230,31 +269,14 @@ func (g *gateway) produce(w http.ResponseWriter, r *http.Request) {
 					code = de.Code
 				}
 			}
-			outcomes = append(outcomes, produceOutcome{Partition: res.Partition, ErrorCode: code})
+			p.Offsets[i] = produceOutcome{Partition: res.Partition, ErrorCode: code}
 			continue
 		}
 		off := res.Offset
-		outcomes = append(outcomes, produceOutcome{Partition: res.Partition, Offset: &off})
-		out.Offsets = append(out.Offsets, producedOffset{Partition: res.Partition, Offset: res.Offset})
-		if complete {
-			rec := &req.Records[i]
-			nrec++
-			nbytes += uint64(recordBytes(rec.Key, rec.Value, rec.Headers))
-		}
+		p.Offsets[i] = produceOutcome{Partition: res.Partition, Offset: &off}
+		committed = append(committed, i)
 	}
-	if nrec > 0 {
-		g.topicCounter("daftka_gateway_produced_records_total", topic).Add(int(nrec))
-		g.topicCounter("daftka_gateway_produced_bytes_total", topic).Add(int(nbytes))
-	}
-	if err != nil {
-		pr := problemFrom(err)
-		if complete {
-			pr.Offsets = outcomes
-		}
-		g.fail(w, r, pr)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	return producedJSON{}, committed, p
 }
 
 func (g *gateway) topicCounter(name, topic string) *metrics.Counter {
