@@ -24,6 +24,27 @@ type unstable struct {
 	snapshot *Snapshot
 	entries  []Entry
 	offset   uint64 // index of entries[0]
+	// inProgress is the first index not yet handed out in a Ready; entries
+	// in [offset, inProgress) are being written by the driver. It lets the
+	// driver pipeline Readys (take the next before Advance of the last).
+	inProgress         uint64
+	snapshotInProgress bool
+}
+
+// takeEntries returns the entries not yet handed out and marks them in
+// progress.
+func (u *unstable) takeEntries() []Entry {
+	from := u.inProgress - u.offset
+	if from >= uint64(len(u.entries)) {
+		return nil
+	}
+	ents := u.entries[from:len(u.entries):len(u.entries)]
+	u.inProgress = u.offset + uint64(len(u.entries))
+	return ents
+}
+
+func (u *unstable) hasEntriesToHand() bool {
+	return u.inProgress < u.offset+uint64(len(u.entries))
 }
 
 func newRaftLog(s Storage, applied uint64) (*raftLog, error) {
@@ -40,6 +61,7 @@ func newRaftLog(s Storage, applied uint64) (*raftLog, error) {
 	}
 	l := &raftLog{storage: s}
 	l.unstable.offset = last + 1
+	l.unstable.inProgress = last + 1
 	l.committed = first - 1
 	l.applying = first - 1
 	l.applied = first - 1
@@ -218,6 +240,7 @@ func (l *raftLog) append(ents ...Entry) uint64 {
 		keep := u.entries[:after-u.offset]
 		u.entries = append(append([]Entry(nil), keep...), ents...)
 	}
+	u.inProgress = max(u.offset, min(u.inProgress, after))
 	return l.lastIndex()
 }
 
@@ -322,6 +345,7 @@ func (l *raftLog) stableTo(i, t uint64) {
 	}
 	u.entries = u.entries[i+1-u.offset:]
 	u.offset = i + 1
+	u.inProgress = max(u.inProgress, u.offset)
 	if len(u.entries) == 0 {
 		u.entries = nil
 	}
@@ -330,6 +354,7 @@ func (l *raftLog) stableTo(i, t uint64) {
 func (l *raftLog) stableSnapTo(i uint64) {
 	if l.unstable.snapshot != nil && l.unstable.snapshot.Meta.Index == i {
 		l.unstable.snapshot = nil
+		l.unstable.snapshotInProgress = false
 	}
 }
 
@@ -337,6 +362,8 @@ func (l *raftLog) stableSnapTo(i uint64) {
 func (l *raftLog) restore(s Snapshot) {
 	l.committed = s.Meta.Index
 	l.unstable.snapshot = &s
+	l.unstable.snapshotInProgress = false
 	l.unstable.entries = nil
 	l.unstable.offset = s.Meta.Index + 1
+	l.unstable.inProgress = s.Meta.Index + 1
 }

@@ -127,13 +127,16 @@ func (n *Node) HasReady() bool {
 	if hs := r.hardState(); hs != n.prevHS {
 		return true
 	}
-	return len(r.log.unstable.entries) > 0 || r.log.unstable.snapshot != nil ||
+	u := &r.log.unstable
+	return u.hasEntriesToHand() || (u.snapshot != nil && !u.snapshotInProgress) ||
 		len(r.msgs) > 0 || len(r.msgsAfter) > 0 || len(r.readStates) > 0 ||
 		r.log.hasNextCommitted()
 }
 
 // Ready returns the work to do. The driver handles it as doc.go says and
-// then calls Advance(rd) before the next Ready.
+// then calls Advance(rd). A pipelining driver may take further Readys
+// before it advances earlier ones, as long as it makes them durable and
+// advances them in the order it received them.
 func (n *Node) Ready() Ready {
 	r := n.r
 	var rd Ready
@@ -147,12 +150,14 @@ func (n *Node) Ready() Ready {
 		rd.MustSync = hs.Term != n.prevHS.Term || hs.Vote != n.prevHS.Vote
 		n.prevHS = hs
 	}
-	if u := r.log.unstable.entries; len(u) > 0 {
-		rd.Entries = u[:len(u):len(u)]
-		rd.MustSync = true
-	}
-	if s := r.log.unstable.snapshot; s != nil {
+	u := &r.log.unstable
+	if s := u.snapshot; s != nil && !u.snapshotInProgress {
 		rd.Snapshot = *s
+		rd.MustSync = true
+		u.snapshotInProgress = true
+	}
+	if ents := u.takeEntries(); len(ents) > 0 {
+		rd.Entries = ents
 		rd.MustSync = true
 	}
 	if ents := r.log.nextCommitted(r.maxCommittedBytes); len(ents) > 0 {

@@ -31,9 +31,11 @@ const (
 	simLivenessTicksMax  = 300 // bound for the liveness phase
 	simMaxTraceLines     = 200
 	simMaxNetworkMsgs    = 20000
+	simNetBuckets        = 128 // > max delay in units
 	simMaxReadyPerUnit   = 64
 	simCompactKeep       = 8
 	simMaxPendingReads   = 64
+	simMaxPendingReadys  = 16
 	simProposalsLiveness = 3
 )
 
@@ -49,6 +51,13 @@ type simNode struct {
 	downLeft int // ticks until restart
 	lastRole Role
 	lastTerm uint64
+	// asynchronous driver: a Ready being written
+	pending []simWrite
+}
+
+type simWrite struct {
+	at int
+	rd Ready
 }
 
 type simMsg struct {
@@ -67,7 +76,8 @@ type simulator struct {
 	rng   prng
 	n     int
 	nodes []*simNode
-	net   []simMsg
+	net   [simNetBuckets][]simMsg // ring of delivery-time buckets
+	netN  int
 	now   int
 
 	// faults
@@ -76,6 +86,10 @@ type simulator struct {
 	cut             [8][8]bool
 	pCrash          int // per mille per tick per node
 	pCrashMidReady  int // per mille per Ready
+	pCrashLeader    int // per mille per tick: the leader crashes
+	asyncDriver     bool
+	maxMsgBytes     uint64
+	maxInflight     int
 	snapshotting    bool
 	membership      bool
 	healed          bool
@@ -84,13 +98,13 @@ type simulator struct {
 	proposalCounter int
 
 	// checker state
-	leaders   map[uint64]uint64 // term -> leader
-	committed []simCommitted    // index -> entry (index 0 unused)
-	hashAt    []uint64          // index -> rolling hash after applying it
-	reads     map[string]simRead
-	readSeq   int
-	trace     []string
-	verbose   bool
+	leaders     map[uint64]uint64 // term -> leader
+	committed   []simCommitted    // index -> entry (index 0 unused)
+	hashAt      []uint64          // index -> rolling hash after applying it
+	reads       map[string]simRead
+	readSeq     int
+	trace       []string
+	verbose     bool
 	mustApply   map[string]bool // liveness proposals not yet applied
 	liveApplied int
 }
@@ -144,6 +158,10 @@ func newSimulator(seed uint64) *simulator {
 	s.maxDelay = []int{2, 10, 30, 80}[s.rng.intn(4)]
 	s.pCrash = []int{0, 2, 10}[s.rng.intn(3)]
 	s.pCrashMidReady = []int{0, 5, 30}[s.rng.intn(3)]
+	s.pCrashLeader = []int{0, 0, 10, 30}[s.rng.intn(4)]
+	s.asyncDriver = s.chance(500)
+	s.maxMsgBytes = []uint64{1, 64, 256, 4096}[s.rng.intn(4)]
+	s.maxInflight = []int{1, 4, 64}[s.rng.intn(3)]
 	s.snapshotting = s.chance(500)
 	s.membership = s.chance(600)
 	s.committed = []simCommitted{{}}
@@ -160,8 +178,8 @@ func (s *simulator) config(sn *simNode) Config {
 	return Config{
 		ID: sn.id, ElectionTick: simElectionTick, HeartbeatTick: simHeartbeatTick,
 		Storage: sn.disk, Applied: sn.applied,
-		MaxMsgBytes: 256, MaxInflightMsgs: 4, MaxInflightBytes: 2048,
-		MaxUncommittedEntriesBytes: 4096,
+		MaxMsgBytes: s.maxMsgBytes, MaxInflightMsgs: s.maxInflight, MaxInflightBytes: 2048,
+		MaxUncommittedEntriesBytes: 1024,
 		MaxCommittedBytesPerReady:  512,
 		PreVote:                    true, CheckQuorum: true,
 		Seed: s.seed*31 + sn.id + uint64(s.now),
@@ -179,7 +197,7 @@ func (s *simulator) start(sn *simNode) {
 }
 
 func (s *simulator) crash(sn *simNode) {
-	sn.up, sn.node = false, nil
+	sn.up, sn.node, sn.pending = false, nil, nil
 	sn.downLeft = 1 + s.rng.intn(4*simElectionTick)
 	s.logf("node %d CRASH", sn.id)
 }
@@ -204,7 +222,7 @@ func (s *simulator) send(from *simNode, msgs []Message) {
 		if m.From != from.id {
 			s.failf("node %d sent a message with From=%d", from.id, m.From)
 		}
-		if len(s.net) >= simMaxNetworkMsgs {
+		if s.netN >= simMaxNetworkMsgs {
 			continue // the network is bounded too: overflow is loss
 		}
 		if !s.healed && s.chance(s.pDrop) {
@@ -219,17 +237,31 @@ func (s *simulator) send(from *simNode, msgs []Message) {
 			if s.healed {
 				delay = 1 + s.rng.intn(5)
 			}
-			s.net = append(s.net, simMsg{at: s.now + delay, key: s.rng.next(), m: m})
+			b := (s.now + delay) % simNetBuckets
+			s.net[b] = append(s.net[b], simMsg{at: s.now + delay, key: s.rng.next(), m: m})
+			s.netN++
 		}
 	}
 }
 
 // handleReady is the driver loop of doc.go, with a possible crash after
-// the early messages left but before anything was fsynced.
+// the early messages left but before anything was fsynced. With an
+// asynchronous driver (Dragonboat style) the fsync of a Ready takes
+// simulated time, during which the node keeps stepping messages and
+// ticking; Advance comes when the write completes.
 func (s *simulator) handleReady(sn *simNode) {
-	for i := 0; sn.up && sn.node.HasReady(); i++ {
+	for i := 0; sn.up; i++ {
 		if i >= simMaxReadyPerUnit {
 			s.failf("node %d: Ready does not settle", sn.id)
+		}
+		if len(sn.pending) > 0 && s.now >= sn.pending[0].at {
+			rd := sn.pending[0].rd
+			sn.pending = sn.pending[1:]
+			s.finishReady(sn, rd)
+			continue
+		}
+		if !sn.node.HasReady() || len(sn.pending) >= simMaxPendingReadys {
+			return
 		}
 		rd := sn.node.Ready()
 		s.send(sn, rd.Messages)
@@ -237,37 +269,55 @@ func (s *simulator) handleReady(sn *simNode) {
 			s.crash(sn)
 			return
 		}
-		if !rd.Snapshot.IsEmpty() {
-			if err := sn.disk.ApplySnapshot(rd.Snapshot); err != nil {
-				s.failf("node %d: ApplySnapshot: %v", sn.id, err)
+		if s.asyncDriver && !s.healed {
+			// the write completes later; FIFO with earlier writes
+			at := s.now + s.rng.intn(2*simUnitsPerTick)
+			if n := len(sn.pending); n > 0 {
+				at = max(at, sn.pending[n-1].at)
 			}
-			d := rd.Snapshot.Data
-			idx, h := binary.BigEndian.Uint64(d), binary.BigEndian.Uint64(d[8:])
-			if idx != rd.Snapshot.Meta.Index {
-				s.failf("snapshot data index %d != meta %d", idx, rd.Snapshot.Meta.Index)
-			}
-			if idx < uint64(len(s.hashAt)) && s.hashAt[idx] != h {
-				s.failf("STATE MACHINE SAFETY: node %d installs snapshot at %d with hash %x, applied hash there is %x", sn.id, idx, h, s.hashAt[idx])
-			}
-			sn.applied, sn.hash = idx, h
-			s.logf("node %d installed snapshot at %d", sn.id, idx)
+			sn.pending = append(sn.pending, simWrite{at: at, rd: rd})
+			continue
 		}
-		if err := sn.disk.Append(rd.Entries); err != nil {
-			s.failf("node %d: Append: %v", sn.id, err)
+		if len(sn.pending) > 0 {
+			sn.pending = append(sn.pending, simWrite{at: sn.pending[len(sn.pending)-1].at, rd: rd})
+			continue
 		}
-		if !rd.HardState.IsEmpty() {
-			sn.disk.SetHardState(rd.HardState)
-		}
-		s.send(sn, rd.MessagesAfterPersist)
-		for k := range rd.CommittedEntries {
-			s.apply(sn, &rd.CommittedEntries[k])
-		}
-		for _, rs := range rd.ReadStates {
-			s.checkRead(sn, rs)
-		}
-		sn.node.Advance(rd)
-		s.checkNode(sn)
+		s.finishReady(sn, rd)
 	}
+}
+
+// finishReady persists rd, sends what waited for it, applies and advances.
+func (s *simulator) finishReady(sn *simNode, rd Ready) {
+	if !rd.Snapshot.IsEmpty() {
+		if err := sn.disk.ApplySnapshot(rd.Snapshot); err != nil {
+			s.failf("node %d: ApplySnapshot: %v", sn.id, err)
+		}
+		d := rd.Snapshot.Data
+		idx, h := binary.BigEndian.Uint64(d), binary.BigEndian.Uint64(d[8:])
+		if idx != rd.Snapshot.Meta.Index {
+			s.failf("snapshot data index %d != meta %d", idx, rd.Snapshot.Meta.Index)
+		}
+		if idx < uint64(len(s.hashAt)) && s.hashAt[idx] != h {
+			s.failf("STATE MACHINE SAFETY: node %d installs snapshot at %d with hash %x, applied hash there is %x", sn.id, idx, h, s.hashAt[idx])
+		}
+		sn.applied, sn.hash = idx, h
+		s.logf("node %d installed snapshot at %d", sn.id, idx)
+	}
+	if err := sn.disk.Append(rd.Entries); err != nil {
+		s.failf("node %d: Append: %v", sn.id, err)
+	}
+	if !rd.HardState.IsEmpty() {
+		sn.disk.SetHardState(rd.HardState)
+	}
+	s.send(sn, rd.MessagesAfterPersist)
+	for k := range rd.CommittedEntries {
+		s.apply(sn, &rd.CommittedEntries[k])
+	}
+	for _, rs := range rd.ReadStates {
+		s.checkRead(sn, rs)
+	}
+	sn.node.Advance(rd)
+	s.checkNode(sn)
 }
 
 func (s *simulator) apply(sn *simNode, e *Entry) {
@@ -416,19 +466,13 @@ func (s *simulator) leader() *simNode {
 }
 
 func (s *simulator) deliver() {
-	if len(s.net) == 0 {
+	b := s.now % simNetBuckets
+	due := s.net[b]
+	if len(due) == 0 {
 		return
 	}
-	var due []simMsg
-	keep := s.net[:0]
-	for _, m := range s.net {
-		if m.at <= s.now {
-			due = append(due, m)
-		} else {
-			keep = append(keep, m)
-		}
-	}
-	s.net = keep
+	s.net[b] = nil
+	s.netN -= len(due)
 	// reordering: random order among due messages
 	slices.SortFunc(due, func(a, b simMsg) int {
 		if a.key < b.key {
@@ -491,6 +535,9 @@ func (s *simulator) faults() {
 		if sn.up && s.chance(s.pCrash) {
 			s.crash(sn)
 		}
+	}
+	if l := s.leader(); l != nil && s.chance(s.pCrashLeader) {
+		s.crash(l)
 	}
 }
 
@@ -646,7 +693,7 @@ func (s *simulator) run() (err error) {
 		if s.now%simUnitsPerTick == 0 && s.liveApplied < simProposalsLiveness {
 			s.propose("live")
 		}
-		if s.liveApplied >= simProposalsLiveness && s.allVotersApplied() {
+		if s.liveApplied >= simProposalsLiveness && s.leader() != nil {
 			break
 		}
 		if s.now-start > simLivenessTicksMax*simUnitsPerTick {
@@ -707,8 +754,8 @@ func runSeed(seed uint64, verbose bool) error {
 		fmt.Printf("seed %d: n=%d committed=%d leaders=%d time=%d\n", seed, s.n, len(s.committed)-1, len(s.leaders), s.now)
 	}
 	if err != nil {
-		return fmt.Errorf("seed %d (n=%d voters=%v drop=%d‰ dup=%d‰ delay=%d crash=%d‰ midReadyCrash=%d‰ snap=%v member=%v): %w\nlast events:\n  %s",
-			seed, s.n, s.firstVoters, s.pDrop, s.pDup, s.maxDelay, s.pCrash, s.pCrashMidReady, s.snapshotting, s.membership, err, strings.Join(s.trace[max(0, len(s.trace)-30):], "\n  "))
+		return fmt.Errorf("seed %d (n=%d voters=%v drop=%d‰ dup=%d‰ delay=%d crash=%d‰ leaderCrash=%d‰ midReadyCrash=%d‰ async=%v maxMsgBytes=%d inflight=%d snap=%v member=%v): %w\nlast events:\n  %s",
+			seed, s.n, s.firstVoters, s.pDrop, s.pDup, s.maxDelay, s.pCrash, s.pCrashLeader, s.pCrashMidReady, s.asyncDriver, s.maxMsgBytes, s.maxInflight, s.snapshotting, s.membership, err, strings.Join(s.trace[max(0, len(s.trace)-30):], "\n  "))
 	}
 	return nil
 }
