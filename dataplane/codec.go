@@ -14,8 +14,9 @@ import (
 // a kind byte and a CRC32C of the rest, verified before it is applied.
 // Append-only wire enum: never renumber a kind.
 const (
-	cmdProduce     byte = 1
-	cmdGroupOffset byte = 2
+	cmdProduce           byte = 1
+	cmdGroupOffset       byte = 2
+	cmdProduceIdempotent byte = 3
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -139,11 +140,18 @@ func clone(b []byte) []byte {
 	return append([]byte{}, b...)
 }
 
-// encodeProduce builds a produce command. Zero timestamps take now, the
-// leader's clock at append.
-func encodeProduce(recs []daftka.ProduceRecord, now time.Time) []byte {
+// encodeProduce builds a produce command; with a producer id, an
+// idempotent one whose records carry sequences firstSeq, firstSeq+1, ...
+// Zero timestamps take now, the leader's clock at append.
+func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecord, now time.Time) []byte {
 	b := make([]byte, 5, 64)
 	b[0] = cmdProduce
+	if producerID != "" {
+		b[0] = cmdProduceIdempotent
+		b = binary.AppendUvarint(b, uint64(len(producerID)))
+		b = append(b, producerID...)
+		b = binary.AppendVarint(b, firstSeq)
+	}
 	b = binary.AppendUvarint(b, uint64(len(recs)))
 	for i := range recs {
 		ts := now.UnixMilli()
@@ -172,10 +180,12 @@ func encodeGroupOffset(group string, offset int64) []byte {
 
 // command is a decoded, checksum-verified entry payload.
 type command struct {
-	kind    byte
-	records [][]byte // produce: each record in the stored format
-	group   string   // group offset
-	offset  int64
+	kind     byte
+	records  [][]byte // produce: each record in the stored format
+	producer string   // idempotent produce
+	firstSeq int64
+	group    string // group offset
+	offset   int64
 }
 
 func decodeCommand(data []byte) (command, error) {
@@ -188,7 +198,11 @@ func decodeCommand(data []byte) (command, error) {
 	r := reader{b: data[5:]}
 	c := command{kind: data[0]}
 	switch c.kind {
-	case cmdProduce:
+	case cmdProduce, cmdProduceIdempotent:
+		if c.kind == cmdProduceIdempotent {
+			c.producer = string(r.bytes(r.uvarint()))
+			c.firstSeq = r.varint()
+		}
 		n := r.uvarint()
 		if n > uint64(len(r.b)) {
 			return command{}, errBadCommand

@@ -24,8 +24,8 @@ type proposal struct {
 }
 
 type result struct {
-	firstOffset int64
-	err         error
+	offsets []int64 // produce: one per record, in order
+	err     error
 }
 
 // Replica drives one partition replica: its Raft node, its state machine
@@ -45,14 +45,61 @@ type Replica struct {
 	stopErr       atomic.Pointer[daftka.Error]
 
 	// Owned by the run goroutine.
-	node    *raft.Node
-	state   storage.AppliedState
-	waiters map[uint64]*proposal
+	node      *raft.Node
+	state     storage.AppliedState
+	waiters   map[uint64]*proposal
+	producers map[string]*producerState
 
 	// Published position.
 	mu       sync.RWMutex
 	pos      Position
 	changedC chan struct{} // closed when pos changes
+}
+
+// applyIdempotent appends the records of an idempotent batch that are new
+// and answers the duplicates with their original offsets. It appends
+// nothing when any sequence is out of order.
+func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, index uint64, cmd command) result {
+	ps := r.producers[cmd.producer]
+	if ps == nil {
+		ps = &producerState{}
+	}
+	n := int64(len(cmd.records))
+	if cmd.firstSeq > ps.nextSeq {
+		return result{err: daftka.Errorf(daftka.CodeOutOfOrderSequence,
+			"producer %s: sequence %d in partition %d, expected %d", cmd.producer, cmd.firstSeq, r.id.Partition, ps.nextSeq)}
+	}
+	offsets := make([]int64, n)
+	dups := min(n, ps.nextSeq-cmd.firstSeq)
+	for i := int64(0); i < dups; i++ {
+		off, ok := ps.offsetOf(cmd.firstSeq + i)
+		if !ok {
+			return result{err: daftka.Errorf(daftka.CodeOutOfOrderSequence,
+				"producer %s: sequence %d in partition %d is older than the %d batches remembered", cmd.producer, cmd.firstSeq+i, r.id.Partition, maxProducerBatches)}
+		}
+		offsets[i] = off
+	}
+	if dups == n {
+		return result{offsets: offsets}
+	}
+	first := st.NextOffset
+	for i := dups; i < n; i++ {
+		offsets[i] = st.NextOffset
+		r.store.PutRecord(b, st.NextOffset, cmd.records[i])
+		st.NextOffset++
+		st.SizeBytes += int64(len(cmd.records[i]))
+	}
+	if _, known := r.producers[cmd.producer]; !known {
+		if len(r.producers) >= maxProducers {
+			old := leastRecent(r.producers)
+			delete(r.producers, old)
+			r.store.DeleteProducer(b, old)
+		}
+		r.producers[cmd.producer] = ps
+	}
+	ps.add(seqBatch{firstSeq: cmd.firstSeq + dups, firstOffset: first, count: n - dups}, index)
+	r.store.PutProducer(b, cmd.producer, ps.encode())
+	return result{offsets: offsets}
 }
 
 // Position is a replica's published state.
@@ -85,6 +132,16 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	rawProducers, err := store.Producers()
+	if err != nil {
+		return nil, err
+	}
+	producers := make(map[string]*producerState, len(rawProducers))
+	for id, v := range rawProducers {
+		if producers[id], err = decodeProducerState(v); err != nil {
+			return nil, fmt.Errorf("dataplane: %s producer %q: %w", id, id, err)
+		}
+	}
 	node, err := raft.NewNode(raft.Config{
 		ID:                         e.cfg.NodeID,
 		ElectionTick:               e.cfg.ElectionTick,
@@ -101,15 +158,16 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	}
 	r := &Replica{
 		id: id, e: e, store: store,
-		log:      e.cfg.Logger.With("topic", id.Topic, "partition", id.Partition),
-		props:    make(chan *proposal, e.cfg.MaxInflightRequests),
-		tickC:    make(chan struct{}, 1),
-		stopC:    make(chan struct{}),
-		doneC:    make(chan struct{}),
-		node:     node,
-		state:    st,
-		waiters:  make(map[uint64]*proposal),
-		changedC: make(chan struct{}),
+		log:       e.cfg.Logger.With("topic", id.Topic, "partition", id.Partition),
+		props:     make(chan *proposal, e.cfg.MaxInflightRequests),
+		tickC:     make(chan struct{}, 1),
+		stopC:     make(chan struct{}),
+		doneC:     make(chan struct{}),
+		node:      node,
+		state:     st,
+		waiters:   make(map[uint64]*proposal),
+		producers: producers,
+		changedC:  make(chan struct{}),
 	}
 	r.pos = Position{LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset, SizeBytes: st.SizeBytes}
 	hs, cs, _ := store.InitialState()
@@ -150,11 +208,21 @@ func (r *Replica) publish(update func(*Position)) {
 	r.mu.Unlock()
 }
 
-// Produce appends records to the partition and returns the offset of the
-// first; the rest follow densely. It returns once the records are committed
-// by a quorum (fsynced there) and applied here.
-func (r *Replica) Produce(ctx context.Context, recs []daftka.ProduceRecord) (int64, error) {
-	return r.propose(ctx, encodeProduce(recs, time.Now()))
+// Produce appends records to the partition and returns their offsets, in
+// order. It returns once the records are committed by a quorum (fsynced
+// there) and applied here. With a producerID the records carry sequences
+// firstSeq, firstSeq+1, ...: a record whose sequence is already committed
+// gets its original offset and is not appended again; a gap is
+// CodeOutOfOrderSequence and appends nothing.
+func (r *Replica) Produce(ctx context.Context, producerID string, firstSeq int64, recs []daftka.ProduceRecord) ([]int64, error) {
+	res, err := r.propose(ctx, encodeProduce(producerID, firstSeq, recs, time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	if len(res.offsets) != len(recs) {
+		return nil, fmt.Errorf("dataplane: %d offsets for %d records", len(res.offsets), len(recs))
+	}
+	return res.offsets, nil
 }
 
 // CommitGroupOffset durably stores a group's offset. It fails with
@@ -164,34 +232,34 @@ func (r *Replica) CommitGroupOffset(ctx context.Context, group string, offset in
 	return err
 }
 
-func (r *Replica) propose(ctx context.Context, data []byte) (int64, error) {
+func (r *Replica) propose(ctx context.Context, data []byte) (result, error) {
 	n := int64(len(data))
 	if r.inflightBytes.Add(n) > r.e.cfg.MaxInflightBytes {
 		r.inflightBytes.Add(-n)
-		return 0, backpressure("partition %s has too many bytes waiting for commit", r.id)
+		return result{}, backpressure("partition %s has too many bytes waiting for commit", r.id)
 	}
 	defer r.inflightBytes.Add(-n)
 	p := &proposal{data: data, bytes: n, done: make(chan result, 1)}
 	select {
 	case r.props <- p:
 	case <-r.stopC:
-		return 0, r.stopped()
+		return result{}, r.stopped()
 	case <-ctx.Done():
-		return 0, ctxErr(ctx)
+		return result{}, ctxErr(ctx)
 	default:
-		return 0, backpressure("partition %s has too many requests waiting for commit", r.id)
+		return result{}, backpressure("partition %s has too many requests waiting for commit", r.id)
 	}
 	select {
 	case res := <-p.done:
-		return res.firstOffset, res.err
+		return res, res.err
 	case <-ctx.Done():
-		return 0, ctxErr(ctx)
+		return result{}, ctxErr(ctx)
 	case <-r.doneC:
 		select {
 		case res := <-p.done:
-			return res.firstOffset, res.err
+			return res, res.err
 		default:
-			return 0, r.stopped()
+			return result{}, r.stopped()
 		}
 	}
 }
@@ -383,12 +451,15 @@ func (r *Replica) apply(ents []raft.Entry) error {
 			}
 			switch cmd.kind {
 			case cmdProduce:
-				res.firstOffset = st.NextOffset
-				for _, rec := range cmd.records {
+				res.offsets = make([]int64, len(cmd.records))
+				for i, rec := range cmd.records {
+					res.offsets[i] = st.NextOffset
 					r.store.PutRecord(b, st.NextOffset, rec)
 					st.NextOffset++
 					st.SizeBytes += int64(len(rec))
 				}
+			case cmdProduceIdempotent:
+				res = r.applyIdempotent(b, &st, e.Index, cmd)
 			case cmdGroupOffset:
 				if cmd.offset < 0 || cmd.offset > st.NextOffset {
 					res.err = &daftka.Error{Code: daftka.CodeOffsetOutOfRange,

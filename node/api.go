@@ -327,7 +327,6 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		if len(req.ProducerID) > maxProducerIDLen || !daftka.ValidName(req.ProducerID) {
 			return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
 		}
-		return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "idempotent produce (producer_id) is not supported by this version yet")
 	}
 	// Validate every record before anything is written.
 	results := make([]daftka.ProduceResult, len(req.Records))
@@ -352,15 +351,23 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		if err := checkHeaders(rec.Headers); err != nil {
 			return nil, daftka.Errorf(daftka.CodeInvalidField, "record %d: %v", i, err)
 		}
+		if req.ProducerID != "" {
+			if rec.Sequence < 0 {
+				return nil, daftka.Errorf(daftka.CodeInvalidSequence, "record %d: sequence must be >= 0, got %d", i, rec.Sequence)
+			}
+			if prev := byPart[p]; len(prev) > 0 && rec.Sequence != req.Records[prev[len(prev)-1]].Sequence+1 {
+				return nil, daftka.Errorf(daftka.CodeOutOfOrderSequence, "record %d: sequence %d in partition %d does not follow %d", i, rec.Sequence, p, req.Records[prev[len(prev)-1]].Sequence)
+			}
+		}
 		results[i].Partition = p
 		byPart[p] = append(byPart[p], i)
 	}
 	// One batch per partition, committed concurrently: each batch commits
 	// whole or not at all.
 	type outcome struct {
-		p     int32
-		first int64
-		err   error
+		p       int32
+		offsets []int64
+		err     error
 	}
 	outs := make(chan outcome, len(byPart))
 	for p, idx := range byPart {
@@ -374,8 +381,8 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 				outs <- outcome{p: p, err: err}
 				return
 			}
-			first, err := r.Produce(ctx, recs)
-			outs <- outcome{p: p, first: first, err: err}
+			offsets, err := r.Produce(ctx, req.ProducerID, recs[0].Sequence, recs)
+			outs <- outcome{p: p, offsets: offsets, err: err}
 		}(p, recs)
 	}
 	var firstErr error
@@ -385,7 +392,7 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 			if o.err != nil {
 				results[i].Err = o.err
 			} else {
-				results[i].Offset = o.first + int64(j)
+				results[i].Offset = o.offsets[j]
 			}
 		}
 		if o.err != nil && firstErr == nil {

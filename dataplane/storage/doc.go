@@ -10,6 +10,7 @@
 //	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
 //	'P' topicID[8] partition[4] 'r' offset[8] committed record
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
+//	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
 //	'N' 'id'                                  node id that owns this data dir
 //
 // Every value carries a CRC32C (Castagnoli) that is verified on read; a

@@ -403,3 +403,38 @@ func (p *Partition) Delete() error {
 	}
 	return nil
 }
+
+// PutProducer adds a producer's deduplication state to b.
+func (p *Partition) PutProducer(b *Batch, producerID string, state []byte) {
+	b.put(p.key.key('d', []byte(producerID)...), state)
+}
+
+// DeleteProducer adds the removal of a producer's state to b.
+func (p *Partition) DeleteProducer(b *Batch, producerID string) {
+	b.wb.Delete(p.key.key('d', []byte(producerID)...))
+}
+
+// Producers loads every producer's deduplication state.
+func (p *Partition) Producers() (map[string][]byte, error) {
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return nil, ErrClosed
+	}
+	lo, hi := p.key.key('d'), p.key.key('d'+1)
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(hi)
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	out := map[string][]byte{}
+	for it.Seek(lo); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return nil, err
+		}
+		out[string(k[len(lo):])] = append([]byte(nil), v...)
+	}
+	return out, it.Err()
+}
