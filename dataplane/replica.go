@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -514,4 +515,37 @@ func (r *Replica) failAll(err error) {
 			return
 		}
 	}
+}
+
+// OffsetForTime returns the first committed offset whose timestamp is at or
+// after ts, or the high watermark if none is. Timestamps need not increase
+// with offsets (producers may set them), so this scans from the log start:
+// O(records); a time index comes with the storage issue.
+func (r *Replica) OffsetForTime(ctx context.Context, ts time.Time) (int64, error) {
+	pos := r.Position()
+	want := ts.UnixMilli()
+	found := pos.HighWatermark
+	n := 0
+	err := r.store.ReadRecords(pos.LogStartOffset, pos.HighWatermark, func(off int64, b []byte) error {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t, k := binary.Varint(b)
+		if k <= 0 {
+			return fmt.Errorf("dataplane: record %d: %w", off, errBadCommand)
+		}
+		if t >= want {
+			found = off
+			return storage.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctxErr(ctx)
+		}
+		r.log.Error("time lookup failed", "err", err)
+		return 0, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
+	}
+	return found, nil
 }

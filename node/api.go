@@ -457,6 +457,25 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 	return r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)
 }
 
+// OffsetForTime implements daftka.API.
+func (n *Node) OffsetForTime(ctx context.Context, topic string, p int32, ts time.Time) (int64, error) {
+	t, err := n.topic(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	if p < 0 || p >= t.Partitions {
+		return 0, partitionNotFound(t, p)
+	}
+	if ts.UnixMilli() < 0 {
+		return 0, daftka.Errorf(daftka.CodeInvalidField, "timestamp_ms must be >= 0")
+	}
+	r, err := n.replica(t, p)
+	if err != nil {
+		return 0, err
+	}
+	return r.OffsetForTime(ctx, ts)
+}
+
 func checkGroupName(g string) error {
 	if !daftka.ValidName(g) {
 		return daftka.Errorf(daftka.CodeInvalidGroupName, "group names match ^[a-zA-Z0-9._-]{1,249}$ and are not . or ..")

@@ -162,3 +162,26 @@ func TestIdempotentProduceSurvivesRestart(t *testing.T) {
 		t.Fatalf("hwm %d, want 6 (3 + 1 other + 1 + 1 new)", pi.HighWatermark)
 	}
 }
+
+// TestOffsetForTime: the first offset whose timestamp is >= T, the high
+// watermark when none is (api-v1.md "time lookup").
+func TestOffsetForTime(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "tl", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var rs []daftka.ProduceRecord
+	for _, ms := range []int64{1000, 3000, 2000, 5000} {
+		rs = append(rs, daftka.ProduceRecord{Value: []byte("v"), Partition: 0, Timestamp: time.UnixMilli(ms)})
+	}
+	if _, err := n.API.Produce(ctx, "tl", daftka.ProduceRequest{Records: rs}); err != nil {
+		t.Fatal(err)
+	}
+	for ms, want := range map[int64]int64{0: 0, 1000: 0, 1001: 1, 2500: 1, 3001: 3, 5000: 3, 5001: 4} {
+		got, err := n.API.OffsetForTime(ctx, "tl", 0, time.UnixMilli(ms))
+		if err != nil || got != want {
+			t.Errorf("OffsetForTime(%d) = %d, %v; want %d", ms, got, err, want)
+		}
+	}
+}
