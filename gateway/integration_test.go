@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/gateway"
 	"github.com/daftka/daftka/node/nodetest"
 )
 
@@ -687,6 +688,52 @@ func TestStream(t *testing.T) {
 	if l := next(11 * time.Second); l != "{}" {
 		t.Errorf("idle stream wrote %q, want a heartbeat {}", l)
 	}
+
+	// An error after the 200 is one final problem line, then the end.
+	c.must("DELETE", "/v1/topics/s", nil, 204, nil)
+	for {
+		l := next(11 * time.Second)
+		if l == "{}" {
+			continue
+		}
+		var p problemDoc
+		if err := json.Unmarshal([]byte(l), &p); err != nil || p.Code != "topic_not_found" || p.Status != 404 || p.RequestID == "" {
+			t.Fatalf("final line after delete: %s", l)
+		}
+		break
+	}
+	select {
+	case l, ok := <-lines:
+		if ok {
+			t.Errorf("stream went on after its problem line: %q", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("stream did not end after its problem line")
+	}
+}
+
+// TestTimeLookup — api-v1.md "time lookup": the first offset whose
+// timestamp is at or after T, the high watermark if none.
+func TestTimeLookup(t *testing.T) {
+	n := nodetest.Start(t)
+	if _, ok := n.API.(gateway.TimeLookup); !ok {
+		t.Skip("the node's API has no OffsetForTimestamp (gateway.TimeLookup) yet; the endpoint is not served")
+	}
+	c := newClient(t, n)
+	c.createTopic("tl", 1)
+	c.produce("tl", `{"records":[{"value":"a","timestamp_ms":1000},{"value":"b","timestamp_ms":2000},{"value":"c","timestamp_ms":3000}]}`)
+	for ts, want := range map[int64]int64{0: 0, 1000: 0, 1500: 1, 2000: 1, 3000: 2, 3001: 3} {
+		var got struct {
+			Offset int64 `json:"offset"`
+		}
+		c.must("GET", fmt.Sprintf("/v1/topics/tl/partitions/0/offsets?timestamp_ms=%d", ts), nil, 200, &got)
+		if got.Offset != want {
+			t.Errorf("timestamp_ms=%d: offset %d, want %d", ts, got.Offset, want)
+		}
+	}
+	c.problem("GET", "/v1/topics/tl/partitions/0/offsets", nil, 400, "invalid_field")
+	c.problem("GET", "/v1/topics/tl/partitions/0/offsets?timestamp_ms=-1", nil, 400, "invalid_field")
+	c.problem("GET", "/v1/topics/tl/partitions/7/offsets?timestamp_ms=1", nil, 404, "partition_not_found")
 }
 
 // TestRestartKeepsRecords — the gateway is stateless: after a restart the
