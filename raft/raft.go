@@ -693,7 +693,8 @@ func (r *raft) stepFollower(m Message) error {
 		r.lead = m.From
 		r.handleSnapshot(m)
 	case MsgTransferLeader:
-		if r.lead != none {
+		// forward only local requests, never relay the network's
+		if r.lead != none && m.From == r.id {
 			m.To = r.lead
 			m.Term = 0
 			r.msgsAfter = append(r.msgsAfter, m)
@@ -703,8 +704,8 @@ func (r *raft) stepFollower(m Message) error {
 		// leader lease and without pre-vote.
 		r.hup(true)
 	case MsgReadIndex:
-		if r.lead == none {
-			return nil
+		if r.lead == none || m.From != none {
+			return nil // forward only local requests, never relay
 		}
 		m.To = r.lead
 		r.send(m)
@@ -777,9 +778,7 @@ func (r *raft) restore(s Snapshot) bool {
 		return false
 	}
 	if r.role != Follower {
-		// only followers install snapshots
-		r.becomeFollower(r.term+1, none)
-		return false
+		return false // only followers install snapshots (callers ensure it)
 	}
 	if r.log.matchTerm(s.Meta.Index, s.Meta.Term) {
 		// we have the entry: fast-forward commit instead
