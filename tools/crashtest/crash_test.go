@@ -1,0 +1,379 @@
+package crashtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Limits of the run. Every wait of the test is bounded by one of these.
+const (
+	topic               = "crash"
+	topicPartitions     = 4
+	producers           = 8
+	batchRecordsMax     = 20
+	keysCount           = 16 // keys k00..k15
+	defaultCycles       = 10
+	killDelayMinMs      = 100
+	killDelayMaxMs      = 800
+	readyTimeout        = 60 * time.Second
+	killTimeout         = 10 * time.Second
+	termTimeout         = 30 * time.Second // api: a clean shutdown within 30 s
+	verifyTimeout       = 60 * time.Second
+	producerStopTimeout = 15 * time.Second // > Client.RequestTimeout
+	startAttempts       = 5                // fresh ports each time, only for the first start
+	restartAttempts     = 3                // same ports: they belong to this node's etcd member
+	finalProduceMs      = 500              // the quiet phase before the clean shutdown
+	logTailLines        = 60
+	logTailWidth        = 600
+)
+
+var (
+	binDir   string
+	buildErr error
+	build    sync.Once
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// daftkaBinary builds cmd/daftka once per test process, without -race: the
+// node is the system under test, its speed decides how much one cycle does.
+func daftkaBinary(t *testing.T) string {
+	t.Helper()
+	build.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "daftka-crashtest-bin-")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(binDir, "daftka"), "github.com/daftka/daftka/cmd/daftka").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build cmd/daftka: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "daftka")
+}
+
+func envInt(t *testing.T, name string, def uint64) uint64 {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, s, err)
+	}
+	return v
+}
+
+// say logs to the test log and to stdout, so that per-cycle counts show in
+// `go test` output even without -v.
+func say(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf(format, args...)
+	fmt.Printf("crashtest: "+format+"\n", args...)
+}
+
+// TestCrashSIGKILL: acknowledged records survive SIGKILL at their
+// acknowledged offsets, offsets stay dense, and what a reader saw never
+// changes (api-v1.md "Produce": "A 200 means every record is committed by a
+// quorum of the partition's replicas and fsynced there"; "Offsets within a
+// partition are dense and strictly increasing"; "Fetch": "Only committed
+// records are returned"). The invariants are listed on Ledger.Verify.
+//
+// Each cycle: 8 producers send batches of 1-20 records over HTTP; after a
+// random 100-800 ms the node gets SIGKILL; it is restarted on the same data
+// directory and ports, and every partition is read whole and checked. At the
+// end a quiet produce phase, a check, SIGTERM (exit 0 within 30 s), one more
+// start and a last check.
+func TestCrashSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test starts and kills a real node many times; skipped with -short")
+	}
+	cycles := int(envInt(t, "DAFTKA_CRASH_CYCLES", defaultCycles))
+	seed := envInt(t, "DAFTKA_CRASH_SEED", uint64(time.Now().UnixNano()))
+	say(t, "seed %d (replay with DAFTKA_CRASH_SEED=%d), %d cycles", seed, seed, cycles)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	bin := daftkaBinary(t)
+
+	work, err := os.MkdirTemp("", "daftka-crashtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{Bin: bin, DataDir: filepath.Join(work, "data"), LogPath: filepath.Join(work, "node.log")}
+	t.Cleanup(func() {
+		n.Stop()
+		if t.Failed() {
+			say(t, "FAILED with seed %d; work directory kept: %s (data/, node.log)", seed, work)
+			say(t, "node.log tail:\n%s", n.LogTail(logTailLines, logTailWidth))
+			return
+		}
+		os.RemoveAll(work)
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), testBudget(t, cycles))
+	defer cancel()
+
+	startFirst(ctx, t, n)
+	c := NewClient(n.GatewayURL())
+	defer c.CloseIdle()
+	createTopic(ctx, t, c)
+	ledger := NewLedger(topicPartitions)
+	verify(ctx, t, c, ledger, "start")
+
+	began := time.Now()
+	total := Report{}
+	for cycle := 1; cycle <= cycles; cycle++ {
+		ackedBefore := ledger.Acked()
+		delay := time.Duration(killDelayMinMs+rng.IntN(killDelayMaxMs-killDelayMinMs+1)) * time.Millisecond
+		stop := runProducers(ctx, t, c, ledger, seed, cycle)
+		select {
+		case <-time.After(delay):
+		case <-n.Done():
+			stop()
+			t.Fatalf("cycle %d: node exited on its own (%v) before the kill", cycle, n.ExitErr())
+		case <-ctx.Done():
+			stop()
+			t.Fatalf("cycle %d: test budget spent: %v", cycle, ctx.Err())
+		}
+		if err := n.Kill(killTimeout); err != nil {
+			stop()
+			t.Fatalf("cycle %d: %v", cycle, err)
+		}
+		stop()
+		c.CloseIdle()
+		restart(ctx, t, n)
+		total = verify(ctx, t, c, ledger, fmt.Sprintf("cycle %d (killed after %v)", cycle, delay))
+		say(t, "cycle %d: acked +%d", cycle, total.Acked-ackedBefore)
+	}
+
+	// A quiet phase: produce, stop, check the running node; then a clean
+	// shutdown, which must exit 0, and a check after restarting from it.
+	ackedBefore := ledger.Acked()
+	stop := runProducers(ctx, t, c, ledger, seed, cycles+1)
+	time.Sleep(finalProduceMs * time.Millisecond)
+	stop()
+	verify(ctx, t, c, ledger, "end, before SIGTERM")
+	if err := n.Term(termTimeout); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseIdle()
+	restart(ctx, t, n)
+	total = verify(ctx, t, c, ledger, "end, after SIGTERM and restart")
+	if err := n.Term(termTimeout); err != nil {
+		t.Fatal(err)
+	}
+	say(t, "TOTAL: %d cycles in %v, seed %d: sent %d, acked %d (final phase +%d), lost %d, unacked-but-present %d, unacked-absent %d, hwm %v",
+		cycles, time.Since(began).Round(time.Millisecond), seed, total.Sent, total.Acked, total.Acked-ackedBefore,
+		total.Lost, total.UnackedPresent, total.UnackedAbsent, total.HWM)
+	if total.Acked == 0 {
+		t.Fatal("no record was ever acknowledged: the test checked nothing")
+	}
+}
+
+// testBudget bounds the whole test: about 20 s a cycle, within go test's
+// own -timeout when there is one.
+func testBudget(t *testing.T, cycles int) time.Duration {
+	b := 2*time.Minute + time.Duration(cycles)*20*time.Second
+	if d, ok := t.Deadline(); ok {
+		if left := time.Until(d) - 30*time.Second; left < b {
+			b = max(left, time.Minute)
+		}
+	}
+	return b
+}
+
+// startFirst starts the node on fresh ports, picking other ones when a port
+// turned out to be taken.
+func startFirst(ctx context.Context, t *testing.T, n *Node) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ports, err := PickPorts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Ports = ports
+		os.RemoveAll(n.DataDir)
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		err = n.WaitReady(rctx)
+		cancel()
+		if err == nil {
+			say(t, "node pid %d ready, ports %+v", n.Pid(), n.Ports)
+			return
+		}
+		n.Stop()
+		if attempt < startAttempts && n.AddrInUse() {
+			say(t, "start %d: a port was taken, retrying with fresh ports", attempt)
+			continue
+		}
+		t.Fatalf("first start: %v", err)
+	}
+}
+
+// restart starts the node again on the same data directory and ports.
+func restart(ctx context.Context, t *testing.T, n *Node) {
+	t.Helper()
+	t0 := time.Now()
+	for attempt := 1; ; attempt++ {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		err := n.WaitReady(rctx)
+		cancel()
+		if err == nil {
+			t.Logf("restarted, pid %d ready in %v", n.Pid(), time.Since(t0).Round(time.Millisecond))
+			return
+		}
+		n.Stop()
+		if attempt < restartAttempts && n.AddrInUse() {
+			say(t, "restart %d: a port was taken, retrying", attempt)
+			time.Sleep(time.Second)
+			continue
+		}
+		t.Fatalf("restart: %v", err)
+	}
+}
+
+func createTopic(ctx context.Context, t *testing.T, c *Client) {
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		a, err := c.CreateTopic(ctx, topic, topicPartitions)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil || (a.Status != 0 && a.Status != http.StatusServiceUnavailable) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// verify reads every partition whole and checks it against the ledger. On a
+// violation it reads again after a pause, to tell a transient state (a node
+// that answers before it has recovered) from a permanent one, and fails the
+// test with both.
+func verify(ctx context.Context, t *testing.T, c *Client, l *Ledger, when string) Report {
+	t.Helper()
+	vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	logs, err := c.ReadAll(vctx, topic, topicPartitions)
+	if err != nil {
+		t.Fatalf("%s: read back: %v", when, err)
+	}
+	r := l.Verify(logs, false)
+	say(t, "%s: sent %d, acked %d, lost %d, unacked-but-present %d, unacked-absent %d, hwm %v",
+		when, r.Sent, r.Acked, r.Lost, r.UnackedPresent, r.UnackedAbsent, r.HWM)
+	if len(r.Violations) == 0 {
+		l.Verify(logs, true)
+		return r
+	}
+	say(t, "%s: %d violations at first read:\n  %s", when, len(r.Violations), strings.Join(r.Violations, "\n  "))
+	time.Sleep(3 * time.Second)
+	again, err := c.ReadAll(vctx, topic, topicPartitions)
+	if err != nil {
+		t.Fatalf("%s: second read: %v", when, err)
+	}
+	r2 := l.Verify(again, false)
+	say(t, "%s: 3 s later: lost %d, hwm %v, %d violations:\n  %s", when, r2.Lost, r2.HWM, len(r2.Violations), strings.Join(r2.Violations, "\n  "))
+	t.Fatalf("%s: durability violated (see above)", when)
+	return r
+}
+
+// runProducers starts the producers of one cycle and returns the function
+// that stops them and waits (bounded) until they have.
+func runProducers(ctx context.Context, t *testing.T, c *Client, l *Ledger, seed uint64, cycle int) (stop func()) {
+	pctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			produce(pctx, t, c, l, rand.New(rand.NewPCG(seed, uint64(cycle)<<16|uint64(w)+1)), cycle, w)
+		}()
+	}
+	return func() {
+		cancel()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(producerStopTimeout):
+			t.Errorf("cycle %d: producers did not stop within %v", cycle, producerStopTimeout)
+		}
+	}
+}
+
+// produce sends batches until ctx ends. Values are unique across the run
+// (cycle, worker, sequence). A 200 acknowledges every record; a problem
+// document with offsets acknowledges those that have one; anything else
+// (other statuses, a connection refused or reset by the dying node) leaves
+// the batch unacknowledged: present or not, both are allowed. Producers never
+// retry, so a value appears at most once in the log.
+func produce(ctx context.Context, t *testing.T, c *Client, l *Ledger, rng *rand.Rand, cycle, worker int) {
+	for seq := 0; ctx.Err() == nil; {
+		recs := make([]Rec, 1+rng.IntN(batchRecordsMax))
+		for i := range recs {
+			recs[i].Value = fmt.Sprintf("c%03d-w%d-%06d", cycle, worker, seq)
+			seq++
+			switch rng.IntN(4) {
+			case 0, 1: // explicit partition
+				p := rng.Int32N(topicPartitions)
+				recs[i].Partition = &p
+			case 2: // keyed: the key's partition
+				k := fmt.Sprintf("k%02d", rng.IntN(keysCount))
+				recs[i].Key = &k
+			case 3: // neither: spread by the node
+			}
+		}
+		req := l.Begin(recs)
+		res, err := c.Produce(ctx, topic, recs)
+		switch {
+		case errors.Is(err, ErrBadAnswer):
+			t.Errorf("cycle %d worker %d: %v", cycle, worker, err)
+			return
+		case err != nil:
+			// The node died or is restarting: the outcome is unknown.
+			if ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+		case res.Full:
+			l.Ack(req, res.Offsets, true)
+		default:
+			if len(res.Offsets) > 0 {
+				l.Ack(req, res.Offsets, false)
+			}
+			if s := res.Answer.Status; s == http.StatusServiceUnavailable || s == http.StatusTooManyRequests {
+				time.Sleep(min(max(res.Answer.RetryAfter, 20*time.Millisecond), 200*time.Millisecond))
+			} else if s < 500 {
+				t.Errorf("cycle %d worker %d: produce refused with %d: %.300s", cycle, worker, s, res.Answer.Body)
+				return
+			}
+		}
+	}
+}
