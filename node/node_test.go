@@ -185,3 +185,53 @@ func TestOffsetForTime(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupOffsetsDurableAndRewindable: a committed group offset survives a
+// restart; committing a lower one moves the group back (Kafka semantics);
+// a commit with one out-of-range entry writes none of its entries
+// (docs/semantics.md "Consumer groups").
+func TestGroupOffsetsDurableAndRewindable(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "g", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var rs []daftka.ProduceRecord
+	for i := 0; i < 5; i++ {
+		rs = append(rs, daftka.ProduceRecord{Value: []byte("v"), Partition: 0})
+	}
+	if _, err := n.API.Produce(ctx, "g", daftka.ProduceRequest{Records: rs}); err != nil {
+		t.Fatal(err)
+	}
+	get := func() map[int32]int64 {
+		got, err := n.API.GroupOffsets(ctx, "grp", "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[int32]int64{}
+		for _, o := range got {
+			m[o.Partition] = o.Offset
+		}
+		return m
+	}
+	if err := n.API.CommitOffsets(ctx, "grp", []daftka.GroupOffset{{Topic: "g", Partition: 0, Offset: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	n.Restart(t)
+	if m := get(); m[0] != 4 || len(m) != 1 {
+		t.Fatalf("after restart: %v", m)
+	}
+	err := n.API.CommitOffsets(ctx, "grp", []daftka.GroupOffset{{Topic: "g", Partition: 0, Offset: 1}, {Topic: "g", Partition: 1, Offset: 1}})
+	if !errors.Is(err, daftka.ErrOffsetOutOfRange) {
+		t.Fatalf("offset past the high watermark of partition 1: %v", err)
+	}
+	if m := get(); m[0] != 4 || len(m) != 1 {
+		t.Fatalf("a refused commit changed offsets: %v", m)
+	}
+	if err := n.API.CommitOffsets(ctx, "grp", []daftka.GroupOffset{{Topic: "g", Partition: 0, Offset: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := get(); m[0] != 1 {
+		t.Fatalf("rewind: %v", m)
+	}
+}
