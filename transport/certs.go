@@ -96,7 +96,11 @@ func EnsureDevCerts(dir string, nodeID uint64) (TLSFiles, error) {
 		}
 	}
 	if exists(files.CertFile) && exists(files.KeyFile) {
-		return files, nil
+		// Reuse the node's files if they still match the CA (a CA recreated
+		// after someone deleted its key invalidates them).
+		if _, err := loadIdentity(files, nodeID, true); err == nil {
+			return files, nil
+		}
 	}
 	ca, err := tls.LoadX509KeyPair(files.CAFile, caKeyFile)
 	if err != nil {

@@ -254,7 +254,12 @@ func (p *peer) stats() PeerStats {
 
 // lane is a bounded send queue feeding one long-lived raft stream. Send
 // encodes messages straight into buf (so the bound is exact, in bytes of
-// wire format); the lane's goroutine cuts buf into frames.
+// wire format); the lane's goroutine writes buf[head:] out as frames.
+//
+// The writer's frame aliases buf while it is being written. Send only
+// appends beyond len(buf) (or to a new array when it grows), and take, the
+// one place that moves bytes, runs on the writer goroutine between writes,
+// so the aliased bytes never change under the writer.
 type lane struct {
 	p       *peer
 	kind    streamKind
@@ -263,12 +268,12 @@ type lane struct {
 
 	mu    sync.Mutex
 	buf   []byte
-	marks []mark // one per queued message
-	spare []byte
+	head  int    // buf[:head] is written (or being written)
+	marks []mark // one per queued message, in order
 }
 
-// mark ends one queued message in buf; due (monotonic ns, 0 = now) is when
-// the fault layer lets it go.
+// mark ends one queued message at buf offset end; due (monotonic ns, 0 =
+// now) is when the fault layer lets it go.
 type mark struct {
 	end int
 	due int64
@@ -277,7 +282,7 @@ type mark struct {
 func (l *lane) depth() (int, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.marks), len(l.buf)
+	return len(l.marks), len(l.buf) - l.head
 }
 
 func (l *lane) enqueue(gm *GroupMessage, due int64) {
@@ -288,7 +293,7 @@ func (l *lane) enqueue(gm *GroupMessage, due int64) {
 		return
 	}
 	l.mu.Lock()
-	if len(l.marks) >= cfg.QueueMaxMessages || len(l.buf)+size > cfg.QueueMaxBytes {
+	if len(l.marks) >= cfg.QueueMaxMessages || len(l.buf)-l.head+size > cfg.QueueMaxBytes {
 		l.mu.Unlock()
 		l.p.m.dropFull.Inc()
 		return
@@ -298,7 +303,7 @@ func (l *lane) enqueue(gm *GroupMessage, due int64) {
 	}
 	l.buf = appendRecord(l.buf, gm)
 	l.marks = append(l.marks, mark{end: len(l.buf), due: due})
-	n, b := len(l.marks), len(l.buf)
+	n, b := len(l.marks), len(l.buf)-l.head
 	l.mu.Unlock()
 	l.p.m.queueMsgs.Set(float64(n))
 	l.p.m.queueB.Set(float64(b))
@@ -310,13 +315,15 @@ func (l *lane) enqueue(gm *GroupMessage, due int64) {
 
 // take removes the longest prefix of due messages that fits a frame. It
 // returns the encoded records, their count, and, when nothing is due yet,
-// how long to wait.
+// how long to wait. Only the writer calls it, and only when it no longer
+// uses the previous frame.
 func (l *lane) take(now int64) ([]byte, int, time.Duration) {
 	target := l.p.t.cfg.FrameTargetBytes
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.compactLocked()
 	k := 0
-	for k < len(l.marks) && l.marks[k].due <= now && (k == 0 || l.marks[k].end <= target) {
+	for k < len(l.marks) && l.marks[k].due <= now && (k == 0 || l.marks[k].end-l.head <= target) {
 		k++
 	}
 	if k == 0 {
@@ -326,29 +333,40 @@ func (l *lane) take(now int64) ([]byte, int, time.Duration) {
 		return nil, 0, time.Duration(l.marks[0].due - now)
 	}
 	end := l.marks[k-1].end
-	body := l.buf[:end]
-	rest := append(l.spare[:0], l.buf[end:]...)
-	l.spare = nil
-	l.buf = rest
+	body := l.buf[l.head:end:end]
+	l.head = end
 	n := copy(l.marks, l.marks[k:])
 	l.marks = l.marks[:n]
-	for i := range l.marks {
-		l.marks[i].end -= end
-	}
 	l.p.m.queueMsgs.Set(float64(len(l.marks)))
-	l.p.m.queueB.Set(float64(len(l.buf)))
+	l.p.m.queueB.Set(float64(len(l.buf) - l.head))
 	return body, k, 0
 }
 
-// recycle gives a written frame's buffer back for reuse unless it grew
-// much beyond a frame.
-func (l *lane) recycle(b []byte) {
-	if cap(b) > 2*l.p.t.cfg.FrameTargetBytes {
+// compactLocked reclaims written bytes: for free when all is written,
+// otherwise by moving the unwritten rest down once it is no larger than
+// what was written (so each byte is moved at most about once).
+func (l *lane) compactLocked() {
+	if l.head == 0 {
 		return
 	}
-	l.mu.Lock()
-	l.spare = b[:0]
-	l.mu.Unlock()
+	rest := len(l.buf) - l.head
+	switch {
+	case rest == 0:
+		if cap(l.buf) > 4*l.p.t.cfg.FrameTargetBytes {
+			l.buf = nil // a burst is over: give its memory back
+		} else {
+			l.buf = l.buf[:0]
+		}
+	case rest <= l.head:
+		copy(l.buf, l.buf[l.head:])
+		l.buf = l.buf[:rest]
+	default:
+		return
+	}
+	for i := range l.marks {
+		l.marks[i].end -= l.head
+	}
+	l.head = 0
 }
 
 // run is the lane's writer: it owns the stream, waits for queued messages,
@@ -369,24 +387,16 @@ func (l *lane) run() {
 		}
 	}()
 	for {
-		body, k, wait := l.take(t.now())
-		if k == 0 {
-			if wait > 0 {
-				timer.Reset(wait)
-			}
+		if n, _ := l.depth(); n == 0 {
 			select {
 			case <-l.wake:
-			case <-timer.C:
 			case <-l.p.stop:
 				return
 			}
-			timer.Stop()
 			continue
 		}
-		// Put the batch back? No: a batch taken is written or dropped.
-		// Waiting for a connection happens before take would be nicer,
-		// but the queue keeps filling (and bounding) while we wait, so it
-		// makes no difference to memory.
+		// Connect before taking messages out of the queue, so that while
+		// we wait they stay counted against its bound.
 		conn, err := l.p.waitConn(t.ctx, false)
 		if err != nil {
 			return
@@ -400,13 +410,24 @@ func (l *lane) run() {
 			stream, err = l.openStream(conn)
 			if err != nil {
 				stream = nil
-				l.p.m.dropWrite.Add(k)
-				l.recycle(body)
 				t.log.Debug("open raft stream failed", "peer", l.p.id, "err", err)
 				l.pause()
 				continue
 			}
 			streamConn = conn
+		}
+		body, k, wait := l.take(t.now())
+		if k == 0 {
+			// Only messages held back by the fault layer's delay remain.
+			timer.Reset(wait)
+			select {
+			case <-l.wake:
+			case <-timer.C:
+			case <-l.p.stop:
+				return
+			}
+			timer.Stop()
+			continue
 		}
 		c := binary.PutUvarint(cnt[:], uint64(k))
 		_ = stream.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
@@ -421,7 +442,6 @@ func (l *lane) run() {
 			l.p.m.sentMsgs.Add(k)
 			l.p.m.sentBytes.Add(frameHeaderLen + c + len(body))
 		}
-		l.recycle(body)
 	}
 }
 
