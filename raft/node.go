@@ -121,7 +121,7 @@ func (n *Node) Step(m Message) error {
 // HasReady reports whether Ready would return work.
 func (n *Node) HasReady() bool {
 	r := n.r
-	if r.softState() != n.prevSS {
+	if r.softState() != n.prevSS || r.bcastPending {
 		return true
 	}
 	if hs := r.hardState(); hs != n.prevHS {
@@ -139,6 +139,7 @@ func (n *Node) HasReady() bool {
 // advances them in the order it received them.
 func (n *Node) Ready() Ready {
 	r := n.r
+	r.flushBcast()
 	var rd Ready
 	if ss := r.softState(); ss != n.prevSS {
 		rd.SoftState = &ss

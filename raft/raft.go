@@ -63,14 +63,18 @@ type raft struct {
 	preVote     bool
 	rng         prng
 
-	maxMsgBytes       uint64
-	maxInflight       int
-	maxInflightBytes  uint64
-	maxUncommitted    uint64
-	uncommittedBytes  uint64
-	pendingConfIndex  uint64
-	leadTransferee    uint64
-	pendingReads      []*readRequest
+	maxMsgBytes      uint64
+	maxInflight      int
+	maxInflightBytes uint64
+	maxUncommitted   uint64
+	uncommittedBytes uint64
+	pendingConfIndex uint64
+	leadTransferee   uint64
+	pendingReads     []*readRequest
+	// bcastPending: appends to all followers are due; sent when the driver
+	// takes the next Ready, so every proposal (and commit advance) since the
+	// last Ready travels in one MsgApp per follower (batching).
+	bcastPending      bool
 	stableTerm        uint64 // the term known durable on this node's disk
 	tickFn            func()
 	stepFn            func(m Message) error
@@ -550,7 +554,7 @@ func (r *raft) stepLeader(m Message) error {
 		if err := r.appendEntries(m.Entries, true); err != nil {
 			return err
 		}
-		r.bcastAppend()
+		r.bcastPending = true
 		return nil
 	case MsgReadIndex:
 		r.handleReadIndex(m)
@@ -595,7 +599,7 @@ func (r *raft) stepLeader(m Message) error {
 				pr.inflights.freeLE(m.Index)
 			}
 			if r.maybeCommit() {
-				r.bcastAppend()
+				r.bcastPending = true
 			} else if oldPaused {
 				r.sendAppend(m.From)
 			}
@@ -811,6 +815,16 @@ func (r *raft) maybeCommit() bool {
 	return true
 }
 
+// flushBcast sends the deferred appends.
+func (r *raft) flushBcast() {
+	if r.bcastPending {
+		r.bcastPending = false
+		if r.role == Leader {
+			r.bcastAppend()
+		}
+	}
+}
+
 func (r *raft) bcastAppend() {
 	for _, id := range r.members() {
 		if id != r.id {
@@ -1024,7 +1038,7 @@ func (r *raft) onAdvance(rd *Ready) {
 		// The leader's own append counts once durable (thesis §10.2.1).
 		if pr := r.prs[r.id]; pr != nil && pr.maybeUpdate(r.log.stableLastIndex()) {
 			if r.maybeCommit() {
-				r.bcastAppend()
+				r.bcastPending = true
 			}
 		}
 	}
