@@ -1,10 +1,39 @@
 package raft
 
 import (
-	"encoding/binary"
 	"errors"
 	"slices"
 )
+
+func putU64(b []byte, v uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}
+
+func putU32(b []byte, v uint32) {
+	for i := 3; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}
+
+func getU64(b []byte) uint64 {
+	var v uint64
+	for i := 0; i < 8; i++ {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+func getU32(b []byte) uint32 {
+	var v uint32
+	for i := 0; i < 4; i++ {
+		v = v<<8 | uint32(b[i])
+	}
+	return v
+}
 
 // ConfChangeType is the kind of a membership change. Append-only wire enum.
 type ConfChangeType uint8
@@ -47,8 +76,8 @@ func (cc ConfChange) Marshal() []byte {
 	b := make([]byte, 14+len(cc.Context))
 	b[0] = confChangeVersion
 	b[1] = byte(cc.Type)
-	binary.BigEndian.PutUint64(b[2:], cc.NodeID)
-	binary.BigEndian.PutUint32(b[10:], uint32(len(cc.Context)))
+	putU64(b[2:], cc.NodeID)
+	putU32(b[10:], uint32(len(cc.Context)))
 	copy(b[14:], cc.Context)
 	return b
 }
@@ -62,12 +91,12 @@ func (cc *ConfChange) Unmarshal(data []byte) error {
 	if t > ConfChangeRemoveNode {
 		return ErrBadConfChange
 	}
-	n := binary.BigEndian.Uint32(data[10:])
+	n := getU32(data[10:])
 	if n > maxConfChangeContextBytes || uint64(len(data)-14) != uint64(n) {
 		return ErrBadConfChange
 	}
 	cc.Type = t
-	cc.NodeID = binary.BigEndian.Uint64(data[2:])
+	cc.NodeID = getU64(data[2:])
 	cc.Context = nil
 	if n > 0 {
 		cc.Context = append([]byte(nil), data[14:]...)

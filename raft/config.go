@@ -2,7 +2,7 @@ package raft
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 )
 
 // Defaults applied for zero-valued Config fields. The zero value of every
@@ -75,7 +75,7 @@ func (c *Config) validateAndDefault() error {
 		c.ElectionTick = 10
 	}
 	if c.HeartbeatTick < 0 || c.ElectionTick <= c.HeartbeatTick {
-		return fmt.Errorf("raft: config: ElectionTick (%d) must exceed HeartbeatTick (%d)", c.ElectionTick, c.HeartbeatTick)
+		return errorf("raft: config: ElectionTick (" + strconv.Itoa(c.ElectionTick) + ") must exceed HeartbeatTick (" + strconv.Itoa(c.HeartbeatTick) + ")")
 	}
 	if c.MaxMsgBytes == 0 {
 		c.MaxMsgBytes = defaultMaxMsgBytes

@@ -1,9 +1,6 @@
 package raft
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // raftLog is the node's view of its log: the stable part in Storage and the
 // unstable tail (entries and possibly a snapshot) not yet handed back
@@ -50,14 +47,14 @@ func (u *unstable) hasEntriesToHand() bool {
 func newRaftLog(s Storage, applied uint64) (*raftLog, error) {
 	first, err := s.FirstIndex()
 	if err != nil {
-		return nil, fmt.Errorf("raft: storage FirstIndex: %w", err)
+		return nil, wrap("raft: storage FirstIndex", err)
 	}
 	last, err := s.LastIndex()
 	if err != nil {
-		return nil, fmt.Errorf("raft: storage LastIndex: %w", err)
+		return nil, wrap("raft: storage LastIndex", err)
 	}
 	if first == 0 || last+1 < first {
-		return nil, fmt.Errorf("raft: storage bounds first=%d last=%d", first, last)
+		return nil, errorf("raft: storage bounds first=" + u64(first) + " last=" + u64(last))
 	}
 	l := &raftLog{storage: s}
 	l.unstable.offset = last + 1
@@ -70,15 +67,15 @@ func newRaftLog(s Storage, applied uint64) (*raftLog, error) {
 }
 
 func (l *raftLog) String() string {
-	return fmt.Sprintf("committed=%d applying=%d applied=%d unstable.offset=%d len(unstable)=%d",
-		l.committed, l.applying, l.applied, l.unstable.offset, len(l.unstable.entries))
+	return "committed=" + u64(l.committed) + " applying=" + u64(l.applying) + " applied=" + u64(l.applied) +
+		" unstable.offset=" + u64(l.unstable.offset) + " len(unstable)=" + u64(uint64(len(l.unstable.entries)))
 }
 
 // mustOK panics on a storage failure other than the documented sentinel
 // errors: the node is crash-only.
 func mustOK(err error) {
 	if err != nil {
-		panic(fmt.Sprintf("raft: storage failure: %v", err))
+		panic("raft: storage failure: " + err.Error())
 	}
 }
 
@@ -151,7 +148,7 @@ func (l *raftLog) zeroTermOnOutOfRange(i uint64) uint64 {
 func (l *raftLog) lastTerm() uint64 {
 	t, err := l.term(l.lastIndex())
 	if err != nil {
-		panic(fmt.Sprintf("raft: last term unavailable: %v", err))
+		panic("raft: last term unavailable: " + err.Error())
 	}
 	return t
 }
@@ -223,10 +220,10 @@ func (l *raftLog) append(ents ...Entry) uint64 {
 	}
 	after := ents[0].Index
 	if after <= l.committed {
-		panic(fmt.Sprintf("raft: append at %d truncates committed %d", after, l.committed))
+		panic("raft: append at " + u64(after) + " truncates committed " + u64(l.committed))
 	}
 	if after > l.lastIndex()+1 {
-		panic(fmt.Sprintf("raft: append at %d leaves a gap after %d", after, l.lastIndex()))
+		panic("raft: append at " + u64(after) + " leaves a gap after " + u64(l.lastIndex()))
 	}
 	u := &l.unstable
 	switch {
@@ -263,7 +260,7 @@ func (l *raftLog) slice(lo, hi, maxBytes uint64) ([]Entry, error) {
 		return nil, ErrCompacted
 	}
 	if hi > l.lastIndex()+1 {
-		panic(fmt.Sprintf("raft: slice [%d,%d) beyond last %d", lo, hi, l.lastIndex()))
+		panic("raft: slice [" + u64(lo) + "," + u64(hi) + ") beyond last " + u64(l.lastIndex()))
 	}
 	var out []Entry
 	if lo < l.unstable.offset {
@@ -273,7 +270,7 @@ func (l *raftLog) slice(lo, hi, maxBytes uint64) ([]Entry, error) {
 			return nil, err
 		}
 		if errors.Is(err, ErrUnavailable) {
-			panic(fmt.Sprintf("raft: stored entries [%d,%d) unavailable", lo, shi))
+			panic("raft: stored entries [" + u64(lo) + "," + u64(shi) + ") unavailable")
 		}
 		mustOK(err)
 		if uint64(len(st)) < shi-lo {
@@ -312,7 +309,7 @@ func (l *raftLog) commitTo(i uint64) {
 		return
 	}
 	if i > l.lastIndex() {
-		panic(fmt.Sprintf("raft: commit %d beyond last index %d", i, l.lastIndex()))
+		panic("raft: commit " + u64(i) + " beyond last index " + u64(l.lastIndex()))
 	}
 	l.committed = i
 }
@@ -329,7 +326,7 @@ func (l *raftLog) nextCommitted(maxBytes uint64) []Entry {
 	}
 	ents, err := l.slice(l.applying+1, l.committed+1, maxBytes)
 	if err != nil {
-		panic(fmt.Sprintf("raft: committed entries unavailable: %v", err))
+		panic("raft: committed entries unavailable: " + err.Error())
 	}
 	return ents
 }

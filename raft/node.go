@@ -1,7 +1,5 @@
 package raft
 
-import "fmt"
-
 // Status is a snapshot of a node's state for observation.
 type Status struct {
 	ID        uint64
@@ -54,7 +52,7 @@ func (n *Node) Tick() { n.r.tick() }
 // once.
 func (n *Node) Campaign() error {
 	if !n.r.promotable() {
-		return fmt.Errorf("raft: node %d is not a voter: %w", n.r.id, ErrProposalDropped)
+		return wrap("raft: node "+u64(n.r.id)+" is not a voter", ErrProposalDropped)
 	}
 	if n.r.role == Leader {
 		return nil

@@ -1,10 +1,6 @@
 package raft
 
-import (
-	"bytes"
-	"fmt"
-	"slices"
-)
+import "slices"
 
 // none is the absent node id.
 const none uint64 = 0
@@ -87,10 +83,10 @@ func newRaft(c *Config) (*raft, error) {
 	}
 	hs, cs, err := c.Storage.InitialState()
 	if err != nil {
-		return nil, fmt.Errorf("raft: storage InitialState: %w", err)
+		return nil, wrap("raft: storage InitialState", err)
 	}
 	if len(cs.VotersOutgoing) > 0 {
-		return nil, fmt.Errorf("raft: joint configurations are not supported (VotersOutgoing=%v)", cs.VotersOutgoing)
+		return nil, errorf("raft: joint configurations are not supported (VotersOutgoing=" + idsString(cs.VotersOutgoing) + ")")
 	}
 	l, err := newRaftLog(c.Storage, c.Applied)
 	if err != nil {
@@ -114,7 +110,7 @@ func newRaft(c *Config) (*raft, error) {
 	r.setConf(cs)
 	if !hs.IsEmpty() {
 		if hs.Commit < l.committed || hs.Commit > l.lastIndex() {
-			return nil, fmt.Errorf("raft: hard state commit %d out of range [%d, %d]", hs.Commit, l.committed, l.lastIndex())
+			return nil, errorf("raft: hard state commit " + u64(hs.Commit) + " out of range [" + u64(l.committed) + ", " + u64(l.lastIndex()) + "]")
 		}
 		r.term, r.vote = hs.Term, hs.Vote
 		l.committed = hs.Commit
@@ -122,7 +118,7 @@ func newRaft(c *Config) (*raft, error) {
 	r.stableTerm = r.term
 	if c.Applied > 0 {
 		if c.Applied > l.committed {
-			return nil, fmt.Errorf("raft: Applied %d beyond commit %d", c.Applied, l.committed)
+			return nil, errorf("raft: Applied " + u64(c.Applied) + " beyond commit " + u64(l.committed))
 		}
 		if c.Applied > l.applied {
 			l.applied, l.applying = c.Applied, c.Applied
@@ -467,7 +463,7 @@ func (r *raft) step(m Message) error {
 		// local messages and proposals
 	case m.Term > r.term:
 		if m.Type == MsgVote || m.Type == MsgPreVote {
-			force := bytes.Equal(m.Context, campaignTransfer)
+			force := bytesEqual(m.Context, campaignTransfer)
 			inLease := r.checkQuorum && r.lead != none && r.electionElapsed < r.electionTimeout
 			if !force && inLease {
 				// A live leader exists: ignore (thesis §4.2.3), so a
@@ -943,11 +939,11 @@ func (r *raft) handleReadIndex(m Message) {
 		return // dropped; the caller retries
 	}
 	for _, p := range r.pendingReads {
-		if bytes.Equal(p.ctx, m.Context) {
+		if bytesEqual(p.ctx, m.Context) {
 			return // duplicate request id
 		}
 	}
-	req := &readRequest{index: r.log.committed, from: from, ctx: bytes.Clone(m.Context), acks: map[uint64]bool{r.id: true}}
+	req := &readRequest{index: r.log.committed, from: from, ctx: append([]byte(nil), m.Context...), acks: map[uint64]bool{r.id: true}}
 	r.pendingReads = append(r.pendingReads, req)
 	r.bcastHeartbeat(req.ctx)
 }
@@ -955,7 +951,7 @@ func (r *raft) handleReadIndex(m Message) {
 func (r *raft) ackRead(from uint64, ctx []byte) {
 	pos := -1
 	for i, p := range r.pendingReads {
-		if bytes.Equal(p.ctx, ctx) {
+		if bytesEqual(p.ctx, ctx) {
 			p.acks[from] = true
 			if tallyVotes(r.voters, p.acks) == voteWon {
 				pos = i

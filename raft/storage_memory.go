@@ -1,7 +1,7 @@
 package raft
 
 import (
-	"fmt"
+	"errors"
 	"slices"
 )
 
@@ -114,7 +114,7 @@ func (s *MemoryStorage) ApplySnapshot(snap Snapshot) error {
 }
 
 // ErrSnapshotOutOfDate: a snapshot older than the current one.
-var ErrSnapshotOutOfDate = fmt.Errorf("raft: snapshot out of date")
+var ErrSnapshotOutOfDate = errors.New("raft: snapshot out of date")
 
 // CreateSnapshot records an application snapshot at applied index i with
 // membership cs; entries up to i stay until Compact.
@@ -123,7 +123,7 @@ func (s *MemoryStorage) CreateSnapshot(i uint64, cs ConfState, data []byte) (Sna
 		return Snapshot{}, ErrSnapshotOutOfDate
 	}
 	if i > s.lastIndex() {
-		return Snapshot{}, fmt.Errorf("raft: snapshot index %d beyond last %d", i, s.lastIndex())
+		return Snapshot{}, errorf("raft: snapshot index " + u64(i) + " beyond last " + u64(s.lastIndex()))
 	}
 	s.snap = Snapshot{Meta: SnapshotMeta{Index: i, Term: s.ents[i-s.offset()].Term, ConfState: cloneConfState(cs)}, Data: data}
 	return s.snap, nil
@@ -137,7 +137,7 @@ func (s *MemoryStorage) Compact(i uint64) error {
 		return ErrCompacted
 	}
 	if i > s.lastIndex() {
-		return fmt.Errorf("raft: compact %d beyond last %d", i, s.lastIndex())
+		return errorf("raft: compact " + u64(i) + " beyond last " + u64(s.lastIndex()))
 	}
 	ents := make([]Entry, 1, 1+s.lastIndex()-i)
 	ents[0] = Entry{Index: i, Term: s.ents[i-off].Term}
@@ -162,7 +162,7 @@ func (s *MemoryStorage) Append(ents []Entry) error {
 	}
 	at := ents[0].Index - s.offset()
 	if at > uint64(len(s.ents)) {
-		return fmt.Errorf("raft: append at %d leaves a gap after %d", ents[0].Index, s.lastIndex())
+		return errorf("raft: append at " + u64(ents[0].Index) + " leaves a gap after " + u64(s.lastIndex()))
 	}
 	if at < uint64(len(s.ents)) {
 		// truncation: copy, so slices handed out earlier (possibly inside
