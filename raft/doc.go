@@ -58,6 +58,16 @@
 //     its CommittedEntries applied. Call it before the next Ready.
 //   - On restart, pass the last applied index as Config.Applied; committed
 //     entries are re-delivered from Applied+1.
+//   - Pipelining (Dragonboat style): the driver may take the next Ready
+//     before it advanced the previous ones, while their writes are in
+//     flight, and keep calling Step and Tick meanwhile. It must make the
+//     Readys durable, send their MessagesAfterPersist, apply and Advance
+//     them in the order it received them. A Ready's Entries are only those
+//     not handed out before.
+//   - A replica joining an existing group starts with the group's initial
+//     ConfState (the membership that held at index 0) and an empty log, or
+//     receives a snapshot; raft replays later membership changes from the
+//     log on top of it.
 //
 // Storage (read side) must reflect everything persisted from a Ready by
 // the time Advance is called. Raft never writes to Storage.

@@ -46,11 +46,12 @@ type simNode struct {
 	disk *MemoryStorage
 	// durable state machine: applied index and rolling hash, persisted
 	// with the Ready that applied them
-	applied  uint64
-	hash     uint64
-	downLeft int // ticks until restart
-	lastRole Role
-	lastTerm uint64
+	applied    uint64
+	hash       uint64
+	downLeft   int // ticks until restart
+	lastRole   Role
+	lastTerm   uint64
+	lastCommit uint64
 	// asynchronous driver: a Ready being written
 	pending []simWrite
 }
@@ -192,6 +193,7 @@ func (s *simulator) start(sn *simNode) {
 		s.failf("restart node %d: %v", sn.id, err)
 	}
 	sn.node, sn.up = n, true
+	sn.lastCommit = 0
 	sn.lastRole = Follower
 	s.logf("node %d up (applied=%d)", sn.id, sn.applied)
 }
@@ -360,6 +362,10 @@ func (s *simulator) apply(sn *simNode, e *Entry) {
 func (s *simulator) checkNode(sn *simNode) {
 	r := sn.node.r
 	st := sn.node.Status()
+	if st.Commit < sn.lastCommit {
+		s.failf("node %d commit went back from %d to %d without a restart", sn.id, sn.lastCommit, st.Commit)
+	}
+	sn.lastCommit = st.Commit
 	if st.Commit > st.LastIndex {
 		s.failf("node %d commit %d beyond last %d", sn.id, st.Commit, st.LastIndex)
 	}
@@ -490,6 +496,10 @@ func (s *simulator) deliver() {
 		}
 		to := s.nodes[m.To-1]
 		if !to.up || (!s.healed && s.cut[m.From][m.To]) {
+			// a transport notices some failures and tells the sender
+			if from := s.nodes[m.From-1]; from.up && s.chance(200) {
+				from.node.ReportUnreachable(m.To)
+			}
 			continue
 		}
 		if m.Type == MsgSnap && m.Snapshot != nil {
