@@ -33,9 +33,9 @@ type API interface {
 	Produce(ctx context.Context, topic string, req ProduceRequest) ([]ProduceResult, error)
 	// Fetch reads committed records of one partition from req.Offset on.
 	Fetch(ctx context.Context, topic string, partition int32, req FetchRequest) (FetchResult, error)
-	// OffsetForTime returns the first offset whose record timestamp is at
+	// OffsetForTimestamp returns the first offset whose record timestamp is at
 	// or after ts, or the high watermark if there is none.
-	OffsetForTime(ctx context.Context, topic string, partition int32, ts time.Time) (int64, error)
+	OffsetForTimestamp(ctx context.Context, topic string, partition int32, ts time.Time) (int64, error)
 
 	// CommitOffsets durably stores a group's next offsets to read.
 	CommitOffsets(ctx context.Context, group string, offsets []GroupOffset) error

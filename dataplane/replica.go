@@ -517,11 +517,11 @@ func (r *Replica) failAll(err error) {
 	}
 }
 
-// OffsetForTime returns the first committed offset whose timestamp is at or
+// OffsetForTimestamp returns the first committed offset whose timestamp is at or
 // after ts, or the high watermark if none is. Timestamps need not increase
 // with offsets (producers may set them), so this scans from the log start:
 // O(records); a time index comes with the storage issue.
-func (r *Replica) OffsetForTime(ctx context.Context, ts time.Time) (int64, error) {
+func (r *Replica) OffsetForTimestamp(ctx context.Context, ts time.Time) (int64, error) {
 	pos := r.Position()
 	want := ts.UnixMilli()
 	found := pos.HighWatermark

@@ -457,8 +457,8 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 	return r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)
 }
 
-// OffsetForTime implements daftka.API.
-func (n *Node) OffsetForTime(ctx context.Context, topic string, p int32, ts time.Time) (int64, error) {
+// OffsetForTimestamp implements daftka.API.
+func (n *Node) OffsetForTimestamp(ctx context.Context, topic string, p int32, ts time.Time) (int64, error) {
 	t, err := n.topic(ctx, topic)
 	if err != nil {
 		return 0, err
@@ -473,7 +473,7 @@ func (n *Node) OffsetForTime(ctx context.Context, topic string, p int32, ts time
 	if err != nil {
 		return 0, err
 	}
-	return r.OffsetForTime(ctx, ts)
+	return r.OffsetForTimestamp(ctx, ts)
 }
 
 func checkGroupName(g string) error {

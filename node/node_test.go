@@ -179,9 +179,9 @@ func TestOffsetForTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	for ms, want := range map[int64]int64{0: 0, 1000: 0, 1001: 1, 2500: 1, 3001: 3, 5000: 3, 5001: 4} {
-		got, err := n.API.OffsetForTime(ctx, "tl", 0, time.UnixMilli(ms))
+		got, err := n.API.OffsetForTimestamp(ctx, "tl", 0, time.UnixMilli(ms))
 		if err != nil || got != want {
-			t.Errorf("OffsetForTime(%d) = %d, %v; want %d", ms, got, err, want)
+			t.Errorf("OffsetForTimestamp(%d) = %d, %v; want %d", ms, got, err, want)
 		}
 	}
 }
