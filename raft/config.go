@@ -11,6 +11,7 @@ const (
 	defaultMaxMsgBytes               = 1 << 20 // 1 MiB of entry data per MsgApp
 	defaultMaxInflightMsgs           = 256
 	defaultMaxCommittedBytesPerReady = 4 << 20 // 4 MiB of entries applied per Ready
+	defaultMaxSnapshotChunkBytes     = 1 << 20 // 1 MiB per MsgSnap
 	// maxPendingReadIndex bounds the leader's queue of outstanding
 	// ReadIndex requests; beyond it requests are dropped (the caller retries).
 	maxPendingReadIndex = 4096
@@ -59,6 +60,9 @@ type Config struct {
 	CheckQuorum bool
 	// Seed drives all randomness.
 	Seed uint64
+	// MaxSnapshotChunkBytes: a snapshot whose Data is larger travels in
+	// chunks of this size (0 = 1 MiB). See snapchunk.go. (Added field.)
+	MaxSnapshotChunkBytes uint64
 }
 
 func (c *Config) validateAndDefault() error {
@@ -85,6 +89,9 @@ func (c *Config) validateAndDefault() error {
 	}
 	if c.MaxInflightMsgs < 0 {
 		return errors.New("raft: config: MaxInflightMsgs must not be negative")
+	}
+	if c.MaxSnapshotChunkBytes == 0 {
+		c.MaxSnapshotChunkBytes = defaultMaxSnapshotChunkBytes
 	}
 	if c.MaxCommittedBytesPerReady == 0 {
 		c.MaxCommittedBytesPerReady = defaultMaxCommittedBytesPerReady

@@ -71,6 +71,8 @@ type raft struct {
 	// takes the next Ready, so every proposal (and commit advance) since the
 	// last Ready travels in one MsgApp per follower (batching).
 	bcastPending      bool
+	maxSnapChunk      uint64
+	snapRecv          *snapAssembly
 	stableTerm        uint64 // the term known durable on this node's disk
 	tickFn            func()
 	stepFn            func(m Message) error
@@ -105,6 +107,7 @@ func newRaft(c *Config) (*raft, error) {
 		maxInflightBytes:  c.MaxInflightBytes,
 		maxUncommitted:    c.MaxUncommittedEntriesBytes,
 		maxCommittedBytes: c.MaxCommittedBytesPerReady,
+		maxSnapChunk:      c.MaxSnapshotChunkBytes,
 		prs:               map[uint64]*progress{},
 	}
 	r.setConf(cs)
@@ -764,6 +767,13 @@ func (r *raft) handleSnapshot(m Message) {
 		return
 	}
 	s := *m.Snapshot
+	if len(m.Context) > 0 {
+		whole, done, err := r.addSnapChunk(&m)
+		if err != nil || !done {
+			return // incomplete or malformed: wait for the rest or a resend
+		}
+		s = whole
+	}
 	if r.restore(s) {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.lastIndex()})
 	} else {
@@ -882,7 +892,7 @@ func (r *raft) sendSnapshot(to uint64, pr *progress) bool {
 	if s.IsEmpty() {
 		panic("raft: need a snapshot but storage has none")
 	}
-	r.send(Message{To: to, Type: MsgSnap, Snapshot: &s})
+	r.sendSnapshotChunks(to, &s)
 	pr.becomeSnapshot(s.Meta.Index)
 	return true
 }

@@ -91,6 +91,7 @@ type simulator struct {
 	asyncDriver     bool
 	maxMsgBytes     uint64
 	maxInflight     int
+	snapChunk       uint64
 	snapshotting    bool
 	membership      bool
 	healed          bool
@@ -164,6 +165,7 @@ func newSimulator(seed uint64) *simulator {
 	s.maxMsgBytes = []uint64{1, 64, 256, 4096}[s.rng.intn(4)]
 	s.maxInflight = []int{1, 4, 64}[s.rng.intn(3)]
 	s.snapshotting = s.chance(500)
+	s.snapChunk = []uint64{0, 3, 7}[s.rng.intn(3)]
 	s.membership = s.chance(600)
 	s.committed = []simCommitted{{}}
 	s.hashAt = []uint64{0}
@@ -182,6 +184,7 @@ func (s *simulator) config(sn *simNode) Config {
 		MaxMsgBytes: s.maxMsgBytes, MaxInflightMsgs: s.maxInflight, MaxInflightBytes: 2048,
 		MaxUncommittedEntriesBytes: 1024,
 		MaxCommittedBytesPerReady:  512,
+		MaxSnapshotChunkBytes:      s.snapChunk,
 		PreVote:                    true, CheckQuorum: true,
 		Seed: s.seed*31 + sn.id + uint64(s.now),
 	}
@@ -507,8 +510,8 @@ func (s *simulator) deliver() {
 			if from := s.nodes[m.From-1]; from.up && !s.healed && s.chance(100) {
 				from.node.ReportSnapshot(m.To, false)
 				continue
-			} else if from.up {
-				defer from.node.ReportSnapshot(m.To, true)
+			} else if from.up && (len(m.Context) == 0 || getU64(m.Context)+uint64(len(m.Snapshot.Data)) == getU64(m.Context[8:])) {
+				defer from.node.ReportSnapshot(m.To, true) // the last chunk arrived
 			}
 		}
 		_ = to.node.Step(m)
