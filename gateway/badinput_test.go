@@ -302,6 +302,41 @@ func TestPanicIsAProblem(t *testing.T) {
 	}
 }
 
+// TestMethodNotAllowedAllow: a 405 names exactly the methods the path
+// serves (GET routes also serve HEAD).
+func TestMethodNotAllowedAllow(t *testing.T) {
+	srv := httptest.NewServer(gateway.New(nil, gateway.Options{}))
+	defer srv.Close()
+	for path, want := range map[string]string{
+		"/v1/topics":                        "GET, HEAD, POST",
+		"/v1/topics/t":                      "DELETE, GET, HEAD",
+		"/v1/topics/t/config":               "PATCH",
+		"/v1/topics/t/records":              "POST",
+		"/v1/topics/t/partitions/0/records": "GET, HEAD",
+		"/v1/groups/g/offsets":              "GET, HEAD, POST",
+		"/healthz":                          "GET, HEAD",
+	} {
+		req, _ := http.NewRequest("OPTIONS", srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkProblem(t, resp, 405, "method_not_allowed")
+		resp.Body.Close()
+		if got := resp.Header.Get("Allow"); got != want {
+			t.Errorf("%s: Allow %q, want %q", path, got, want)
+		}
+	}
+	resp, err := http.Head(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("HEAD /healthz: %d", resp.StatusCode)
+	}
+}
+
 func TestRequestIDEchoAndFresh(t *testing.T) {
 	srv := httptest.NewServer(gateway.New(nil, gateway.Options{}))
 	defer srv.Close()

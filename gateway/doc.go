@@ -41,8 +41,8 @@
 //  5. size: a body over Options.MaxBodyBytes is 413 body_too_large (checked
 //     from Content-Length first, then while reading);
 //  6. JSON: valid UTF-8, one value, no trailing data, nesting at most 32
-//     deep (400 malformed_json), no duplicate key in any object (400
-//     invalid_field);
+//     deep, no lone UTF-16 surrogate in a \u escape (400 malformed_json),
+//     no duplicate key in any object (400 invalid_field);
 //  7. fields: unknown keys at any depth are 400 unknown_field; a field with
 //     a code of its own (name → invalid_topic_name, partition →
 //     invalid_partition, encoding → invalid_encoding, producer_id →
