@@ -65,8 +65,9 @@
 // produce), 1,024 partitions per topic, fetch max_records 1..10,000 (500),
 // max_bytes 1..64 MiB (1 MiB), wait_ms 0..30,000 (0). A produce or an offset
 // commit waits at most Options.RequestTimeout (5 s) for its quorum, a fetch
-// its wait_ms plus that; past the bound the answer is 503 timeout, whose
-// outcome is unknown.
+// its wait_ms plus that, and a metadata call (topics, partitions, group
+// offsets) 30 s; past the bound the answer is 503 timeout, whose outcome is
+// unknown.
 //
 // # Encodings
 //

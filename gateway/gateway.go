@@ -240,6 +240,12 @@ func (g *gateway) serveRecovering(w *recorder, r *http.Request) (aborted bool) {
 			aborted = true
 			return
 		}
+		h := w.Header() // drop what the handler set for the answer it meant
+		for k := range h {
+			if k != "X-Request-Id" {
+				delete(h, k)
+			}
+		}
 		g.writeProblem(w, r, epDefault, &problem{Code: daftka.CodeInternal, Detail: "internal error"})
 	}()
 	if p := path.Clean(r.URL.Path); r.URL.Path != p || !strings.HasPrefix(p, "/") {

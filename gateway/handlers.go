@@ -59,6 +59,18 @@ func noQuery(r *http.Request) *problem {
 	return p
 }
 
+// adminTimeout bounds the calls that change or read metadata (topics,
+// partitions, group offsets): they have no wait of their own, but a
+// control plane that cannot reach its quorum must not hold the request
+// forever.
+const adminTimeout = 30 * time.Second
+
+// adminContext is the request's context bounded by adminTimeout (or
+// RequestTimeout, when larger).
+func (g *gateway) adminContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), max(adminTimeout, g.opts.RequestTimeout))
+}
+
 func (g *gateway) fail(w http.ResponseWriter, r *http.Request, p *problem) {
 	g.writeProblem(w, r, epDefault, p)
 }
@@ -81,7 +93,9 @@ func (g *gateway) createTopic(w http.ResponseWriter, r *http.Request) {
 	if info := infoFrom(r.Context()); info != nil {
 		info.topic = spec.Name
 	}
-	t, err := g.api.CreateTopic(r.Context(), spec)
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	t, err := g.api.CreateTopic(ctx, spec)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -95,7 +109,9 @@ func (g *gateway) listTopics(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	ts, err := g.api.ListTopics(r.Context())
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	ts, err := g.api.ListTopics(ctx)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -116,7 +132,9 @@ func (g *gateway) describeTopic(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	t, err := g.api.DescribeTopic(r.Context(), topic)
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	t, err := g.api.DescribeTopic(ctx, topic)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -133,7 +151,9 @@ func (g *gateway) deleteTopic(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	if err := g.api.DeleteTopic(r.Context(), topic); err != nil {
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	if err := g.api.DeleteTopic(ctx, topic); err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
 	}
@@ -159,7 +179,9 @@ func (g *gateway) patchConfig(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	cfg, err := g.api.UpdateTopicConfig(r.Context(), topic, patch)
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	cfg, err := g.api.UpdateTopicConfig(ctx, topic, patch)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -176,7 +198,9 @@ func (g *gateway) describePartition(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	pi, err := g.api.DescribePartition(r.Context(), topic, part)
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	pi, err := g.api.DescribePartition(ctx, topic, part)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -384,7 +408,9 @@ func (g *gateway) groupOffsets(w http.ResponseWriter, r *http.Request) {
 	if info := infoFrom(r.Context()); info != nil {
 		info.topic = topic
 	}
-	infos, err := g.api.GroupOffsets(r.Context(), group, topic)
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	infos, err := g.api.GroupOffsets(ctx, group, topic)
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
@@ -416,7 +442,9 @@ func (g *gateway) offsetForTime(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	off, err := g.api.(TimeLookup).OffsetForTimestamp(r.Context(), topic, part, time.UnixMilli(ts))
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	off, err := g.api.(TimeLookup).OffsetForTimestamp(ctx, topic, part, time.UnixMilli(ts))
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return
