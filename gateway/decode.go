@@ -254,6 +254,9 @@ func decodeBytes(v *jsonValue, path, enc string) ([]byte, *problem) {
 		return nil, newProblem(daftka.CodeInvalidField, fmt.Sprintf("%s must be a string or null, not %s", path, v.kind))
 	}
 	if enc == encUTF8 {
+		if v.s == "" {
+			return []byte{}, nil // explicitly non-nil: "" is not null
+		}
 		return []byte(v.s), nil
 	}
 	b, err := decodeBase64(v.s)

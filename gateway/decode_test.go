@@ -149,6 +149,11 @@ func TestDecodeProduce(t *testing.T) {
 			t.Errorf("decodeProduce(%s) = %v, want %s", in, p, want)
 		}
 	}
+	v = mustParse(t, `{"records":[{"key":"","value":null},{}]}`)
+	req, p = decodeProduce(&v, 1000)
+	if p != nil || req.Records[0].Key == nil || len(req.Records[0].Key) != 0 || req.Records[0].Value != nil || req.Records[1].Key != nil || req.Records[1].Value != nil {
+		t.Errorf("utf8 null/empty: %+v %v", req.Records, p)
+	}
 	v = mustParse(t, `{"records":[{},{},{}]}`)
 	if _, p := decodeProduce(&v, 2); p == nil || p.Code != daftka.CodeTooManyRecords {
 		t.Errorf("3 records over a limit of 2: %v", p)
