@@ -356,6 +356,23 @@ func TestKeyPartitioning(t *testing.T) {
 	if len(used) < 2 {
 		t.Errorf("120 keyless records all went to partitions %v", used)
 	}
+
+	// One request across partitions: answers in request order, offsets
+	// dense per partition.
+	hwm := map[int32]int64{}
+	for p := range 4 {
+		hwm[int32(p)] = c.partition("keyed", p).HighWatermark
+	}
+	po := c.produce("keyed", `{"records":[{"value":"a","partition":2},{"value":"b","partition":0},{"value":"c","partition":2},{"key":"alice","value":"d","partition":3}]}`)
+	want := []struct {
+		p   int32
+		off int64
+	}{{2, hwm[2]}, {0, hwm[0]}, {2, hwm[2] + 1}, {3, hwm[3]}}
+	for i, o := range po.Offsets {
+		if o.Partition != want[i].p || o.Offset != want[i].off {
+			t.Errorf("record %d: %+v, want partition %d offset %d", i, o, want[i].p, want[i].off)
+		}
+	}
 }
 
 // TestLongPoll — api-v1.md "Fetch": with wait_ms and nothing at offset, the
