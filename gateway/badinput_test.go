@@ -132,6 +132,9 @@ func badRequests(topic, group string) []badReq {
 		{"fetch beyond the high watermark", "GET", fetch + "?offset=1000000", "", "", 416, "offset_out_of_range", true},
 		{"fetch unknown topic", "GET", "/v1/topics/no-such-topic-x/partitions/0/records", "", "", 404, "topic_not_found", true},
 		{"stream negative offset", "GET", fetch + "/stream?offset=-3", "", "", 400, "invalid_offset", false},
+		{"time lookup without timestamp", "GET", tp + "/partitions/0/offsets", "", "", 400, "invalid_field", false},
+		{"time lookup negative timestamp", "GET", tp + "/partitions/0/offsets?timestamp_ms=-1", "", "", 400, "invalid_field", false},
+		{"time lookup bad partition", "GET", tp + "/partitions/p0/offsets?timestamp_ms=1", "", "", 400, "invalid_partition", false},
 		{"stream unknown parameter", "GET", fetch + "/stream?wait_ms=10", "", "", 400, "invalid_field", false},
 
 		// Path tricks and unknown paths.

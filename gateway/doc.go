@@ -15,7 +15,7 @@
 //	POST   /v1/topics/{topic}/records                       produce (acks=all)
 //	GET    /v1/topics/{topic}/partitions/{p}/records        fetch, long poll with wait_ms
 //	GET    /v1/topics/{topic}/partitions/{p}/records/stream NDJSON stream
-//	GET    /v1/topics/{topic}/partitions/{p}/offsets        time lookup (only when the API implements TimeLookup)
+//	GET    /v1/topics/{topic}/partitions/{p}/offsets        time lookup: ?timestamp_ms=T → {"offset"}
 //	POST   /v1/groups/{group}/offsets                       commit group offsets → 200, echoes them
 //	GET    /v1/groups/{group}/offsets[?topic=T]             a group's offsets with lag
 //	GET    /healthz, /readyz, /metrics

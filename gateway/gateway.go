@@ -93,9 +93,8 @@ type route struct {
 	h            http.HandlerFunc
 }
 
-// routeList is every endpoint the gateway can serve; the time lookup only
-// when withTimeLookup.
-func (g *gateway) routeList(withTimeLookup bool) []route {
+// routeList is every endpoint the gateway serves.
+func (g *gateway) routeList() []route {
 	rs := []route{
 		{"POST", "/v1/topics", g.createTopic},
 		{"GET", "/v1/topics", g.listTopics},
@@ -106,14 +105,12 @@ func (g *gateway) routeList(withTimeLookup bool) []route {
 		{"POST", "/v1/topics/{topic}/records", g.produce},
 		{"GET", "/v1/topics/{topic}/partitions/{partition}/records", g.fetch},
 		{"GET", "/v1/topics/{topic}/partitions/{partition}/records/stream", g.stream},
+		{"GET", "/v1/topics/{topic}/partitions/{partition}/offsets", g.offsetForTime},
 		{"POST", "/v1/groups/{group}/offsets", g.commitOffsets},
 		{"GET", "/v1/groups/{group}/offsets", g.groupOffsets},
 		{"GET", "/healthz", g.healthz},
 		{"GET", "/readyz", g.readyz},
 		{"GET", "/metrics", g.metrics},
-	}
-	if withTimeLookup {
-		rs = append(rs, route{"GET", "/v1/topics/{topic}/partitions/{partition}/offsets", g.offsetForTime})
 	}
 	return rs
 }
@@ -122,8 +119,7 @@ func (g *gateway) routeList(withTimeLookup bool) []route {
 // pattern answering 405 (with Allow) for the methods it does not serve, and
 // "/" answers 404: ServeMux's own 404 and 405 answers are plain text.
 func (g *gateway) routes() {
-	_, timeLookup := g.api.(TimeLookup)
-	rs := g.routeList(timeLookup)
+	rs := g.routeList()
 	allow := map[string][]string{}
 	var paths []string
 	for _, r := range rs {

@@ -18,16 +18,6 @@ import (
 // fields (400). Only then does it call the API, which checks what needs the
 // cluster's state (existence, config ranges, record sizes, live nodes).
 
-// TimeLookup is the method the time-lookup endpoint
-// (GET /v1/topics/{topic}/partitions/{p}/offsets?timestamp_ms=T) needs of
-// the API. It is not part of daftka.API yet; when the API given to New has
-// it, the endpoint is served, else the path is a 404.
-type TimeLookup interface {
-	// OffsetForTimestamp returns the first offset of the partition whose
-	// timestamp is at or after ts, or the high watermark if there is none.
-	OffsetForTimestamp(ctx context.Context, topic string, partition int32, ts time.Time) (int64, error)
-}
-
 func pathTopic(r *http.Request) (string, *problem) {
 	t := r.PathValue("topic")
 	if !daftka.ValidName(t) {
@@ -444,7 +434,7 @@ func (g *gateway) offsetForTime(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := g.adminContext(r)
 	defer cancel()
-	off, err := g.api.(TimeLookup).OffsetForTimestamp(ctx, topic, part, time.UnixMilli(ts))
+	off, err := g.api.OffsetForTimestamp(ctx, topic, part, time.UnixMilli(ts))
 	if err != nil {
 		g.fail(w, r, problemFrom(err))
 		return

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/daftka/daftka"
-	"github.com/daftka/daftka/gateway"
 	"github.com/daftka/daftka/node/nodetest"
 )
 
@@ -733,9 +732,6 @@ func TestStream(t *testing.T) {
 // timestamp is at or after T, the high watermark if none.
 func TestTimeLookup(t *testing.T) {
 	n := nodetest.Start(t)
-	if _, ok := n.API.(gateway.TimeLookup); !ok {
-		t.Skip("the node's API has no OffsetForTimestamp (gateway.TimeLookup) yet; the endpoint is not served")
-	}
 	c := newClient(t, n)
 	c.createTopic("tl", 1)
 	c.produce("tl", `{"records":[{"value":"a","timestamp_ms":1000},{"value":"b","timestamp_ms":2000},{"value":"c","timestamp_ms":3000}]}`)
@@ -751,6 +747,8 @@ func TestTimeLookup(t *testing.T) {
 	c.problem("GET", "/v1/topics/tl/partitions/0/offsets", nil, 400, "invalid_field")
 	c.problem("GET", "/v1/topics/tl/partitions/0/offsets?timestamp_ms=-1", nil, 400, "invalid_field")
 	c.problem("GET", "/v1/topics/tl/partitions/7/offsets?timestamp_ms=1", nil, 404, "partition_not_found")
+	c.problem("GET", "/v1/topics/nope/partitions/0/offsets?timestamp_ms=1", nil, 404, "topic_not_found")
+	c.problem("GET", "/v1/topics/tl/partitions/0/offsets?timestamp_ms=1&x=2", nil, 400, "invalid_field")
 }
 
 // TestRestartKeepsRecords — the gateway is stateless: after a restart the
