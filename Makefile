@@ -4,7 +4,8 @@
 GO          ?= go
 BIN         := bin
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
-STATICCHECK_VERSION := 2026.2.2
+# 2026.2.2 is module version v0.8.2 (the proxy serves it by module version only).
+STATICCHECK_VERSION := v0.8.2
 SEEDS       ?= 2000
 # Packages tested with the race detector: everything but the deterministic
 # raft core, which starts no goroutines (its simulator runs thousands of

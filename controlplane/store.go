@@ -114,7 +114,7 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, assignments []Assignme
 
 // GetTopic reads one topic.
 func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
-	resp, err := s.kv.Get(ctx, topicKey(name))
+	resp, err := s.kv.Get(ctx, topicKey(name), clientv3.WithSerializable())
 	if err != nil {
 		return Topic{}, fmt.Errorf("controlplane: get topic: %w", err)
 	}
@@ -172,7 +172,8 @@ func (s *Store) UpdateTopic(ctx context.Context, t Topic) (Topic, error) {
 	return t, nil
 }
 
-// DeleteTopic removes a topic and its assignments in one transaction.
+// DeleteTopic removes a topic and its assignments in one transaction. It
+// returns the topic as it was, with Revision set to the deletion's.
 func (s *Store) DeleteTopic(ctx context.Context, name string) (Topic, error) {
 	for {
 		t, err := s.GetTopic(ctx, name)
@@ -187,6 +188,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (Topic, error) {
 			return Topic{}, fmt.Errorf("controlplane: delete topic: %w", err)
 		}
 		if resp.Succeeded {
+			t.Revision = resp.Header.Revision
 			return t, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -284,4 +286,65 @@ func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// ListTopicsRev reads every topic and the revision they were read at (to
+// start WatchTopics from).
+func (s *Store) ListTopicsRev(ctx context.Context) ([]Topic, int64, error) {
+	resp, err := s.kv.Get(ctx, topicsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("controlplane: list topics: %w", err)
+	}
+	out := make([]Topic, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var t Topic
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, 0, fmt.Errorf("controlplane: topic %s: %w", kv.Key, err)
+		}
+		t.Revision = kv.ModRevision
+		out = append(out, t)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// TopicEvent is a change of one topic record. A deleted event carries the
+// name and the revision of the deletion.
+type TopicEvent struct {
+	Topic   Topic
+	Deleted bool
+}
+
+// WatchTopics streams topic changes after revision rev. The channel closes
+// when ctx ends or the watch fails (the caller re-lists).
+func (s *Store) WatchTopics(ctx context.Context, rev int64) <-chan []TopicEvent {
+	out := make(chan []TopicEvent, 16)
+	wch := s.kv.Watch(ctx, topicsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	go func() {
+		defer close(out)
+		for resp := range wch {
+			if resp.Err() != nil {
+				return
+			}
+			evs := make([]TopicEvent, 0, len(resp.Events))
+			for _, ev := range resp.Events {
+				name := strings.TrimPrefix(string(ev.Kv.Key), topicsPrefix)
+				if ev.Type == clientv3.EventTypeDelete {
+					evs = append(evs, TopicEvent{Deleted: true, Topic: Topic{Name: name, Revision: ev.Kv.ModRevision}})
+					continue
+				}
+				var t Topic
+				if err := json.Unmarshal(ev.Kv.Value, &t); err != nil {
+					continue
+				}
+				t.Revision = ev.Kv.ModRevision
+				evs = append(evs, TopicEvent{Topic: t})
+			}
+			select {
+			case out <- evs:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
 }

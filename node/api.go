@@ -60,10 +60,14 @@ func (n *Node) topic(ctx context.Context, name string) (controlplane.Topic, erro
 	if err := checkTopicName(name); err != nil {
 		return controlplane.Topic{}, err
 	}
+	if t, ok := n.topics.get(name); ok {
+		return t, nil
+	}
 	t, err := n.cp.GetTopic(ctx, name)
 	if err != nil {
 		return controlplane.Topic{}, metaErr(ctx, err)
 	}
+	n.topics.put(t)
 	return t, nil
 }
 
@@ -175,6 +179,7 @@ func (n *Node) CreateTopic(ctx context.Context, spec daftka.TopicSpec) (daftka.T
 	if t, err = n.cp.CreateTopic(ctx, t, as); err != nil {
 		return daftka.TopicInfo{}, metaErr(ctx, err)
 	}
+	n.topics.put(t)
 	// Start the local replicas now rather than when the watch delivers, and
 	// wait (bounded) for their leaders, so a produce right after 201 works.
 	if err := n.applyCreated(as); err != nil {
@@ -251,17 +256,23 @@ func (n *Node) DescribeTopic(ctx context.Context, name string) (daftka.TopicInfo
 
 // UpdateTopicConfig implements daftka.API.
 func (n *Node) UpdateTopicConfig(ctx context.Context, name string, patch daftka.ConfigPatch) (daftka.TopicConfig, error) {
+	if err := checkTopicName(name); err != nil {
+		return daftka.TopicConfig{}, err
+	}
 	for attempt := 0; attempt < 16; attempt++ {
-		t, err := n.topic(ctx, name)
+		// Read etcd, not the cache: the compare-and-swap needs the current
+		// revision.
+		t, err := n.cp.GetTopic(ctx, name)
 		if err != nil {
-			return daftka.TopicConfig{}, err
+			return daftka.TopicConfig{}, metaErr(ctx, err)
 		}
 		cfg, err := n.applyPatch(t.Config, patch)
 		if err != nil {
 			return daftka.TopicConfig{}, err
 		}
 		t.Config = cfg
-		if _, err := n.cp.UpdateTopic(ctx, t); err == nil {
+		if t, err := n.cp.UpdateTopic(ctx, t); err == nil {
+			n.topics.put(t)
 			return cfg, nil
 		} else if !errors.Is(err, controlplane.ErrConflict) {
 			return daftka.TopicConfig{}, metaErr(ctx, err)
@@ -279,6 +290,7 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 	if err != nil {
 		return metaErr(ctx, err)
 	}
+	n.topics.remove(name, t.Revision)
 	// Remove local data now; other nodes follow through their watch.
 	for p := int32(0); p < t.Partitions; p++ {
 		n.removeReplica(t.ID, p)

@@ -36,6 +36,7 @@ type Node struct {
 	db     *storage.DB
 	cp     *controlplane.ControlPlane
 	engine *dataplane.Engine
+	topics *topicCache
 
 	gatewayLn  net.Listener
 	metricsLn  net.Listener
@@ -43,6 +44,9 @@ type Node struct {
 	metricsSrv *http.Server
 
 	cancel       context.CancelFunc
+	// baseCancel ends every request's context at Close, so long polls and
+	// streams end at once instead of holding the shutdown.
+	baseCancel context.CancelFunc
 	reconcileWG  sync.WaitGroup
 	reconciled   atomic.Bool
 	closeOnce    sync.Once
@@ -69,7 +73,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger, metrics: metrics.NewSet(), fatalHandler: opts.OnFatal}
+	n := &Node{cfg: cfg, log: logger, metrics: metrics.NewSet(), fatalHandler: opts.OnFatal, topics: newTopicCache()}
 	if n.fatalHandler == nil {
 		n.fatalHandler = func(err error) {
 			logger.Error("fatal error, exiting", "err", err)
@@ -100,6 +104,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	n.metrics.NewGauge("daftka_storage_fsyncs_total", func() float64 { s, _ := n.db.SyncStats(); return float64(s) })
+	n.metrics.NewGauge("daftka_storage_synced_writers_total", func() float64 { _, w := n.db.SyncStats(); return float64(w) })
 	tick := time.Duration(cfg.RaftTickMs) * time.Millisecond
 	n.engine = dataplane.New(dataplane.Config{
 		NodeID:              cfg.NodeID,
@@ -132,8 +138,14 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	if err := n.reconcileOnce(ctx); err != nil {
 		return nil, err
 	}
-	n.reconcileWG.Add(1)
+	ts, rev, err := n.cp.ListTopicsRev(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.topics.reset(ts, rev)
+	n.reconcileWG.Add(2)
 	go n.reconcileLoop(rctx)
+	go n.watchTopics(rctx)
 
 	h := gateway.New(n, gateway.Options{
 		MaxBodyBytes:    cfg.MaxBodyBytes,
@@ -142,7 +154,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 		Logger:          logger,
 		Metrics:         n.metrics,
 	})
-	n.gatewaySrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	baseCtx, baseCancel := context.WithCancel(context.Background())
+	n.baseCancel = baseCancel
+	// No WriteTimeout: streams set their own per-write deadlines, and long
+	// polls may wait 30 s plus the request timeout.
+	n.gatewaySrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return baseCtx }}
 	mm := http.NewServeMux()
 	mm.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -168,6 +185,9 @@ func (n *Node) fatal(err error) {
 	n.fatalOnce.Do(func() { n.fatalHandler(err) })
 }
 
+// SyncStats reports group commit: fsyncs done and the writers they served.
+func (n *Node) SyncStats() (fsyncs, writers uint64) { return n.db.SyncStats() }
+
 // GatewayURL is the gateway's base URL, e.g. http://127.0.0.1:4001.
 func (n *Node) GatewayURL() string { return "http://" + n.gatewayLn.Addr().String() }
 
@@ -182,9 +202,18 @@ func (n *Node) EtcdURL() string { return n.cp.ClientURL() }
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		if n.gatewaySrv != nil {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_ = n.gatewaySrv.Shutdown(sctx)
+			// Stop accepting; give in-flight produces a moment to be
+			// answered, then end long polls and streams, then wait
+			// (bounded) for the rest.
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := n.gatewaySrv.Shutdown(sctx)
 			cancel()
+			n.baseCancel()
+			if err != nil {
+				sctx, cancel := context.WithTimeout(ctx, 9*time.Second)
+				_ = n.gatewaySrv.Shutdown(sctx)
+				cancel()
+			}
 		} else if n.gatewayLn != nil {
 			n.gatewayLn.Close()
 		}

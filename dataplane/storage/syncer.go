@@ -11,10 +11,11 @@ import (
 //
 // A request is served by the first FlushWAL(sync) that starts after it was
 // queued; RocksDB's WAL is sequential, so that fsync covers the writer's
-// earlier unsynced write. Lingering: after the first request of a round,
-// the syncer waits until as many writers have queued as were served last
-// round, or flushInterval has passed, whichever is first — a lone writer is
-// never delayed, many concurrent writers share one fsync.
+// earlier unsynced write. Writers that queue while an fsync runs share the
+// next one. Lingering: after the first request of a round, the syncer waits
+// for as many writers as it served last round, but no longer than the last
+// fsync took and never longer than flushInterval — a lone writer is never
+// delayed, and lingering at most doubles a write's wait for its fsync.
 type syncer struct {
 	db            *grocksdb.DB
 	flushInterval time.Duration
@@ -70,6 +71,7 @@ func (s *syncer) run() {
 	defer close(s.done)
 	batch := make([]chan error, 0, 256)
 	last := 1
+	var lastSync time.Duration
 	var timer *time.Timer
 	for {
 		batch = batch[:0]
@@ -81,11 +83,11 @@ func (s *syncer) run() {
 			return
 		}
 		// Linger for more writers, bounded by flushInterval.
-		if s.flushInterval > 0 && last > 1 {
+		if linger := min(s.flushInterval, lastSync); linger > 0 && last > 1 {
 			if timer == nil {
-				timer = time.NewTimer(s.flushInterval)
+				timer = time.NewTimer(linger)
 			} else {
-				timer.Reset(s.flushInterval)
+				timer.Reset(linger)
 			}
 		linger:
 			for len(batch) < last {
@@ -115,7 +117,9 @@ func (s *syncer) run() {
 				break drain
 			}
 		}
+		start := time.Now()
 		err := s.db.FlushWAL(true)
+		lastSync = time.Since(start)
 		last = len(batch)
 		s.mu.Lock()
 		s.syncCount++
