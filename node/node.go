@@ -43,10 +43,10 @@ type Node struct {
 	gatewaySrv *http.Server
 	metricsSrv *http.Server
 
-	cancel       context.CancelFunc
+	cancel context.CancelFunc
 	// baseCancel ends every request's context at Close, so long polls and
 	// streams end at once instead of holding the shutdown.
-	baseCancel context.CancelFunc
+	baseCancel   context.CancelFunc
 	reconcileWG  sync.WaitGroup
 	reconciled   atomic.Bool
 	closeOnce    sync.Once
