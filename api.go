@@ -43,9 +43,33 @@ type API interface {
 	// topic is not empty.
 	GroupOffsets(ctx context.Context, group, topic string) ([]GroupOffsetInfo, error)
 
+	// Cluster describes the cluster's nodes and metadata members.
+	Cluster(ctx context.Context) (ClusterInfo, error)
+
 	// Ready returns nil once metadata is reachable and the node's local
 	// replicas have recovered.
 	Ready(ctx context.Context) error
+}
+
+// ClusterInfo describes the cluster.
+type ClusterInfo struct {
+	Nodes []NodeInfo
+	// Rebalancer is the node id holding the rebalancer role (0: none).
+	Rebalancer uint64
+	// MetadataMembers are the node ids of the etcd members.
+	MetadataMembers []uint64
+}
+
+// NodeInfo describes one node.
+type NodeInfo struct {
+	ID         uint64
+	GatewayURL string
+	// State is "up", "down" or "draining".
+	State string
+	// Replicas and Leaders count the partition replicas the node hosts and
+	// leads.
+	Replicas int
+	Leaders  int
 }
 
 // TopicSpec describes a topic to create. Zero values take the node defaults.

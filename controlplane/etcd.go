@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -131,4 +132,20 @@ func (c *ControlPlane) Healthy(ctx context.Context) error {
 	defer cancel()
 	_, err := c.client.Get(ctx, Prefix+"health")
 	return err
+}
+
+// MemberNodeIDs lists the node ids of the etcd members (members are named
+// node-<id>).
+func (c *ControlPlane) MemberNodeIDs(ctx context.Context) ([]uint64, error) {
+	resp, err := c.client.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: member list: %w", err)
+	}
+	var ids []uint64
+	for _, m := range resp.Members {
+		if id, err := strconv.ParseUint(strings.TrimPrefix(m.Name, "node-"), 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }

@@ -108,6 +108,7 @@ func (g *gateway) routeList() []route {
 		{"GET", "/v1/topics/{topic}/partitions/{partition}/offsets", g.offsetForTime},
 		{"POST", "/v1/groups/{group}/offsets", g.commitOffsets},
 		{"GET", "/v1/groups/{group}/offsets", g.groupOffsets},
+		{"GET", "/v1/cluster", g.cluster},
 		{"GET", "/healthz", g.healthz},
 		{"GET", "/readyz", g.readyz},
 		{"GET", "/metrics", g.metrics},

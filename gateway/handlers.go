@@ -449,6 +449,42 @@ func (g *gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+type clusterNodeJSON struct {
+	ID         uint64 `json:"id"`
+	GatewayURL string `json:"gateway_url"`
+	State      string `json:"state"`
+	Replicas   int    `json:"replicas"`
+	Leaders    int    `json:"leaders"`
+}
+
+type clusterJSON struct {
+	Nodes           []clusterNodeJSON `json:"nodes"`
+	Rebalancer      uint64            `json:"rebalancer"`
+	MetadataMembers []uint64          `json:"metadata_members"`
+}
+
+func (g *gateway) cluster(w http.ResponseWriter, r *http.Request) {
+	if p := noQuery(r); p != nil {
+		g.fail(w, r, p)
+		return
+	}
+	ctx, cancel := g.adminContext(r)
+	defer cancel()
+	c, err := g.api.Cluster(ctx)
+	if err != nil {
+		g.fail(w, r, problemFrom(err))
+		return
+	}
+	out := clusterJSON{Nodes: make([]clusterNodeJSON, 0, len(c.Nodes)), Rebalancer: c.Rebalancer, MetadataMembers: c.MetadataMembers}
+	if out.MetadataMembers == nil {
+		out.MetadataMembers = []uint64{}
+	}
+	for _, n := range c.Nodes {
+		out.Nodes = append(out.Nodes, clusterNodeJSON{ID: n.ID, GatewayURL: n.GatewayURL, State: n.State, Replicas: n.Replicas, Leaders: n.Leaders})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()

@@ -814,3 +814,28 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	c.must("GET", "/healthz", nil, 200, nil)
 }
+
+// TestCluster — api-v1.md "Cluster and administration": GET /v1/cluster
+// lists this node up with its replica and leader counts.
+func TestCluster(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.createTopic("cl", 3)
+	var got struct {
+		Nodes []struct {
+			ID         uint64 `json:"id"`
+			GatewayURL string `json:"gateway_url"`
+			State      string `json:"state"`
+			Replicas   int    `json:"replicas"`
+			Leaders    int    `json:"leaders"`
+		} `json:"nodes"`
+		Rebalancer      uint64   `json:"rebalancer"`
+		MetadataMembers []uint64 `json:"metadata_members"`
+	}
+	c.must("GET", "/v1/cluster", nil, 200, &got)
+	if len(got.Nodes) != 1 || got.Nodes[0].ID != 1 || got.Nodes[0].State != "up" || got.Nodes[0].GatewayURL != n.URL ||
+		got.Nodes[0].Replicas != 3 || got.Nodes[0].Leaders != 3 || got.Rebalancer != 1 || len(got.MetadataMembers) != 1 || got.MetadataMembers[0] != 1 {
+		t.Fatalf("cluster: %+v", got)
+	}
+	c.problem("POST", "/v1/cluster", `{}`, 405, "method_not_allowed")
+}

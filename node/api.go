@@ -606,3 +606,33 @@ func (n *Node) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Cluster implements daftka.API. Membership with leases, down and draining
+// states and the elected rebalancer come with the control-plane issue; a
+// single-node cluster reports itself up and as the rebalancer.
+func (n *Node) Cluster(ctx context.Context) (daftka.ClusterInfo, error) {
+	nodes, err := n.cp.Nodes(ctx)
+	if err != nil {
+		return daftka.ClusterInfo{}, metaErr(ctx, err)
+	}
+	members, err := n.cp.MemberNodeIDs(ctx)
+	if err != nil {
+		return daftka.ClusterInfo{}, metaErr(ctx, err)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	info := daftka.ClusterInfo{Rebalancer: n.cfg.NodeID, MetadataMembers: members}
+	for _, nd := range nodes {
+		ni := daftka.NodeInfo{ID: nd.ID, GatewayURL: nd.GatewayURL, State: "down"}
+		if nd.ID == n.cfg.NodeID {
+			ni.State = "up"
+			for _, r := range n.engine.Replicas() {
+				ni.Replicas++
+				if r.Position().IsLeader {
+					ni.Leaders++
+				}
+			}
+		}
+		info.Nodes = append(info.Nodes, ni)
+	}
+	return info, nil
+}
