@@ -202,9 +202,8 @@ func (p *peer) dialLoop() {
 		p.mu.Unlock()
 		c, err := p.t.dial(p.id, addr)
 		if err == nil {
-			if p.t.serveConn(c, p) {
-				p.addConn(c, true)
-			}
+			p.addConn(c, true)
+			p.t.serveConn(c, p)
 			continue
 		}
 		p.m.dialFails.Inc()

@@ -70,7 +70,7 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 	if err := t.applyFaults(ctx, to); err != nil {
 		return nil, err
 	}
-	s, err := t.openBidi(ctx, p, streamRPC)
+	s, _, err := t.openBidi(ctx, p, streamRPC)
 	if err != nil {
 		return nil, err
 	}
@@ -143,25 +143,25 @@ func (t *Transport) applyFaults(ctx context.Context, to uint64) error {
 
 // openBidi opens a stream of kind to p, dialing if needed, and writes the
 // preamble.
-func (t *Transport) openBidi(ctx context.Context, p *peer, kind streamKind) (*quic.Stream, error) {
+func (t *Transport) openBidi(ctx context.Context, p *peer, kind streamKind) (*quic.Stream, *quic.Conn, error) {
 	if p.addrUnknown() {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownPeer, p.id)
+		return nil, nil, fmt.Errorf("%w: %d", ErrUnknownPeer, p.id)
 	}
 	c, err := p.waitConn(ctx, true)
 	if err != nil {
-		return nil, t.ctxErr(ctx, err)
+		return nil, nil, t.ctxErr(ctx, err)
 	}
 	s, err := c.OpenStreamSync(ctx)
 	if err != nil {
-		return nil, t.ctxErr(ctx, err)
+		return nil, nil, t.ctxErr(ctx, err)
 	}
 	pre := preamble{kind: kind, nodeID: t.cfg.NodeID}.marshal()
 	if _, err := s.Write(pre[:]); err != nil {
 		s.CancelRead(streamCanceled)
 		s.CancelWrite(streamCanceled)
-		return nil, t.ctxErr(ctx, err)
+		return nil, nil, t.ctxErr(ctx, err)
 	}
-	return s, nil
+	return s, c, nil
 }
 
 func (p *peer) addrUnknown() bool {

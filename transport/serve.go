@@ -28,9 +28,10 @@ func (t *Transport) acceptLoop() {
 			_ = c.CloseWithError(codeShutdown, "shutdown")
 			return
 		}
-		if t.serveConn(c, p) {
-			p.addConn(c, false)
-		}
+		// Adopt before serving: once the peer's first message is handled,
+		// an answer must find this connection.
+		p.addConn(c, false)
+		t.serveConn(c, p)
 	}
 }
 

@@ -42,7 +42,7 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 	if len(hdr) > t.cfg.MaxFrameBytes {
 		return fmt.Errorf("%w: snapshot message of %d bytes", ErrFrameTooLarge, len(hdr))
 	}
-	s, err := t.openBidi(ctx, p, streamSnapshot)
+	s, conn, err := t.openBidi(ctx, p, streamSnapshot)
 	if err != nil {
 		return err
 	}
@@ -57,15 +57,24 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 		s.CancelWrite(streamCanceled)
 		return t.ctxErr(ctx, err)
 	}
+	// failWrite: the receiver may have refused us (busy, handler error)
+	// and stopped reading; its ack then explains the failed write.
+	failWrite := func(err error) error {
+		if ctx.Err() == nil {
+			_ = s.SetReadDeadline(time.Now().Add(time.Second))
+			if aerr, ok := readSnapAck(s, to); ok {
+				s.CancelWrite(streamCanceled)
+				return aerr
+			}
+		}
+		return fail(err)
+	}
 	idle := t.cfg.SnapshotIdleTimeout
 	_ = s.SetWriteDeadline(time.Now().Add(idle))
 	if err := writeFrame(s, frameSnapHeader, hdr); err != nil {
-		return fail(err)
+		return failWrite(err)
 	}
-	var w io.Writer = s
-	if t.cfg.SnapshotBytesPerSec > 0 {
-		w = &pacedWriter{w: s, rate: float64(t.cfg.SnapshotBytesPerSec), stop: ctx.Done()}
-	}
+	w := &pacedWriter{w: s, rate: float64(t.cfg.SnapshotBytesPerSec), maxDelay: t.cfg.SnapshotMaxQueueDelay, conn: conn, stop: ctx.Done()}
 	var (
 		buf   = make([]byte, t.cfg.SnapshotChunkBytes)
 		crc   uint32
@@ -78,7 +87,7 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 			total += uint64(n)
 			_ = s.SetWriteDeadline(time.Now().Add(idle))
 			if err := writeFrame(w, frameSnapChunk, buf[:n]); err != nil {
-				return fail(err)
+				return failWrite(err)
 			}
 			p.m.sentBytes.Add(frameHeaderLen + n)
 		}
@@ -93,24 +102,34 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 	binary.BigEndian.PutUint64(end[0:8], total)
 	binary.BigEndian.PutUint32(end[8:12], crc)
 	if err := writeFrame(s, frameSnapEnd, end[:]); err != nil {
-		return fail(err)
+		return failWrite(err)
 	}
 	_ = s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(idle))
+	aerr, ok := readSnapAck(s, to)
+	if !ok {
+		return fail(aerr)
+	}
+	return aerr
+}
+
+// readSnapAck reads the receiver's verdict; ok is false when no valid ack
+// arrived (err then says why).
+func readSnapAck(s *quic.Stream, to uint64) (err error, ok bool) {
 	typ, ack, err := readFrame(s, nil, 64<<10)
 	if err != nil {
-		return fail(err)
+		return err, false
 	}
 	if typ != frameSnapAck || len(ack) < 1 {
-		return fail(fmt.Errorf("%w: snapshot ack", ErrMalformed))
+		return fmt.Errorf("%w: snapshot ack", ErrMalformed), false
 	}
 	switch ack[0] {
 	case snapAckOK:
-		return nil
+		return nil, true
 	case snapAckBusy:
-		return ErrBusy
+		return ErrBusy, true
 	default:
-		return &RemoteError{Peer: to, Method: "snapshot", Message: string(ack[1:])}
+		return &RemoteError{Peer: to, Method: "snapshot", Message: string(ack[1:])}, true
 	}
 }
 
@@ -170,6 +189,7 @@ func (t *Transport) serveSnapshot(s *quic.Stream, p *peer) {
 	}
 	if herr != nil {
 		ack(snapAckFailed, herr.Error())
+		s.CancelRead(streamCanceled) // stop the sender if it is still writing
 		return
 	}
 	p.m.recvMsgs.Inc()
@@ -228,27 +248,59 @@ func (r *snapReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// pacedWriter writes at most rate bytes per second, in slices of paceSlice
-// bytes, so that the stream never puts a large burst into the connection.
+// pacedWriter writes a snapshot in slices of paceSlice bytes, at most rate
+// bytes per second (0: unlimited), and yields to other traffic in the
+// manner of LEDBAT (RFC 6817): before each slice, while the connection's
+// latest RTT exceeds its minimum by more than maxDelay, the data queued on
+// the path (socket buffers, a CPU-starved receiver) is delaying everything
+// else, heartbeats included, so it waits. Each wait is bounded, so a
+// snapshot always progresses.
 type pacedWriter struct {
-	w    io.Writer
-	rate float64
-	stop <-chan struct{}
-	next time.Time
+	w        io.Writer
+	rate     float64
+	maxDelay time.Duration
+	conn     *quic.Conn
+	stop     <-chan struct{}
+	next     time.Time
 }
 
-const paceSlice = 32 << 10
+const (
+	paceSlice    = 32 << 10
+	yieldWaitMax = 20 * time.Millisecond // one wait
+	yieldMax     = 25                    // waits per slice (≤ 0.5 s)
+)
+
+func (p *pacedWriter) sleep(d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-p.stop:
+		return context.Canceled
+	}
+}
 
 func (p *pacedWriter) Write(b []byte) (int, error) {
 	written := 0
 	for len(b) > 0 {
-		if d := time.Until(p.next); d > 0 {
-			tm := time.NewTimer(d)
-			select {
-			case <-tm.C:
-			case <-p.stop:
-				tm.Stop()
-				return written, context.Canceled
+		if p.rate > 0 {
+			if d := time.Until(p.next); d > 0 {
+				if err := p.sleep(d); err != nil {
+					return written, err
+				}
+			}
+		}
+		if p.maxDelay > 0 && p.conn != nil {
+			for range yieldMax {
+				st := p.conn.ConnectionStats()
+				excess := st.LatestRTT - st.MinRTT
+				if st.MinRTT == 0 || excess <= p.maxDelay {
+					break
+				}
+				if err := p.sleep(min(excess, yieldWaitMax)); err != nil {
+					return written, err
+				}
 			}
 		}
 		k := min(len(b), paceSlice)
@@ -257,11 +309,13 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 		if err != nil {
 			return written, err
 		}
-		now := time.Now()
-		if p.next.Before(now) {
-			p.next = now
+		if p.rate > 0 {
+			now := time.Now()
+			if p.next.Before(now) {
+				p.next = now
+			}
+			p.next = p.next.Add(time.Duration(float64(k) / p.rate * float64(time.Second)))
 		}
-		p.next = p.next.Add(time.Duration(float64(k) / p.rate * float64(time.Second)))
 		b = b[k:]
 	}
 	return written, nil

@@ -52,6 +52,11 @@ type Config struct {
 	// it in production; a snapshot at full speed fills the path's queues
 	// that heartbeats then wait behind). 0 means unlimited.
 	SnapshotBytesPerSec int64
+	// SnapshotMaxQueueDelay makes snapshots yield to other traffic: while
+	// the connection's RTT exceeds its minimum by more than this, the
+	// sender waits before its next 32 KiB. Default 5 ms; negative
+	// disables.
+	SnapshotMaxQueueDelay time.Duration
 	// MaxIncomingSnapshots bounds concurrent snapshot receptions; more are
 	// refused with ErrBusy at the sender. Default 2.
 	MaxIncomingSnapshots int
@@ -121,6 +126,9 @@ func (c *Config) setDefaults() {
 	defd(&c.IdleTimeout, 15*time.Second)
 	defd(&c.RPCTimeout, 30*time.Second)
 	defd(&c.SnapshotIdleTimeout, 30*time.Second)
+	if c.SnapshotMaxQueueDelay == 0 {
+		c.SnapshotMaxQueueDelay = 5 * time.Millisecond
+	}
 	c.FrameTargetBytes = min(c.FrameTargetBytes, c.MaxFrameBytes)
 	c.SnapshotChunkBytes = min(c.SnapshotChunkBytes, c.MaxFrameBytes)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)

@@ -453,86 +453,107 @@ func (r *patternReader) Read(b []byte) (int, error) {
 // stays low while it flows (p99 under 100 ms while 64 MiB stream), and
 // the data arrives whole and verified (doc.go, "Snapshots").
 func TestSnapshotConcurrentWithHeartbeats(t *testing.T) {
-	// Rate-limited as in production: on this 2-core machine under -race an
-	// unlimited snapshot saturates the CPU, and heartbeats then wait for a
-	// core, not for the snapshot's stream.
-	nodes := cluster(t, 2, func(c *Config) { c.SnapshotBytesPerSec = 16 << 20 })
+	nodes := cluster(t, 2, nil)
 	a, b := nodes[0], nodes[1]
 	const size = 64 << 20
 	want := crc32.New(castagnoli)
 	_, _ = io.Copy(want, &patternReader{rng: rand.NewChaCha8([32]byte{1}), n: size})
 
-	var gotCRC uint32
-	var gotN int64
+	type result struct {
+		crc uint32
+		n   int64
+	}
+	got := make(chan result, 1)
 	snapHandler := func(ctx context.Context, from uint64, msg GroupMessage, body io.Reader) error {
 		if msg.Group != 42 || msg.Msg.Type != raft.MsgSnap || msg.Msg.Snapshot.Meta.Index != 1000 {
 			return fmt.Errorf("bad snapshot message %+v", msg)
 		}
 		h := crc32.New(castagnoli)
 		n, err := io.Copy(h, body)
-		gotCRC, gotN = h.Sum32(), n
+		got <- result{h.Sum32(), n}
 		return err
 	}
 	b.h.set(func(h *testHandler) { h.snap = snapHandler })
-	epoch := time.Now()
+	// Baseline first: the same heartbeats with no snapshot, so that the
+	// bound below allows for what this (shared, possibly loaded) machine
+	// does to latency anyway.
+	idle := make(chan struct{})
+	time.AfterFunc(time.Second, func() { close(idle) })
+	base := heartbeatLatencies(t, a.t, b.h, idle)
+	started := time.Now()
 	done := make(chan error, 1)
 	go func() {
 		msg := GroupMessage{Group: 42, Msg: raft.Message{Type: raft.MsgSnap, From: 1, To: 2, Term: 3,
 			Snapshot: &raft.Snapshot{Meta: raft.SnapshotMeta{Index: 1000, Term: 3, ConfState: raft.ConfState{Voters: []uint64{1, 2}}}}}}
 		done <- a.t.SendSnapshot(context.Background(), 2, msg, &patternReader{rng: rand.NewChaCha8([32]byte{1}), n: size})
 	}()
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	wg.Add(1)
-	stop := make(chan struct{})
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case r := <-b.h.raft:
-				now := time.Since(epoch)
-				for _, gm := range r.batch {
-					sent := time.Duration(binary.BigEndian.Uint64(gm.Msg.Context))
-					lat = append(lat, now-sent)
-				}
-			case <-stop:
-				return
-			}
-		}
-	}()
-	tick := time.NewTicker(5 * time.Millisecond)
 	var err error
-loop:
+	finished := make(chan struct{})
+	go func() { err = <-done; close(finished) }()
+	lat := heartbeatLatencies(t, a.t, b.h, finished)
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if r := <-got; r.n != size || r.crc != want.Sum32() {
+		t.Fatalf("snapshot data: %d bytes crc %x, want %d crc %x", r.n, r.crc, size, want.Sum32())
+	}
+	if len(lat) < 10 {
+		t.Fatalf("only %d heartbeats during the snapshot", len(lat))
+	}
+	p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
+	t.Logf("baseline: %d heartbeats p50 %v p99 %v", len(base), p(base, 50), p(base, 99))
+	t.Logf("%d heartbeats during a %d MiB snapshot (%v): p50 %v p99 %v max %v",
+		len(lat), size>>20, time.Since(started).Round(time.Millisecond), p(lat, 50), p(lat, 99), lat[len(lat)-1])
+	// A snapshot sharing the heartbeats' stream would delay them by
+	// seconds; scheduling noise on a loaded 2-core machine, by tens of ms.
+	if bound := 100*time.Millisecond + p(base, 99); p(lat, 99) > bound {
+		t.Fatalf("heartbeat p99 %v > %v (100ms over the idle p99) while a snapshot streams", p(lat, 99), bound)
+	}
+}
+
+// heartbeatLatencies sends a heartbeat every 5 ms from a until stop closes
+// and returns the sorted one-way latencies h observed (same process, so one
+// monotonic clock).
+func heartbeatLatencies(t *testing.T, a *Transport, h *testHandler, stop <-chan struct{}) []time.Duration {
+	t.Helper()
+	epoch := time.Now()
+	var lat []time.Duration
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	record := func(r recv) {
+		now := time.Since(epoch)
+		for _, gm := range r.batch {
+			lat = append(lat, now-time.Duration(binary.BigEndian.Uint64(gm.Msg.Context)))
+		}
+	}
+	sent := 0
 	for {
 		select {
 		case <-tick.C:
 			m := hb(1, 1, 2, 3)
 			m.Msg.Context = binary.BigEndian.AppendUint64(nil, uint64(time.Since(epoch)))
-			a.t.Send(2, []GroupMessage{m})
-		case err = <-done:
-			break loop
+			a.Send(2, []GroupMessage{m})
+			sent++
+			continue
+		case r := <-h.raft:
+			record(r)
+			continue
+		case <-stop:
+		}
+		break
+	}
+	// Collect the stragglers (bounded wait).
+	deadline := time.After(5 * time.Second)
+	for len(lat) < sent {
+		select {
+		case r := <-h.raft:
+			record(r)
+		case <-deadline:
+			t.Fatalf("%d of %d heartbeats arrived", len(lat), sent)
 		}
 	}
-	tick.Stop()
-	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		t.Fatalf("snapshot: %v", err)
-	}
-	if gotN != size || gotCRC != want.Sum32() {
-		t.Fatalf("snapshot data: %d bytes crc %x, want %d crc %x", gotN, gotCRC, size, want.Sum32())
-	}
-	if len(lat) < 10 {
-		t.Fatalf("only %d heartbeats during the snapshot", len(lat))
-	}
 	slices.Sort(lat)
-	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
-	t.Logf("%d heartbeats during a %d MiB snapshot (%v): p50 %v p99 %v max %v",
-		len(lat), size>>20, time.Since(epoch).Round(time.Millisecond), p50, p99, lat[len(lat)-1])
-	if p99 > 100*time.Millisecond {
-		t.Fatalf("heartbeat p99 %v > 100ms while a snapshot streams", p99)
-	}
+	return lat
 }
 
 // Invariant: a snapshot the receiver's handler rejects, or one beyond the
@@ -553,6 +574,9 @@ func TestSnapshotRefused(t *testing.T) {
 			return errors.New("stale snapshot")
 		}
 	})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // a failed check must not leave the handler blocking Close
 	first := make(chan error, 1)
 	go func() {
 		first <- a.t.SendSnapshot(context.Background(), 2, GroupMessage{Group: 1, Msg: raft.Message{Type: raft.MsgSnap}}, strings.NewReader("data"))
@@ -561,7 +585,7 @@ func TestSnapshotRefused(t *testing.T) {
 	if err := a.t.SendSnapshot(context.Background(), 2, GroupMessage{Group: 2, Msg: raft.Message{Type: raft.MsgSnap}}, strings.NewReader("x")); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second snapshot: %v, want ErrBusy", err)
 	}
-	close(release)
+	unblock()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
