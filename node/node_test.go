@@ -235,3 +235,31 @@ func TestGroupOffsetsDurableAndRewindable(t *testing.T) {
 		t.Fatalf("rewind: %v", m)
 	}
 }
+
+// TestDeleteTopicRemovesGroupOffsets: deleting a topic removes every
+// group's offsets for it; the same name created again starts empty
+// (docs/semantics.md "Topics").
+func TestDeleteTopicRemovesGroupOffsets(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	for round := 0; round < 2; round++ {
+		if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "d", Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := n.API.GroupOffsets(ctx, "grp", ""); err != nil || len(got) != 0 {
+			t.Fatalf("round %d: group offsets of a new topic: %+v %v", round, got, err)
+		}
+		if _, err := n.API.Produce(ctx, "d", daftka.ProduceRequest{Records: []daftka.ProduceRecord{{Value: []byte("v"), Partition: 0}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.API.CommitOffsets(ctx, "grp", []daftka.GroupOffset{{Topic: "d", Partition: 0, Offset: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.API.DeleteTopic(ctx, "d"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.API.GroupOffsets(ctx, "grp", "d"); !errors.Is(err, daftka.ErrTopicNotFound) {
+			t.Fatalf("group offsets of a deleted topic: %v", err)
+		}
+	}
+}
