@@ -26,6 +26,7 @@ const (
 	defaultCycles       = 10
 	killDelayMinMs      = 100
 	killDelayMaxMs      = 800
+	earlyKillPercent    = 20 // of cycles kill 0-100 ms in: the node has just recovered
 	readyTimeout        = 60 * time.Second
 	killTimeout         = 10 * time.Second
 	termTimeout         = 30 * time.Second // api: a clean shutdown within 30 s
@@ -103,7 +104,8 @@ func say(t *testing.T, format string, args ...any) {
 // records are returned"). The invariants are listed on Ledger.Verify.
 //
 // Each cycle: 8 producers send batches of 1-20 records over HTTP; after a
-// random 100-800 ms the node gets SIGKILL; it is restarted on the same data
+// random 100-800 ms (in one cycle of five 0-100 ms, while the node may still
+// be settling after its recovery) the node gets SIGKILL; it is restarted on the same data
 // directory and ports, and every partition is read whole and checked. At the
 // end a quiet produce phase, a check, SIGTERM (exit 0 within 30 s), one more
 // start and a last check.
@@ -129,6 +131,10 @@ func TestCrashSIGKILL(t *testing.T) {
 			say(t, "node.log tail:\n%s", n.LogTail(logTailLines, logTailWidth))
 			return
 		}
+		if os.Getenv("DAFTKA_CRASH_KEEP") != "" {
+			say(t, "work directory kept (DAFTKA_CRASH_KEEP): %s", work)
+			return
+		}
 		os.RemoveAll(work)
 	})
 
@@ -144,9 +150,14 @@ func TestCrashSIGKILL(t *testing.T) {
 
 	began := time.Now()
 	total := Report{}
+	presentBefore := 0
 	for cycle := 1; cycle <= cycles; cycle++ {
 		ackedBefore := ledger.Acked()
-		delay := time.Duration(killDelayMinMs+rng.IntN(killDelayMaxMs-killDelayMinMs+1)) * time.Millisecond
+		delayMs := killDelayMinMs + rng.IntN(killDelayMaxMs-killDelayMinMs+1)
+		if rng.IntN(100) < earlyKillPercent {
+			delayMs = rng.IntN(killDelayMinMs)
+		}
+		delay := time.Duration(delayMs) * time.Millisecond
 		stop := runProducers(ctx, t, c, ledger, seed, cycle)
 		select {
 		case <-time.After(delay):
@@ -161,11 +172,17 @@ func TestCrashSIGKILL(t *testing.T) {
 			stop()
 			t.Fatalf("cycle %d: %v", cycle, err)
 		}
+		t0 := time.Now()
 		stop()
 		c.CloseIdle()
+		t1 := time.Now()
 		restart(ctx, t, n)
-		total = verify(ctx, t, c, ledger, fmt.Sprintf("cycle %d (killed after %v)", cycle, delay))
-		say(t, "cycle %d: acked +%d", cycle, total.Acked-ackedBefore)
+		t2 := time.Now()
+		total = verify(ctx, t, c, ledger, fmt.Sprintf("cycle %d", cycle))
+		say(t, "cycle %d: killed after %v, producers stopped in %v, ready in %v, verified in %v; acked +%d, lost %d, unacked-but-present %d (+%d)",
+			cycle, delay, t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond),
+			total.Acked-ackedBefore, total.Lost, total.UnackedPresent, total.UnackedPresent-presentBefore)
+		presentBefore = total.UnackedPresent
 	}
 
 	// A quiet phase: produce, stop, check the running node; then a clean

@@ -17,6 +17,7 @@
 //
 //	DAFTKA_CRASH_CYCLES  kill/restart cycles (default 10; `make crash` uses 50)
 //	DAFTKA_CRASH_SEED    replay a run: the seed is printed at the start
+//	DAFTKA_CRASH_KEEP    keep the work directory of a passing run too
 //
 // A failing run keeps its work directory (data dir and node.log) and prints
 // its path, the seed and the tail of the node's log.
