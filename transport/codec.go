@@ -188,29 +188,42 @@ func appendMessage(b []byte, m *raft.Message) []byte {
 }
 
 // decoder reads from a byte slice; the first error sticks and every later
-// read returns zero values, so callers check err once.
+// read returns zero values, so callers check err once. It advances an
+// offset rather than re-slicing b, which keeps pointer writes (and their GC
+// write barriers) out of the hot loop.
 type decoder struct {
 	b   []byte
+	off int
 	err error
 }
+
+func (d *decoder) rest() []byte { return d.b[d.off:] }
+
+func (d *decoder) left() int { return len(d.b) - d.off }
 
 func (d *decoder) fail(what string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: %s", ErrMalformed, what)
 	}
-	d.b = nil
+	d.off = len(d.b)
 }
 
 func (d *decoder) uvarint(what string) uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	// Fast path: one byte.
+	if d.off < len(d.b) && d.b[d.off] < 0x80 {
+		v := d.b[d.off]
+		d.off++
+		return uint64(v)
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
 	if n <= 0 {
 		d.fail(what)
 		return 0
 	}
-	d.b = d.b[n:]
+	d.off += n
 	return v
 }
 
@@ -218,12 +231,12 @@ func (d *decoder) byte1(what string) byte {
 	if d.err != nil {
 		return 0
 	}
-	if len(d.b) < 1 {
+	if d.off >= len(d.b) {
 		d.fail(what)
 		return 0
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
+	v := d.b[d.off]
+	d.off++
 	return v
 }
 
@@ -233,15 +246,16 @@ func (d *decoder) bytes(what string) []byte {
 	if d.err != nil {
 		return nil
 	}
-	if n > uint64(len(d.b)) {
+	if n > uint64(d.left()) {
 		d.fail(what + " length")
 		return nil
 	}
 	if n == 0 {
 		return nil
 	}
-	v := d.b[:n:n]
-	d.b = d.b[n:]
+	end := d.off + int(n)
+	v := d.b[d.off:end:end]
+	d.off = end
 	return v
 }
 
@@ -253,7 +267,7 @@ func (d *decoder) count(what string, minSize int) int {
 	if d.err != nil {
 		return 0
 	}
-	if n > uint64(len(d.b)/minSize) {
+	if n > uint64(d.left()/minSize) {
 		d.fail(what + " count")
 		return 0
 	}
@@ -327,8 +341,8 @@ func decodeMessage(b []byte, m *raft.Message) error {
 	}
 	// Bits beyond fKnown are fields added by a newer codec, encoded after
 	// all known ones: skip the rest. Without them, leftover bytes are an error.
-	if p&^fKnown == 0 && len(d.b) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+	if p&^fKnown == 0 && d.left() != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, d.left())
 	}
 	return nil
 }
@@ -348,7 +362,7 @@ func decodeRecord(b []byte, gm *GroupMessage) ([]byte, error) {
 	if err := decodeMessage(mb, &gm.Msg); err != nil {
 		return nil, err
 	}
-	return d.b, nil
+	return d.rest(), nil
 }
 
 // minRecordLen is the smallest possible record: group, length, type, presence.
@@ -366,7 +380,7 @@ func decodeBatch(body []byte) ([]GroupMessage, error) {
 		return nil, fmt.Errorf("%w: empty batch", ErrMalformed)
 	}
 	out := make([]GroupMessage, n)
-	b := d.b
+	b := d.rest()
 	for i := range out {
 		var err error
 		if b, err = decodeRecord(b, &out[i]); err != nil {

@@ -32,14 +32,14 @@ func encodeRPCRequest(method string, timeout time.Duration) []byte {
 func decodeRPCRequest(body []byte) (method string, timeout time.Duration, req []byte, err error) {
 	d := decoder{b: body}
 	n := int(d.byte1("method length"))
-	if d.err == nil && n > len(d.b) {
+	if d.err == nil && n > d.left() {
 		d.fail("method")
 	}
 	if d.err != nil {
 		return "", 0, nil, d.err
 	}
-	method = string(d.b[:n])
-	d.b = d.b[n:]
+	method = string(d.b[d.off : d.off+n])
+	d.off += n
 	ms := d.uvarint("timeout")
 	if d.err != nil {
 		return "", 0, nil, d.err
@@ -47,7 +47,7 @@ func decodeRPCRequest(body []byte) (method string, timeout time.Duration, req []
 	if ms > uint64(time.Duration(1<<62)/time.Millisecond) {
 		ms = uint64(time.Duration(1<<62) / time.Millisecond)
 	}
-	return method, time.Duration(ms) * time.Millisecond, d.b, nil
+	return method, time.Duration(ms) * time.Millisecond, d.rest(), nil
 }
 
 // Call sends req to node to, to be answered by its Handler.HandleRPC, and
