@@ -226,8 +226,8 @@ func (n *Node) AddrInUse() bool {
 	return strings.Contains(s, "address already in use")
 }
 
-// LogTail returns about the last lines of the node's log, each cut to
-// width bytes.
+// LogTail returns the last lines of the node's log, without the access log
+// lines of successful requests, each cut to width bytes.
 func (n *Node) LogTail(lines, width int) string {
 	f, err := os.Open(n.LogPath)
 	if err != nil {
@@ -239,7 +239,15 @@ func (n *Node) LogTail(lines, width int) string {
 		f.Seek(st.Size()-tailBytes, io.SeekStart)
 	}
 	b, _ := io.ReadAll(f)
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	var ls []string
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		// Successful requests are thousands of lines that say nothing
+		// about a crash; keep everything else.
+		if strings.Contains(l, `"msg":"http request"`) && strings.Contains(l, `"level":"INFO"`) {
+			continue
+		}
+		ls = append(ls, l)
+	}
 	if len(ls) > lines {
 		ls = ls[len(ls)-lines:]
 	}
