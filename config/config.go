@@ -48,9 +48,10 @@ type Config struct {
 	SnapshotIntervalOps     int64
 	SnapshotMaxLogSizeBytes int64
 
-	RetentionMs    int64
-	RetentionBytes int64
-	MaxRecordBytes int64
+	RetentionMs            int64
+	RetentionBytes         int64
+	RetentionCheckInterval int64
+	MaxRecordBytes         int64
 
 	ProducerMaxBatchRecords int64
 	ReplicaMaxInflightBytes int64
@@ -199,6 +200,8 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.RetentionMs }),
 	intKey("retention.bytes", "Default topic retention_bytes per partition; -1 means no size limit.", -1, -1, math.MaxInt64,
 		func(c *Config) *int64 { return &c.RetentionBytes }),
+	intKey("retention.check_interval_ms", "How often a partition leader looks for batches that retention lets it delete.", 1000, 10, 3_600_000,
+		func(c *Config) *int64 { return &c.RetentionCheckInterval }),
 	intKey("max_record_bytes", "Default topic max_record_bytes: largest record (key + value + headers); larger ones get 413.", 1*mib, 1, 64*mib,
 		func(c *Config) *int64 { return &c.MaxRecordBytes }),
 	intKey("producer.max_batch_records", "Most records in one produce request.", 1000, 1, 100_000,

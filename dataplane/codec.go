@@ -17,6 +17,7 @@ const (
 	cmdProduce           byte = 1
 	cmdGroupOffset       byte = 2
 	cmdProduceIdempotent byte = 3
+	cmdTrim              byte = 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -152,6 +153,7 @@ func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecor
 		b = append(b, producerID...)
 		b = binary.AppendVarint(b, firstSeq)
 	}
+	b = binary.AppendVarint(b, now.UnixMilli()) // append time, for retention
 	b = binary.AppendUvarint(b, uint64(len(recs)))
 	for i := range recs {
 		ts := now.UnixMilli()
@@ -164,6 +166,17 @@ func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecor
 		b = append(b[:start], binary.AppendUvarint(nil, uint64(len(body)))...)
 		b = append(b, body...)
 	}
+	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
+	return b
+}
+
+// encodeTrim builds a retention command: delete every record below before
+// (a batch boundary), which hold bytes bytes.
+func encodeTrim(before, bytes int64) []byte {
+	b := make([]byte, 5, 24)
+	b[0] = cmdTrim
+	b = binary.AppendVarint(b, before)
+	b = binary.AppendVarint(b, bytes)
 	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
 	return b
 }
@@ -184,8 +197,11 @@ type command struct {
 	records  [][]byte // produce: each record in the stored format
 	producer string   // idempotent produce
 	firstSeq int64
+	appendMs int64  // produce: the leader's clock at append (retention)
 	group    string // group offset
 	offset   int64
+	before   int64 // trim: first offset kept
+	bytes    int64 // trim: bytes of the records removed
 }
 
 func decodeCommand(data []byte) (command, error) {
@@ -203,6 +219,7 @@ func decodeCommand(data []byte) (command, error) {
 			c.producer = string(r.bytes(r.uvarint()))
 			c.firstSeq = r.varint()
 		}
+		c.appendMs = r.varint()
 		n := r.uvarint()
 		if n > uint64(len(r.b)) {
 			return command{}, errBadCommand
@@ -214,6 +231,9 @@ func decodeCommand(data []byte) (command, error) {
 	case cmdGroupOffset:
 		c.group = string(r.bytes(r.uvarint()))
 		c.offset = r.varint()
+	case cmdTrim:
+		c.before = r.varint()
+		c.bytes = r.varint()
 	default:
 		return command{}, fmt.Errorf("dataplane: unknown command kind %d", c.kind)
 	}

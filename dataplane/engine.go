@@ -56,6 +56,9 @@ type Config struct {
 	MaxUncommittedBytes int64
 	MaxInflightBytes    int64
 	MaxInflightRequests int
+	// RetentionCheckTicks is how many ticks pass between a leader's
+	// retention checks (default 100).
+	RetentionCheckTicks int
 	Logger              *slog.Logger
 	Metrics             *metrics.Set
 	// OnFatal is called when a replica hits a broken invariant or a storage
@@ -85,6 +88,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.RetentionCheckTicks <= 0 {
+		cfg.RetentionCheckTicks = 100
 	}
 	e := &Engine{
 		cfg:              cfg,

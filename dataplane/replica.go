@@ -44,12 +44,15 @@ type Replica struct {
 	stopC         chan struct{}
 	doneC         chan struct{}
 	stopErr       atomic.Pointer[daftka.Error]
+	retention     atomic.Pointer[Retention]
 
 	// Owned by the run goroutine.
 	node      *raft.Node
 	state     storage.AppliedState
 	waiters   map[uint64]*proposal
 	producers map[string]*producerState
+	ticks     int    // since the last retention check
+	trimIndex uint64 // Raft index of the last proposed trim
 
 	// Published position.
 	mu       sync.RWMutex
@@ -84,12 +87,15 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 		return result{offsets: offsets}
 	}
 	first := st.NextOffset
+	bi := storage.BatchInfo{FirstOffset: first, AppendMs: cmd.appendMs}
 	for i := dups; i < n; i++ {
 		offsets[i] = st.NextOffset
 		r.store.PutRecord(b, st.NextOffset, cmd.records[i])
 		st.NextOffset++
-		st.SizeBytes += int64(len(cmd.records[i]))
+		bi.Bytes += int64(len(cmd.records[i]))
 	}
+	st.SizeBytes += bi.Bytes
+	r.store.PutBatchInfo(b, bi)
 	if _, known := r.producers[cmd.producer]; !known {
 		if len(r.producers) >= maxProducers {
 			old := leastRecent(r.producers)
@@ -101,6 +107,74 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 	ps.add(seqBatch{firstSeq: cmd.firstSeq + dups, firstOffset: first, count: n - dups}, index)
 	r.store.PutProducer(b, cmd.producer, ps.encode())
 	return result{offsets: offsets}
+}
+
+// Retention says which records a partition may delete. Time counts from
+// when a record was appended (the leader's clock then), not from its
+// timestamp_ms, which producers may set to anything. Deletion goes batch by
+// batch from the log start.
+type Retention struct {
+	// Ms: a batch appended longer ago than this is deleted; <= 0: never.
+	Ms int64
+	// Bytes: the oldest batches are deleted while the partition holds more;
+	// <= 0: no limit.
+	Bytes int64
+	// Delete is false for cleanup_policy=compact (no deletion by time or
+	// size).
+	Delete bool
+}
+
+// SetRetention sets the partition's retention; the leader applies it at
+// its next check.
+func (r *Replica) SetRetention(ret Retention) { r.retention.Store(&ret) }
+
+// maxRetentionScan bounds the batches one retention check reads.
+const maxRetentionScan = 10_000
+
+// checkRetention proposes a trim of the batches retention allows deleting.
+// Called by the leader's driver loop every RetentionCheckTicks.
+func (r *Replica) checkRetention(now time.Time) error {
+	ret := r.retention.Load()
+	st := r.state
+	if ret == nil || !ret.Delete || (ret.Ms <= 0 && ret.Bytes <= 0) || st.LogStartOffset >= st.NextOffset {
+		return nil
+	}
+	if r.trimIndex > st.Applied {
+		return nil // the last trim is not applied yet
+	}
+	cutoff := now.UnixMilli() - ret.Ms
+	var removed int64
+	before := st.LogStartOffset
+	var cur *storage.BatchInfo
+	deletable := func(bi storage.BatchInfo) bool {
+		return (ret.Ms > 0 && bi.AppendMs < cutoff) || (ret.Bytes > 0 && st.SizeBytes-removed > ret.Bytes)
+	}
+	scanned := 0
+	err := r.store.Batches(st.LogStartOffset, func(bi storage.BatchInfo) error {
+		if cur != nil {
+			before, removed, cur = bi.FirstOffset, removed+cur.Bytes, nil
+		}
+		if scanned++; scanned > maxRetentionScan || !deletable(bi) {
+			return storage.ErrStop
+		}
+		cur = &bi
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		before, removed = st.NextOffset, removed+cur.Bytes
+	}
+	if before <= st.LogStartOffset {
+		return nil
+	}
+	idx, _, err := r.node.Propose(encodeTrim(before, removed))
+	if err == nil {
+		r.trimIndex = idx
+		r.log.Debug("retention trim proposed", "before", before, "bytes", removed)
+	}
+	return nil
 }
 
 // Position is a replica's published state.
@@ -351,6 +425,12 @@ func (r *Replica) run() {
 			return
 		case <-r.tickC:
 			r.node.Tick()
+			if r.ticks++; r.ticks >= r.e.cfg.RetentionCheckTicks && r.Position().IsLeader {
+				r.ticks = 0
+				if err := r.checkRetention(time.Now()); err != nil {
+					r.e.fatal(fmt.Errorf("dataplane: replica %s retention: %w", r.id, err))
+				}
+			}
 		case p := <-r.props:
 			r.proposeLocked(p)
 			for i := 1; i < maxBatch; i++ {
@@ -453,11 +533,20 @@ func (r *Replica) apply(ents []raft.Entry) error {
 			switch cmd.kind {
 			case cmdProduce:
 				res.offsets = make([]int64, len(cmd.records))
+				bi := storage.BatchInfo{FirstOffset: st.NextOffset, AppendMs: cmd.appendMs}
 				for i, rec := range cmd.records {
 					res.offsets[i] = st.NextOffset
 					r.store.PutRecord(b, st.NextOffset, rec)
 					st.NextOffset++
-					st.SizeBytes += int64(len(rec))
+					bi.Bytes += int64(len(rec))
+				}
+				st.SizeBytes += bi.Bytes
+				r.store.PutBatchInfo(b, bi)
+			case cmdTrim:
+				if cmd.before > st.LogStartOffset && cmd.before <= st.NextOffset {
+					r.store.DeleteBelow(b, cmd.before)
+					st.LogStartOffset = cmd.before
+					st.SizeBytes = max(0, st.SizeBytes-cmd.bytes)
 				}
 			case cmdProduceIdempotent:
 				res = r.applyIdempotent(b, &st, e.Index, cmd)

@@ -185,6 +185,7 @@ func (n *Node) CreateTopic(ctx context.Context, spec daftka.TopicSpec) (daftka.T
 	if err := n.applyCreated(as); err != nil {
 		return daftka.TopicInfo{}, err
 	}
+	n.applyRetention(t)
 	wctx, cancel := context.WithTimeout(ctx, createWait)
 	defer cancel()
 	for p := int32(0); p < parts; p++ {
@@ -273,6 +274,7 @@ func (n *Node) UpdateTopicConfig(ctx context.Context, name string, patch daftka.
 		t.Config = cfg
 		if t, err := n.cp.UpdateTopic(ctx, t); err == nil {
 			n.topics.put(t)
+			n.applyRetention(t)
 			return cfg, nil
 		} else if !errors.Is(err, controlplane.ErrConflict) {
 			return daftka.TopicConfig{}, metaErr(ctx, err)

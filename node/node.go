@@ -116,6 +116,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
 		MaxInflightBytes:    cfg.ReplicaMaxInflightBytes,
 		MaxInflightRequests: int(cfg.ReplicaMaxInflightReqs),
+		RetentionCheckTicks: int(max(1, cfg.RetentionCheckInterval/cfg.RaftTickMs)),
 		Logger:              logger,
 		Metrics:             n.metrics,
 		OnFatal:             n.fatal,

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -261,5 +262,88 @@ func TestDeleteTopicRemovesGroupOffsets(t *testing.T) {
 		if _, err := n.API.GroupOffsets(ctx, "grp", "d"); !errors.Is(err, daftka.ErrTopicNotFound) {
 			t.Fatalf("group offsets of a deleted topic: %v", err)
 		}
+	}
+}
+
+// TestRetention: by bytes, the oldest batches go until the partition fits;
+// by time (counted from append, not from timestamp_ms), batches older than
+// retention_ms go. Kept records keep their offsets; the log start survives
+// a restart (docs/semantics.md "Retention").
+func TestRetention(t *testing.T) {
+	cfg := nodetest.Config(t.TempDir())
+	cfg.RetentionCheckInterval = 20
+	n := nodetest.StartConfig(t, cfg)
+	ctx := context.Background()
+	limit := int64(10_000)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "rb", Partitions: 1, Config: daftka.ConfigPatch{RetentionBytes: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	old := time.UnixMilli(1_000) // an ancient timestamp_ms must not matter
+	for i := 0; i < 10; i++ {
+		rs := []daftka.ProduceRecord{{Value: bytes.Repeat([]byte{byte('a' + i)}, 3000), Partition: 0, Timestamp: old}}
+		if _, err := n.API.Produce(ctx, "rb", daftka.ProduceRequest{Records: rs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, cond func(daftka.PartitionInfo) bool, topic string) daftka.PartitionInfo {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pi, err := n.API.DescribePartition(ctx, topic, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cond(pi) {
+				return pi
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, pi)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	pi := waitFor("size retention", func(pi daftka.PartitionInfo) bool { return pi.LogStartOffset > 0 }, "rb")
+	if pi.SizeBytes > limit || pi.HighWatermark != 10 || pi.LogStartOffset < 7 {
+		t.Fatalf("after size retention: %+v", pi)
+	}
+	res, err := n.API.Fetch(ctx, "rb", 0, daftka.FetchRequest{Offset: daftka.OffsetEarliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Records {
+		off := pi.LogStartOffset + int64(i)
+		if r.Offset != off || r.Value[0] != byte('a'+off) || !r.Timestamp.Equal(old) {
+			t.Fatalf("kept record %d: offset %d value %q...", i, r.Offset, r.Value[:1])
+		}
+	}
+	if _, err := n.API.Fetch(ctx, "rb", 0, daftka.FetchRequest{Offset: 0}); !errors.Is(err, daftka.ErrOffsetOutOfRange) {
+		t.Fatalf("fetch below the log start: %v", err)
+	}
+	n.Restart(t)
+	if again, _ := n.API.DescribePartition(ctx, "rb", 0); again.LogStartOffset != pi.LogStartOffset || again.HighWatermark != 10 {
+		t.Fatalf("after restart: %+v, before %+v", again, pi)
+	}
+
+	ms := int64(300)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "rt", Partitions: 1, Config: daftka.ConfigPatch{RetentionMs: &ms}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := n.API.Produce(ctx, "rt", daftka.ProduceRequest{Records: []daftka.ProduceRecord{{Value: []byte("x"), Partition: 0}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor("time retention", func(pi daftka.PartitionInfo) bool { return pi.LogStartOffset == 3 && pi.SizeBytes == 0 }, "rt")
+	// A compacted topic is not trimmed by time.
+	never := "compact"
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "rc", Partitions: 1, Config: daftka.ConfigPatch{RetentionMs: &ms, CleanupPolicy: &never}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.Produce(ctx, "rc", daftka.ProduceRequest{Records: []daftka.ProduceRecord{{Value: []byte("x"), Partition: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if pi, _ := n.API.DescribePartition(ctx, "rc", 0); pi.LogStartOffset != 0 {
+		t.Fatalf("compacted topic trimmed by time: %+v", pi)
 	}
 }

@@ -29,9 +29,11 @@ func (n *Node) applyAssignments(as []controlplane.Assignment) error {
 			continue
 		}
 		want[[2]any{a.TopicID, a.Partition}] = true
-		if _, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas); err != nil {
+		r, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas)
+		if err != nil {
 			return err
 		}
+		n.setRetention(r, a)
 	}
 	for _, r := range n.engine.Replicas() {
 		id := r.ID()
@@ -81,10 +83,34 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 					n.removeReplica(a.TopicID, a.Partition)
 					continue
 				}
-				if _, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas); err != nil {
+				r, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas)
+				if err != nil {
 					n.log.Error("starting replica failed", "topic", a.Topic, "partition", a.Partition, "err", err)
+					continue
 				}
+				n.setRetention(r, a)
 			}
 		}
 	}
+}
+
+// setRetention gives a replica its topic's retention, if the topic record
+// is known (else the topic watch sets it when it arrives).
+func (n *Node) setRetention(r *dataplane.Replica, a controlplane.Assignment) {
+	if t, ok := n.topics.get(a.Topic); ok && t.ID == a.TopicID {
+		r.SetRetention(retentionOf(t))
+	}
+}
+
+// applyRetention gives every local replica of t the topic's retention.
+func (n *Node) applyRetention(t controlplane.Topic) {
+	for p := int32(0); p < t.Partitions; p++ {
+		if r := n.engine.Replica(t.ID, p); r != nil {
+			r.SetRetention(retentionOf(t))
+		}
+	}
+}
+
+func retentionOf(t controlplane.Topic) dataplane.Retention {
+	return dataplane.Retention{Ms: max(0, t.Config.RetentionMs), Bytes: max(0, t.Config.RetentionBytes), Delete: t.Config.CleanupPolicy == "delete"}
 }

@@ -123,6 +123,9 @@ func (n *Node) watchTopics(ctx context.Context) {
 					n.topics.remove(ev.Topic.Name, ev.Topic.Revision)
 				} else {
 					n.topics.put(ev.Topic)
+					if cur, ok := n.topics.get(ev.Topic.Name); ok {
+						n.applyRetention(cur)
+					}
 				}
 				last = max(last, ev.Topic.Revision)
 			}

@@ -438,3 +438,64 @@ func (p *Partition) Producers() (map[string][]byte, error) {
 	}
 	return out, it.Err()
 }
+
+// BatchInfo is one produce batch's entry in the batch index: its first
+// offset, the leader's clock when it was appended, and its stored bytes.
+// Retention works batch by batch from it.
+type BatchInfo struct {
+	FirstOffset int64
+	AppendMs    int64
+	Bytes       int64
+}
+
+// PutBatchInfo adds a batch index entry to b.
+func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[0:], uint64(bi.AppendMs))
+	binary.BigEndian.PutUint64(v[8:], uint64(bi.Bytes))
+	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v)
+}
+
+// Batches calls fn with batch index entries from offset from on, in order,
+// until fn returns ErrStop or another error (returned).
+func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(p.key.key('t' + 1))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	for it.Seek(p.key.u64Key('t', uint64(from))); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		if len(v) != 16 {
+			return fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
+		}
+		bi := BatchInfo{
+			FirstOffset: int64(binary.BigEndian.Uint64(k[len(k)-8:])),
+			AppendMs:    int64(binary.BigEndian.Uint64(v[0:])),
+			Bytes:       int64(binary.BigEndian.Uint64(v[8:])),
+		}
+		if err := fn(bi); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return it.Err()
+}
+
+// DeleteBelow adds to b the removal of every record and batch index entry
+// below offset before.
+func (p *Partition) DeleteBelow(b *Batch, before int64) {
+	b.wb.DeleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
+	b.wb.DeleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
+}
