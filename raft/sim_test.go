@@ -52,6 +52,7 @@ type simNode struct {
 	lastRole   Role
 	lastTerm   uint64
 	lastCommit uint64
+	crashAt    int // a scheduled crash (a new leader dying young), 0 = none
 	// asynchronous driver: a Ready being written
 	pending []simWrite
 }
@@ -88,10 +89,13 @@ type simulator struct {
 	pCrash          int // per mille per tick per node
 	pCrashMidReady  int // per mille per Ready
 	pCrashLeader    int // per mille per tick: the leader crashes
+	pKillNewLeader  int // per mille per election: the new leader dies within a few messages
 	asyncDriver     bool
 	maxMsgBytes     uint64
 	maxInflight     int
 	snapChunk       uint64
+	preVote         bool
+	checkQuorum     bool
 	snapshotting    bool
 	membership      bool
 	healed          bool
@@ -142,8 +146,8 @@ func newSimulator(seed uint64) *simulator {
 	s := &simulator{seed: seed, rng: prng{state: seed}, leaders: map[uint64]uint64{}, reads: map[string]simRead{}, mustApply: map[string]bool{}}
 	s.n = 3 + s.rng.intn(5)
 	nv := 3 + s.rng.intn(s.n-2)
-	if nv > s.n {
-		nv = s.n
+	if s.chance(500) {
+		nv = s.n // all voters: 5 to 7 voters allow the paper's Figure 8 histories
 	}
 	for i := 1; i <= nv; i++ {
 		s.firstVoters = append(s.firstVoters, uint64(i))
@@ -159,13 +163,16 @@ func newSimulator(seed uint64) *simulator {
 	s.pDup = []int{0, 20, 100}[s.rng.intn(3)]
 	s.maxDelay = []int{2, 10, 30, 80}[s.rng.intn(4)]
 	s.pCrash = []int{0, 2, 10}[s.rng.intn(3)]
-	s.pCrashMidReady = []int{0, 5, 30}[s.rng.intn(3)]
-	s.pCrashLeader = []int{0, 0, 10, 30}[s.rng.intn(4)]
+	s.pCrashMidReady = []int{0, 5, 30, 100}[s.rng.intn(4)]
+	s.pCrashLeader = []int{0, 0, 10, 30, 100}[s.rng.intn(5)]
+	s.pKillNewLeader = []int{0, 0, 300, 700}[s.rng.intn(4)]
 	s.asyncDriver = s.chance(500)
 	s.maxMsgBytes = []uint64{1, 64, 256, 4096}[s.rng.intn(4)]
 	s.maxInflight = []int{1, 4, 64}[s.rng.intn(3)]
 	s.snapshotting = s.chance(500)
 	s.snapChunk = []uint64{0, 3, 7}[s.rng.intn(3)]
+	s.preVote = s.chance(700)
+	s.checkQuorum = s.chance(500)
 	s.membership = s.chance(600)
 	s.committed = []simCommitted{{}}
 	s.hashAt = []uint64{0}
@@ -185,7 +192,7 @@ func (s *simulator) config(sn *simNode) Config {
 		MaxUncommittedEntriesBytes: 1024,
 		MaxCommittedBytesPerReady:  512,
 		MaxSnapshotChunkBytes:      s.snapChunk,
-		PreVote:                    true, CheckQuorum: true,
+		PreVote:                    s.preVote, CheckQuorum: s.checkQuorum,
 		Seed: s.seed*31 + sn.id + uint64(s.now),
 	}
 }
@@ -202,7 +209,7 @@ func (s *simulator) start(sn *simNode) {
 }
 
 func (s *simulator) crash(sn *simNode) {
-	sn.up, sn.node, sn.pending = false, nil, nil
+	sn.up, sn.node, sn.pending, sn.crashAt = false, nil, nil, 0
 	sn.downLeft = 1 + s.rng.intn(4*simElectionTick)
 	s.logf("node %d CRASH", sn.id)
 }
@@ -378,6 +385,9 @@ func (s *simulator) checkNode(sn *simNode) {
 		}
 		if sn.lastRole != Leader || sn.lastTerm != st.Term {
 			s.leaders[st.Term] = sn.id
+			if !s.healed && s.chance(s.pKillNewLeader) {
+				sn.crashAt = s.now + 1 + s.rng.intn(3*s.maxDelay)
+			}
 			s.logf("node %d LEADER term %d (last=%d commit=%d)", sn.id, st.Term, st.LastIndex, st.Commit)
 			// Leader completeness (§5.4): every entry applied anywhere is in
 			// the new leader's log.
@@ -556,6 +566,19 @@ func (s *simulator) faults() {
 
 func (s *simulator) propose(tag string) bool {
 	l := s.leader()
+	if tag != "live" {
+		// clients also reach stale leaders (in a minority partition): their
+		// entries diverge, which is what the paper's Figure 8 is made of
+		var all []*simNode
+		for _, sn := range s.nodes {
+			if sn.up && sn.node.r.role == Leader {
+				all = append(all, sn)
+			}
+		}
+		if len(all) > 0 {
+			l = all[s.rng.intn(len(all))]
+		}
+	}
 	if l == nil {
 		return false
 	}
@@ -664,6 +687,15 @@ func (s *simulator) stepUnit() {
 		}
 	}
 	s.clientActions()
+	for _, sn := range s.nodes {
+		if sn.up && sn.crashAt != 0 && s.now >= sn.crashAt && !s.healed {
+			s.crash(sn)
+		}
+		// power loss while writes are in flight loses them all
+		if sn.up && len(sn.pending) > 0 && !s.healed && s.chance(s.pCrashMidReady/4) {
+			s.crash(sn)
+		}
+	}
 	order := s.rng.intn(s.n)
 	for k := 0; k < s.n; k++ {
 		sn := s.nodes[(order+k)%s.n]
@@ -764,11 +796,11 @@ func runSeed(seed uint64, verbose bool) error {
 	s.verbose = verbose
 	err := s.run()
 	if verbose {
-		fmt.Printf("seed %d: n=%d committed=%d leaders=%d time=%d\n", seed, s.n, len(s.committed)-1, len(s.leaders), s.now)
+		fmt.Printf("seed %d: n=%d committed=%d leaders=%d time=%d snapChunk=%d\n", seed, s.n, len(s.committed)-1, len(s.leaders), s.now, s.snapChunk)
 	}
 	if err != nil {
-		return fmt.Errorf("seed %d (n=%d voters=%v drop=%d‰ dup=%d‰ delay=%d crash=%d‰ leaderCrash=%d‰ midReadyCrash=%d‰ async=%v maxMsgBytes=%d inflight=%d snap=%v member=%v): %w\nlast events:\n  %s",
-			seed, s.n, s.firstVoters, s.pDrop, s.pDup, s.maxDelay, s.pCrash, s.pCrashLeader, s.pCrashMidReady, s.asyncDriver, s.maxMsgBytes, s.maxInflight, s.snapshotting, s.membership, err, strings.Join(s.trace[max(0, len(s.trace)-30):], "\n  "))
+		return fmt.Errorf("seed %d (n=%d voters=%v drop=%d‰ dup=%d‰ delay=%d crash=%d‰ leaderCrash=%d‰ killNewLeader=%d‰ midReadyCrash=%d‰ async=%v maxMsgBytes=%d inflight=%d snap=%v chunk=%d member=%v preVote=%v checkQuorum=%v): %w\nlast events:\n  %s",
+			seed, s.n, s.firstVoters, s.pDrop, s.pDup, s.maxDelay, s.pCrash, s.pCrashLeader, s.pKillNewLeader, s.pCrashMidReady, s.asyncDriver, s.maxMsgBytes, s.maxInflight, s.snapshotting, s.snapChunk, s.membership, s.preVote, s.checkQuorum, err, strings.Join(s.trace[max(0, len(s.trace)-30):], "\n  "))
 	}
 	return nil
 }
