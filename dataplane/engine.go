@@ -59,6 +59,10 @@ type Config struct {
 	// RetentionCheckTicks is how many ticks pass between a leader's
 	// retention checks (default 100).
 	RetentionCheckTicks int
+	// SnapshotIntervalOps and SnapshotMaxLogBytes bound the Raft log kept
+	// behind the applied index (defaults 50,000 entries and 128 MiB).
+	SnapshotIntervalOps int64
+	SnapshotMaxLogBytes int64
 	Logger              *slog.Logger
 	Metrics             *metrics.Set
 	// OnFatal is called when a replica hits a broken invariant or a storage
@@ -91,6 +95,12 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.RetentionCheckTicks <= 0 {
 		cfg.RetentionCheckTicks = 100
+	}
+	if cfg.SnapshotIntervalOps <= 0 {
+		cfg.SnapshotIntervalOps = 50_000
+	}
+	if cfg.SnapshotMaxLogBytes <= 0 {
+		cfg.SnapshotMaxLogBytes = 128 << 20
 	}
 	e := &Engine{
 		cfg:              cfg,

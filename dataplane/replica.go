@@ -52,6 +52,7 @@ type Replica struct {
 	waiters   map[uint64]*proposal
 	producers map[string]*producerState
 	ticks     int    // since the last retention check
+	logBytes  int64  // entry bytes persisted since the last log compaction
 	trimIndex uint64 // Raft index of the last proposed trim
 
 	// Published position.
@@ -174,6 +175,37 @@ func (r *Replica) checkRetention(now time.Time) error {
 		r.trimIndex = idx
 		r.log.Debug("retention trim proposed", "before", before, "bytes", removed)
 	}
+	return nil
+}
+
+// maybeCompactLog removes applied entries from the Raft log once
+// SnapshotIntervalOps entries or SnapshotMaxLogBytes bytes have been
+// applied since the last compaction: their effects (records, offsets,
+// group offsets, producer state) are in the partition's key space, written
+// before the compaction in the same WAL, so recovery never needs them.
+// Only single-voter groups compact for now: a follower that falls behind a
+// compacted log needs a snapshot of the key space streamed to it, which
+// comes with replicated partitions.
+func (r *Replica) maybeCompactLog() error {
+	st := r.state
+	done, _ := r.store.CompactionPoint()
+	if st.Applied <= done || (st.Applied-done < uint64(r.e.cfg.SnapshotIntervalOps) && r.logBytes < r.e.cfg.SnapshotMaxLogBytes) {
+		return nil
+	}
+	if _, cs, _ := r.store.InitialState(); len(cs.Voters) != 1 || len(cs.Learners) != 0 || len(cs.VotersOutgoing) != 0 {
+		return nil
+	}
+	term, err := r.store.Term(st.Applied)
+	if err != nil {
+		return err
+	}
+	b := storage.NewBatch()
+	r.store.CompactLog(b, st.Applied, term)
+	if err := r.e.cfg.DB.Write(b); err != nil {
+		return err
+	}
+	r.store.CommitCompaction(st.Applied, term)
+	r.logBytes = 0
 	return nil
 }
 
@@ -476,6 +508,9 @@ func (r *Replica) handleReady() error {
 		}
 		r.e.send(r.id, rd.Messages)
 		if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() {
+			for i := range rd.Entries {
+				r.logBytes += int64(len(rd.Entries[i].Data))
+			}
 			b := storage.NewBatch()
 			r.store.PersistRaft(b, rd.HardState, rd.Entries)
 			if err := r.e.cfg.DB.Write(b); err != nil {
@@ -574,6 +609,9 @@ func (r *Replica) apply(ents []raft.Entry) error {
 	}
 	produced := st.NextOffset - r.state.NextOffset
 	r.state = st
+	if err := r.maybeCompactLog(); err != nil {
+		return err
+	}
 	r.publish(func(p *Position) {
 		p.HighWatermark, p.SizeBytes, p.LogStartOffset = st.NextOffset, st.SizeBytes, st.LogStartOffset
 	})

@@ -117,6 +117,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 		MaxInflightBytes:    cfg.ReplicaMaxInflightBytes,
 		MaxInflightRequests: int(cfg.ReplicaMaxInflightReqs),
 		RetentionCheckTicks: int(max(1, cfg.RetentionCheckInterval/cfg.RaftTickMs)),
+		SnapshotIntervalOps: cfg.SnapshotIntervalOps,
+		SnapshotMaxLogBytes: cfg.SnapshotMaxLogSizeBytes,
 		Logger:              logger,
 		Metrics:             n.metrics,
 		OnFatal:             n.fatal,

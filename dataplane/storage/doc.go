@@ -8,6 +8,7 @@
 //	'P' topicID[8] partition[4] 'h'           Raft HardState
 //	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry
 //	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
+//	'P' topicID[8] partition[4] 's'           log compaction point (index, term)
 //	'P' topicID[8] partition[4] 'r' offset[8] committed record
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches

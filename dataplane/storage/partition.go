@@ -72,12 +72,23 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 			return nil, err
 		}
 	}
-	p.firstIdx, p.lastIdx = 1, 0
+	if v, err := d.get(k.key('s')); err != nil {
+		return nil, err
+	} else if v != nil {
+		if len(v) != 16 {
+			return nil, fmt.Errorf("%w: log compaction point of %d bytes", ErrCorrupt, len(v))
+		}
+		p.snapIndex, p.snapTerm = binary.BigEndian.Uint64(v[0:]), binary.BigEndian.Uint64(v[8:])
+	}
+	p.firstIdx, p.lastIdx, p.lastTerm = p.snapIndex+1, p.snapIndex, p.snapTerm
 	first, last, lastTerm, found, err := p.scanLogBounds()
 	if err != nil {
 		return nil, err
 	}
 	if found {
+		if first != p.snapIndex+1 && !(p.snapIndex == 0 && first == 1) {
+			return nil, fmt.Errorf("storage: log starts at %d after compaction point %d", first, p.snapIndex)
+		}
 		p.firstIdx, p.lastIdx, p.lastTerm = first, last, lastTerm
 	}
 	return p, nil
@@ -224,12 +235,46 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	return out, nil
 }
 
-// Snapshot implements raft.Storage. Snapshots come with the storage issue;
-// until then there is none, and the log is never compacted.
+// Snapshot implements raft.Storage. Streaming a partition's data to a
+// follower comes with replicated partitions; until then there is no
+// snapshot to send (only single-voter groups compact their log, and they
+// have no followers).
 func (p *Partition) Snapshot() (raft.Snapshot, error) {
+	return raft.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+}
+
+// CompactionPoint is the index and term of the last entry removed from the
+// log (0, 0 before any compaction).
+func (p *Partition) CompactionPoint() (index, term uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return raft.Snapshot{Meta: raft.SnapshotMeta{Index: p.snapIndex, Term: p.snapTerm, ConfState: p.cs}}, nil
+	return p.snapIndex, p.snapTerm
+}
+
+// CompactLog adds to b the removal of every log entry up to index (which
+// must be applied, its effects written before b), recording (index, term)
+// as the compaction point. Call CommitCompaction after b is written.
+func (p *Partition) CompactLog(b *Batch, index, term uint64) {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[0:], index)
+	binary.BigEndian.PutUint64(v[8:], term)
+	b.put(p.key.key('s'), v)
+	b.wb.DeleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', index+1))
+}
+
+// CommitCompaction updates the log bounds after CompactLog's batch is
+// written.
+func (p *Partition) CommitCompaction(index, term uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if index <= p.snapIndex {
+		return
+	}
+	p.snapIndex, p.snapTerm = index, term
+	p.firstIdx = index + 1
+	if p.lastIdx < index {
+		p.lastIdx, p.lastTerm = index, term
+	}
 }
 
 // PersistRaft adds the Raft state of a Ready to b: entries (replacing any
