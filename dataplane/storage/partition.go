@@ -432,8 +432,8 @@ func (p *Partition) ReadRecords(from, to int64, fn func(offset int64, rec []byte
 func (p *Partition) Delete() error {
 	b := NewBatch()
 	lo := p.key.prefix()
-	hi := p.key.prefix()
-	hi[len(hi)-1]++ // partitions are < 2^32-1, so no carry out of the prefix
+	// The next partition's prefix (partitions are far below 2^32-1).
+	hi := PartitionKey{TopicID: p.key.TopicID, Partition: p.key.Partition + 1}.prefix()
 	b.wb.DeleteRange(lo, hi)
 	if err := p.db.Write(b); err != nil {
 		return err

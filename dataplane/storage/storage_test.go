@@ -166,3 +166,43 @@ func TestNodeIDGuardsDataDir(t *testing.T) {
 		t.Fatal("opening node 1's data dir as node 2 must fail")
 	}
 }
+
+// TestDeleteRemovesOnlyItsPartition: deleting a replica's key space removes
+// all of it, whatever the partition number (255 ends in 0xff), and nothing
+// of its neighbours.
+func TestDeleteRemovesOnlyItsPartition(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	defer db.Close()
+	id := [8]byte{9}
+	parts := map[uint32]*Partition{}
+	for _, n := range []uint32{254, 255, 256} {
+		p, err := db.Partition(PartitionKey{TopicID: id, Partition: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := NewBatch()
+		p.PutRecord(b, 0, []byte("r"))
+		p.PutGroupOffset(b, "g", 1)
+		if err := db.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		parts[n] = p
+	}
+	if err := parts[255].Delete(); err != nil {
+		t.Fatal(err)
+	}
+	count := func(p *Partition) int {
+		n := 0
+		_ = p.ReadRecords(0, 10, func(int64, []byte) error { n++; return nil })
+		return n
+	}
+	if count(parts[255]) != 0 {
+		t.Fatal("partition 255 kept its records")
+	}
+	if _, ok, _ := parts[255].GroupOffset("g"); ok {
+		t.Fatal("partition 255 kept its group offsets")
+	}
+	if count(parts[254]) != 1 || count(parts[256]) != 1 {
+		t.Fatal("a neighbour lost records")
+	}
+}
