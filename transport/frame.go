@@ -45,6 +45,7 @@ const (
 	frameSnapChunk   frameType = 5
 	frameSnapEnd     frameType = 6
 	frameSnapAck     frameType = 7
+	frameSnapCredit  frameType = 8 // receiver → sender: data bytes consumed so far (u64)
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -26,7 +27,9 @@ const snapshotUrgency = 6
 // SendSnapshot streams a snapshot to node to on its own QUIC stream: msg is
 // the raft message (normally MsgSnap, its Snapshot.Data small or empty) and
 // body the snapshot data, sent in Config.SnapshotChunkBytes chunks with a
-// CRC32C per chunk and one over the whole. It returns once the peer's
+// CRC32C per chunk and one over the whole. At most
+// Config.SnapshotWindowBytes of data are outstanding beyond what the
+// receiver's handler has consumed. It returns once the peer's
 // Handler.HandleSnapshot has accepted it (nil), or with its error
 // (*RemoteError), ErrBusy, ErrCut, or a stream or context error. Raft
 // heartbeats and appends keep flowing on their own streams meanwhile.
@@ -57,32 +60,41 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 		s.CancelWrite(streamCanceled)
 		return t.ctxErr(ctx, err)
 	}
+	idle := t.cfg.SnapshotIdleTimeout
+	back := &snapReturn{changed: make(chan struct{})}
+	if !t.goTracked(func() { back.run(s, to, idle) }) {
+		return fail(ErrClosed)
+	}
 	// failWrite: the receiver may have refused us (busy, handler error)
 	// and stopped reading; its ack then explains the failed write.
 	failWrite := func(err error) error {
-		if ctx.Err() == nil {
-			_ = s.SetReadDeadline(time.Now().Add(time.Second))
-			if aerr, ok := readSnapAck(s, to); ok {
-				s.CancelWrite(streamCanceled)
-				return aerr
-			}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if verdict, ok := back.result(wctx); ok {
+			s.CancelWrite(streamCanceled)
+			return verdict
 		}
 		return fail(err)
 	}
-	idle := t.cfg.SnapshotIdleTimeout
 	_ = s.SetWriteDeadline(time.Now().Add(idle))
 	if err := writeFrame(s, frameSnapHeader, hdr); err != nil {
 		return failWrite(err)
 	}
 	w := &pacedWriter{w: s, rate: float64(t.cfg.SnapshotBytesPerSec), maxDelay: t.cfg.SnapshotMaxQueueDelay, conn: conn, stop: ctx.Done()}
 	var (
-		buf   = make([]byte, t.cfg.SnapshotChunkBytes)
-		crc   uint32
-		total uint64
+		buf    = make([]byte, t.cfg.SnapshotChunkBytes)
+		crc    uint32
+		total  uint64
+		window = uint64(t.cfg.SnapshotWindowBytes)
 	)
 	for {
 		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
+			if need := total + uint64(n); need > window {
+				if err := back.waitCredit(ctx, need-window, idle); err != nil {
+					return failWrite(err)
+				}
+			}
 			crc = crc32.Update(crc, castagnoli, buf[:n])
 			total += uint64(n)
 			_ = s.SetWriteDeadline(time.Now().Add(idle))
@@ -105,22 +117,103 @@ func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessag
 		return failWrite(err)
 	}
 	_ = s.Close()
-	_ = s.SetReadDeadline(time.Now().Add(idle))
-	aerr, ok := readSnapAck(s, to)
+	verdict, ok := back.result(ctx)
 	if !ok {
-		return fail(aerr)
+		return fail(verdict)
 	}
-	return aerr
+	return verdict
 }
 
-// readSnapAck reads the receiver's verdict; ok is false when no valid ack
-// arrived (err then says why).
-func readSnapAck(s *quic.Stream, to uint64) (err error, ok bool) {
-	typ, ack, err := readFrame(s, nil, 64<<10)
-	if err != nil {
-		return err, false
+// snapReturn reads what a snapshot's receiver sends back: credit frames
+// (cumulative data bytes its handler has consumed), then one ack.
+type snapReturn struct {
+	mu      sync.Mutex
+	acked   uint64
+	changed chan struct{} // closed and replaced on every update
+	done    bool
+	err     error // the verdict (ok) or why there is none
+	ok      bool
+}
+
+var errSnapshotEnded = errors.New("transport: snapshot stream ended early")
+
+func (r *snapReturn) update(f func()) {
+	r.mu.Lock()
+	f()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *snapReturn) run(s *quic.Stream, to uint64, idle time.Duration) {
+	for {
+		_ = s.SetReadDeadline(time.Now().Add(idle))
+		typ, body, err := readFrame(s, nil, 64<<10)
+		switch {
+		case err != nil:
+		case typ == frameSnapCredit && len(body) == 8:
+			v := binary.BigEndian.Uint64(body)
+			r.update(func() { r.acked = max(r.acked, v) })
+			continue
+		case typ == frameSnapAck:
+			verdict, ok := parseSnapAck(body, to)
+			r.update(func() { r.done, r.err, r.ok = true, verdict, ok })
+			return
+		default:
+			err = fmt.Errorf("%w: snapshot frame type %d back", ErrMalformed, typ)
+		}
+		r.update(func() { r.done, r.err = true, err })
+		return
 	}
-	if typ != frameSnapAck || len(ack) < 1 {
+}
+
+// waitCredit waits until the receiver has consumed at least need bytes. It
+// fails when the receiver sent its verdict or went away first, or after
+// idle without progress.
+func (r *snapReturn) waitCredit(ctx context.Context, need uint64, idle time.Duration) error {
+	tm := time.NewTimer(idle)
+	defer tm.Stop()
+	for {
+		r.mu.Lock()
+		acked, done, ch := r.acked, r.done, r.changed
+		r.mu.Unlock()
+		if acked >= need {
+			return nil
+		}
+		if done {
+			return errSnapshotEnded
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tm.C:
+			return fmt.Errorf("transport: snapshot receiver consumed nothing for %v", idle)
+		}
+	}
+}
+
+// result waits for the verdict; ok is false when there is none (err says
+// why).
+func (r *snapReturn) result(ctx context.Context) (err error, ok bool) {
+	for {
+		r.mu.Lock()
+		done, ch := r.done, r.changed
+		err, ok = r.err, r.ok
+		r.mu.Unlock()
+		if done {
+			return err, ok
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err(), false
+		}
+	}
+}
+
+func parseSnapAck(ack []byte, to uint64) (err error, ok bool) {
+	if len(ack) < 1 {
 		return fmt.Errorf("%w: snapshot ack", ErrMalformed), false
 	}
 	switch ack[0] {
@@ -133,12 +226,35 @@ func readSnapAck(s *quic.Stream, to uint64) (err error, ok bool) {
 	}
 }
 
+// readSnapAck reads the receiver's verdict from s, skipping credits (tests
+// use it on raw streams).
+func readSnapAck(s *quic.Stream, to uint64) (err error, ok bool) {
+	for {
+		typ, ack, err := readFrame(s, nil, 64<<10)
+		if err != nil {
+			return err, false
+		}
+		switch typ {
+		case frameSnapCredit:
+			continue
+		case frameSnapAck:
+			return parseSnapAck(ack, to)
+		}
+		return fmt.Errorf("%w: snapshot ack", ErrMalformed), false
+	}
+}
+
 func (t *Transport) serveSnapshot(s *quic.Stream, p *peer) {
 	idle := t.cfg.SnapshotIdleTimeout
+	// Credits are written from the handler's Read, the ack after it
+	// returns; a handler may read on another goroutine, so serialise.
+	var wmu sync.Mutex
 	ack := func(status byte, msg string) {
 		if len(msg) > 1024 {
 			msg = msg[:1024]
 		}
+		wmu.Lock()
+		defer wmu.Unlock()
 		_ = s.SetWriteDeadline(time.Now().Add(idle))
 		if err := writeFrame(s, frameSnapAck, []byte{status}, []byte(msg)); err != nil {
 			s.CancelWrite(streamCanceled)
@@ -173,7 +289,14 @@ func (t *Transport) serveSnapshot(s *quic.Stream, p *peer) {
 		t.streamFailed(p, "snapshot", err)
 		return
 	}
-	r := &snapReader{s: s, idle: idle, max: t.cfg.MaxFrameBytes, p: p}
+	r := &snapReader{s: s, idle: idle, max: t.cfg.MaxFrameBytes, p: p, credit: func(consumed uint64) {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], consumed)
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = s.SetWriteDeadline(time.Now().Add(idle))
+		_ = writeFrame(s, frameSnapCredit, b[:]) // a broken stream shows in the next read
+	}}
 	herr := t.h.HandleSnapshot(s.Context(), p.id, gm, r)
 	if herr == nil && r.err == nil {
 		// The handler stopped early: the snapshot counts only when all of
@@ -204,6 +327,9 @@ type snapReader struct {
 	idle time.Duration
 	max  int
 	p    *peer
+	// credit tells the sender how much data the handler has consumed.
+	credit   func(consumed uint64)
+	credited uint64
 
 	buf   []byte
 	cur   []byte
@@ -218,6 +344,11 @@ func (r *snapReader) Read(b []byte) (int, error) {
 	for len(r.cur) == 0 {
 		if r.err != nil {
 			return 0, r.err
+		}
+		if r.total > r.credited {
+			// Everything loaded so far is consumed: let the sender go on.
+			r.credit(r.total)
+			r.credited = r.total
 		}
 		_ = r.s.SetReadDeadline(time.Now().Add(r.idle))
 		typ, body, err := readFrame(r.s, r.buf, r.max)

@@ -45,8 +45,13 @@ type Config struct {
 	// FrameTargetBytes is the size at which the sender stops coalescing
 	// queued messages into one frame. Default 1 MiB.
 	FrameTargetBytes int
-	// SnapshotChunkBytes is the size of snapshot chunks. Default 1 MiB.
+	// SnapshotChunkBytes is the size of snapshot chunks. Default 64 KiB.
 	SnapshotChunkBytes int
+	// SnapshotWindowBytes bounds snapshot data in flight beyond what the
+	// receiving handler has consumed (credit-based flow control). It caps
+	// what can queue ahead of heartbeats, and a snapshot's throughput at
+	// about window/RTT. At least one chunk. Default 512 KiB.
+	SnapshotWindowBytes int
 	// SnapshotBytesPerSec caps the rate at which SendSnapshot writes, so
 	// that a snapshot leaves CPU and congestion window to raft traffic (set
 	// it in production; a snapshot at full speed fills the path's queues
@@ -116,7 +121,8 @@ func (c *Config) setDefaults() {
 	def(&c.QueueMaxBytes, 8<<20)
 	def(&c.MaxFrameBytes, 16<<20)
 	def(&c.FrameTargetBytes, 1<<20)
-	def(&c.SnapshotChunkBytes, 1<<20)
+	def(&c.SnapshotChunkBytes, 64<<10)
+	def(&c.SnapshotWindowBytes, 512<<10)
 	def(&c.MaxIncomingSnapshots, 2)
 	def(&c.MaxIncomingRPCs, 256)
 	defd(&c.DialTimeout, 5*time.Second)
@@ -131,6 +137,7 @@ func (c *Config) setDefaults() {
 	}
 	c.FrameTargetBytes = min(c.FrameTargetBytes, c.MaxFrameBytes)
 	c.SnapshotChunkBytes = min(c.SnapshotChunkBytes, c.MaxFrameBytes)
+	c.SnapshotWindowBytes = max(c.SnapshotWindowBytes, c.SnapshotChunkBytes)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
 }
 

@@ -506,8 +506,16 @@ func TestSnapshotConcurrentWithHeartbeats(t *testing.T) {
 		len(lat), size>>20, time.Since(started).Round(time.Millisecond), p(lat, 50), p(lat, 99), lat[len(lat)-1])
 	// A snapshot sharing the heartbeats' stream would delay them by
 	// seconds; scheduling noise on a loaded 2-core machine, by tens of ms.
-	if bound := 100*time.Millisecond + p(base, 99); p(lat, 99) > bound {
-		t.Fatalf("heartbeat p99 %v > %v (100ms over the idle p99) while a snapshot streams", p(lat, 99), bound)
+	// Under -race the QUIC stack (pure Go) runs 5-10 times slower and both
+	// nodes share this process's 2 cores with the detector; on a shared
+	// machine (load 10) p99 then ranged 20-510 ms, so the bound is 1 s
+	// there. Without -race, p99 was 3-20 ms under the same load.
+	limit := 100 * time.Millisecond
+	if raceEnabled {
+		limit = time.Second
+	}
+	if bound := limit + p(base, 99); p(lat, 99) > bound {
+		t.Fatalf("heartbeat p99 %v > %v (%v over the idle p99) while a snapshot streams", p(lat, 99), bound, limit)
 	}
 }
 
