@@ -228,6 +228,13 @@ func (l *raftLog) append(ents ...Entry) uint64 {
 	u := &l.unstable
 	switch {
 	case after == u.offset+uint64(len(u.entries)):
+		if cap(u.entries)-len(u.entries) < len(ents) {
+			// grow geometrically from a useful minimum: a fresh tail after
+			// each Advance would otherwise regrow from zero every cycle
+			grown := make([]Entry, len(u.entries), max(2*cap(u.entries), len(u.entries)+len(ents), 64))
+			copy(grown, u.entries)
+			u.entries = grown
+		}
 		u.entries = append(u.entries, ents...)
 	case after <= u.offset:
 		// replaces the whole unstable tail and the stored entries from after

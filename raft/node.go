@@ -83,7 +83,12 @@ func (n *Node) propose(e Entry) (uint64, uint64, error) {
 	if r.role != Leader {
 		return 0, 0, ErrNotLeader
 	}
-	if err := r.step(Message{Type: MsgProp, From: r.id, Entries: []Entry{e}}); err != nil {
+	// r.propBuf avoids one allocation per proposal: the log copies entries
+	// by value and nothing keeps the slice.
+	r.propBuf[0] = e
+	err := r.step(Message{Type: MsgProp, From: r.id, Entries: r.propBuf[:]})
+	r.propBuf[0] = Entry{}
+	if err != nil {
 		return 0, 0, err
 	}
 	return r.log.lastIndex(), r.term, nil

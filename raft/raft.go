@@ -72,6 +72,7 @@ type raft struct {
 	// last Ready travels in one MsgApp per follower (batching).
 	bcastPending      bool
 	maxSnapChunk      uint64
+	propBuf           [1]Entry
 	snapRecv          *snapAssembly
 	stableTerm        uint64 // the term known durable on this node's disk
 	tickFn            func()
