@@ -1,0 +1,180 @@
+package storagebench
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/daftka/daftka/dataplane/storage"
+	"github.com/daftka/daftka/raft"
+)
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// partitionKey is partition i of the benchmark's topic.
+func partitionKey(i int) storage.PartitionKey {
+	return storage.PartitionKey{TopicID: [8]byte{'b', 'e', 'n', 'c', 'h'}, Partition: uint32(i)}
+}
+
+// rocksBackend is dataplane/storage as the node uses it.
+type rocksBackend struct {
+	db *storage.DB
+	phaseTimes
+}
+
+// phaseTimes accumulates the time writers spend in each step of a cycle.
+type phaseTimes struct {
+	names []string
+	ns    []atomic.Int64
+}
+
+func (p *phaseTimes) init(names ...string) {
+	p.names, p.ns = names, make([]atomic.Int64, len(names))
+}
+
+// add charges the time since *t to phase i and resets *t.
+func (p *phaseTimes) add(i int, t *time.Time) {
+	now := time.Now()
+	p.ns[i].Add(int64(now.Sub(*t)))
+	*t = now
+}
+
+func (p *phaseTimes) phases() []Phase {
+	out := make([]Phase, len(p.names))
+	for i, n := range p.names {
+		out[i] = Phase{Name: n, Total: time.Duration(p.ns[i].Load())}
+	}
+	return out
+}
+
+func newRocksBackend(c Config) (backend, error) {
+	db, err := storage.Open(filepath.Join(c.Dir, "rocks"), storage.Options{NodeID: 1, FlushInterval: c.FlushInterval})
+	if err != nil {
+		return nil, err
+	}
+	b := &rocksBackend{db: db}
+	b.init("build", "write-raft", "sync", "write-hs", "write-apply")
+	return b, nil
+}
+
+func (b *rocksBackend) syncs() uint64 { s, _ := b.db.SyncStats(); return s }
+func (b *rocksBackend) close() error  { return b.db.Close() }
+
+func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
+	p, err := b.db.Partition(partitionKey(i))
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.AppliedState()
+	if err != nil {
+		return nil, err
+	}
+	last, err := p.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	var ents []raft.Entry
+	return func(reqs []*request) error {
+		t := time.Now()
+		// Ready 1: the new entries (MustSync), no HardState change.
+		ents = ents[:0]
+		for _, r := range reqs {
+			last++
+			ents = append(ents, raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: r.data})
+		}
+		wb := storage.NewBatch()
+		p.PersistRaft(wb, raft.HardState{}, ents)
+		b.add(0, &t)
+		if err := b.db.Write(wb); err != nil {
+			return err
+		}
+		b.add(1, &t)
+		if err := b.db.Sync(); err != nil {
+			return err
+		}
+		b.add(2, &t)
+		p.CommitRaft(raft.HardState{}, ents)
+		// Ready 2: the commit index moved (no sync), and the committed
+		// entries are applied.
+		hs := raft.HardState{Term: 1, Vote: 1, Commit: last}
+		wb = storage.NewBatch()
+		p.PersistRaft(wb, hs, nil)
+		if err := b.db.Write(wb); err != nil {
+			return err
+		}
+		b.add(3, &t)
+		p.CommitRaft(hs, nil)
+		ab := storage.NewBatch()
+		for i, r := range reqs {
+			st.Applied = ents[i].Index
+			for _, rec := range r.recs {
+				p.PutRecord(ab, st.NextOffset, rec)
+				st.NextOffset++
+				st.SizeBytes += int64(len(rec))
+			}
+		}
+		p.PutAppliedState(ab, st)
+		err := b.db.Write(ab)
+		b.add(4, &t)
+		return err
+	}, nil
+}
+
+// rawBackend appends every partition's batches to one file and
+// group-commits fdatasyncs with a copy of dataplane/storage's syncer.
+type rawBackend struct {
+	f  *os.File
+	gs *groupSyncer
+	phaseTimes
+}
+
+func newRawBackend(c Config) (backend, error) {
+	f, err := os.OpenFile(filepath.Join(c.Dir, "raw.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	b := &rawBackend{f: f, gs: newGroupSyncer(func() error { return syscall.Fdatasync(fd) }, c.FlushInterval)}
+	b.init("build", "write", "sync")
+	return b, nil
+}
+
+func (b *rawBackend) syncs() uint64           { s, _ := b.gs.stats(); return s }
+func (b *rawBackend) syncTime() time.Duration { return b.gs.syncTime() }
+
+func (b *rawBackend) close() error {
+	b.gs.close()
+	return b.f.Close()
+}
+
+func (b *rawBackend) writer(int) (func([]*request) error, error) {
+	var buf []byte
+	return func(reqs []*request) error {
+		t := time.Now()
+		buf = buf[:0]
+		for _, r := range reqs {
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.data)))
+			buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(r.data, castagnoli))
+			buf = append(buf, r.data...)
+		}
+		b.add(0, &t)
+		if _, err := b.f.Write(buf); err != nil {
+			return err
+		}
+		b.add(1, &t)
+		err := b.gs.sync()
+		b.add(2, &t)
+		return err
+	}, nil
+}

@@ -1,0 +1,41 @@
+// Package storagebench measures the node's storage write path (one RocksDB
+// per node, group-committed fsyncs: dataplane/storage) against a raw-file
+// baseline in the same run, so that their ratio means something on a shared
+// noisy machine.
+//
+// Both sides run the same load: P producer goroutines in a closed loop
+// (each sends one request of R 1 KiB records to its partition and waits for
+// the acknowledgement), spread evenly over N partitions. Each partition has
+// one writer goroutine, like dataplane/replica.go's driver: it takes the
+// first waiting request, then every other request already queued (up to
+// 1024), and writes them as one cycle.
+//
+//   - rocks (ours): what a single-voter replica writes per cycle. Ready 1:
+//     PersistRaft(entries) (one Raft entry per request, the request's
+//     encoded produce command) + DB.Write + DB.Sync + CommitRaft. Ready 2:
+//     the HardState with the new commit index, DB.Write without sync. Apply:
+//     PutRecord per record + PutAppliedState, DB.Write without sync. Then
+//     the requests are acknowledged.
+//   - raw (baseline): the writer frames its requests' produce commands
+//     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with
+//     one write(2) to ONE file shared by every partition (O_APPEND), then
+//     waits for a group-commit fdatasync run by a syncer goroutine that is a
+//     copy of dataplane/storage's syncer (same linger rule). One shared
+//     file, because that is what "batched like ours" means: our node has one
+//     RocksDB WAL, and one fsync covers every partition's writes of a round;
+//     a file per partition would need one fsync per partition per round.
+//
+// MB/s counts acknowledged record payload only (1 KiB per record).
+// fsyncs/s and records/fsync come from DB.SyncStats (ours) and the copy's
+// counters (raw).
+//
+// Run it with
+//
+//	go test -run '^$' -bench . -benchtime 1x ./bench/storage/
+//
+// (each sub-benchmark runs raw then rocks for STORAGEBENCH_DURATION, 3s by
+// default, and reports both and the ratio), or, for a markdown table with
+// the median of several rounds,
+//
+//	go run ./bench/storage/cmd/storagebench -duration 3s -rounds 3
+package storagebench

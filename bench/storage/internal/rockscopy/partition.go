@@ -1,0 +1,501 @@
+package rockscopy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/daftka/daftka/raft"
+	"github.com/linxGnu/grocksdb"
+)
+
+// PartitionKey names one replica's key space: the topic's incarnation id
+// (never reused, so a re-created topic starts empty) and the partition.
+type PartitionKey struct {
+	TopicID   [8]byte
+	Partition uint32
+}
+
+func (k PartitionKey) prefix() []byte {
+	p := make([]byte, 13, 32)
+	p[0] = 'P'
+	copy(p[1:9], k.TopicID[:])
+	binary.BigEndian.PutUint32(p[9:13], k.Partition)
+	return p
+}
+
+func (k PartitionKey) key(kind byte, suffix ...byte) []byte {
+	return append(append(k.prefix(), kind), suffix...)
+}
+
+func (k PartitionKey) u64Key(kind byte, n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return k.key(kind, b[:]...)
+}
+
+// Partition is one replica's view of the DB: the Raft log storage (it
+// implements raft.Storage), the applied state, records and group offsets.
+//
+// The raft.Storage methods and Persist are called by the replica's driver
+// goroutine only. Readers of records and group offsets may run concurrently.
+type Partition struct {
+	db  *DB
+	key PartitionKey
+
+	// Log bounds, owned by the driver goroutine; mu lets Status readers in.
+	mu        sync.Mutex
+	hs        raft.HardState
+	cs        raft.ConfState
+	firstIdx  uint64 // first index in the log
+	lastIdx   uint64 // last index in the log (firstIdx-1 when empty)
+	lastTerm  uint64
+	snapIndex uint64 // index before firstIdx (0 when no snapshot)
+	snapTerm  uint64
+}
+
+// Partition opens the key space of one replica, loading its log bounds.
+func (d *DB) Partition(k PartitionKey) (*Partition, error) {
+	p := &Partition{db: d, key: k}
+	if v, err := d.get(k.key('h')); err != nil {
+		return nil, err
+	} else if v != nil {
+		if p.hs, err = decodeHardState(v); err != nil {
+			return nil, err
+		}
+	}
+	if v, err := d.get(k.key('c')); err != nil {
+		return nil, err
+	} else if v != nil {
+		if p.cs, err = decodeConfState(v); err != nil {
+			return nil, err
+		}
+	}
+	p.firstIdx, p.lastIdx = 1, 0
+	first, last, lastTerm, found, err := p.scanLogBounds()
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		p.firstIdx, p.lastIdx, p.lastTerm = first, last, lastTerm
+	}
+	return p, nil
+}
+
+func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, err error) {
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return 0, 0, 0, false, ErrClosed
+	}
+	lo, hi := p.key.key('l'), p.key.key('l'+1)
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(hi)
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	it.Seek(lo)
+	if !it.Valid() {
+		return 0, 0, 0, false, it.Err()
+	}
+	first = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
+	it.SeekToLast()
+	if !it.Valid() {
+		return 0, 0, 0, false, fmt.Errorf("storage: log vanished during scan")
+	}
+	last = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
+	v, err := unseal(it.Key().Data(), it.Value().Data())
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	e, err := decodeEntry(v)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	return first, last, e.Term, true, it.Err()
+}
+
+// Key returns the replica's key.
+func (p *Partition) Key() PartitionKey { return p.key }
+
+// InitialState implements raft.Storage.
+func (p *Partition) InitialState() (raft.HardState, raft.ConfState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hs, p.cs, nil
+}
+
+// FirstIndex implements raft.Storage.
+func (p *Partition) FirstIndex() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.firstIdx, nil
+}
+
+// LastIndex implements raft.Storage.
+func (p *Partition) LastIndex() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastIdx, nil
+}
+
+// Term implements raft.Storage.
+func (p *Partition) Term(i uint64) (uint64, error) {
+	p.mu.Lock()
+	first, last, lastTerm, snapIndex, snapTerm := p.firstIdx, p.lastIdx, p.lastTerm, p.snapIndex, p.snapTerm
+	p.mu.Unlock()
+	switch {
+	case i == snapIndex:
+		return snapTerm, nil
+	case i < first:
+		return 0, raft.ErrCompacted
+	case i > last:
+		return 0, raft.ErrUnavailable
+	case i == last:
+		return lastTerm, nil
+	}
+	v, err := p.db.get(p.key.u64Key('l', i))
+	if err != nil {
+		return 0, err
+	}
+	if v == nil {
+		return 0, fmt.Errorf("storage: log entry %d missing inside [%d, %d]", i, first, last)
+	}
+	e, err := decodeEntry(v)
+	if err != nil {
+		return 0, err
+	}
+	return e.Term, nil
+}
+
+// Entries implements raft.Storage.
+func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	p.mu.Lock()
+	first, last := p.firstIdx, p.lastIdx
+	p.mu.Unlock()
+	if lo < first {
+		return nil, raft.ErrCompacted
+	}
+	if hi > last+1 {
+		return nil, raft.ErrUnavailable
+	}
+	if lo >= hi {
+		return nil, nil
+	}
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return nil, ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(p.key.u64Key('l', hi))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	var out []raft.Entry
+	var size uint64
+	want := lo
+	for it.Seek(p.key.u64Key('l', lo)); it.Valid(); it.Next() {
+		v, err := unseal(it.Key().Data(), it.Value().Data())
+		if err != nil {
+			return nil, err
+		}
+		e, err := decodeEntry(v)
+		if err != nil {
+			return nil, err
+		}
+		if e.Index != want {
+			return nil, fmt.Errorf("storage: log hole: want entry %d, found %d", want, e.Index)
+		}
+		size += uint64(len(e.Data)) + 24
+		if len(out) > 0 && size > maxBytes {
+			break
+		}
+		out = append(out, e)
+		want++
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("storage: log entries [%d, %d) missing", lo, hi)
+	}
+	return out, nil
+}
+
+// Snapshot implements raft.Storage. Snapshots come with the storage issue;
+// until then there is none, and the log is never compacted.
+func (p *Partition) Snapshot() (raft.Snapshot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return raft.Snapshot{Meta: raft.SnapshotMeta{Index: p.snapIndex, Term: p.snapTerm, ConfState: p.cs}}, nil
+}
+
+// PersistRaft adds the Raft state of a Ready to b: entries (replacing any
+// stored at and after the first one) and the hard state. Call
+// CommitRaft after b is written and synced.
+func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) {
+	if !hs.IsEmpty() {
+		b.put(p.key.key('h'), encodeHardState(hs))
+	}
+	if len(ents) == 0 {
+		return
+	}
+	p.mu.Lock()
+	last := p.lastIdx
+	p.mu.Unlock()
+	if ents[0].Index <= last {
+		b.wb.DeleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
+	}
+	for i := range ents {
+		b.put(p.key.u64Key('l', ents[i].Index), encodeEntry(ents[i]))
+	}
+}
+
+// CommitRaft updates the in-memory log bounds after PersistRaft's batch is
+// durable.
+func (p *Partition) CommitRaft(hs raft.HardState, ents []raft.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !hs.IsEmpty() {
+		p.hs = hs
+	}
+	if len(ents) > 0 {
+		e := ents[len(ents)-1]
+		p.lastIdx, p.lastTerm = e.Index, e.Term
+		if p.firstIdx > e.Index {
+			p.firstIdx = ents[0].Index
+		}
+	}
+}
+
+// SetConfState adds a new ConfState to b and records it; call before the
+// Raft node is created for a new group, or when applying a conf change.
+func (p *Partition) SetConfState(b *Batch, cs raft.ConfState) {
+	b.put(p.key.key('c'), encodeConfState(cs))
+	p.mu.Lock()
+	p.cs = cs
+	p.mu.Unlock()
+}
+
+// HasState reports whether the replica has any stored Raft state.
+func (p *Partition) HasState() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.cs.Voters) > 0 || p.lastIdx > 0 || !p.hs.IsEmpty()
+}
+
+// AppliedState is the partition state machine's durable state, written
+// atomically with the records of every applied entry.
+type AppliedState struct {
+	Applied        uint64 // last applied Raft index
+	NextOffset     int64  // high watermark: one past the last record
+	LogStartOffset int64
+	SizeBytes      int64 // bytes of stored records
+}
+
+// AppliedState loads the applied state (zero for a new replica).
+func (p *Partition) AppliedState() (AppliedState, error) {
+	v, err := p.db.get(p.key.key('m'))
+	if err != nil || v == nil {
+		return AppliedState{}, err
+	}
+	if len(v) != 32 {
+		return AppliedState{}, fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(v))
+	}
+	return AppliedState{
+		Applied:        binary.BigEndian.Uint64(v[0:]),
+		NextOffset:     int64(binary.BigEndian.Uint64(v[8:])),
+		LogStartOffset: int64(binary.BigEndian.Uint64(v[16:])),
+		SizeBytes:      int64(binary.BigEndian.Uint64(v[24:])),
+	}, nil
+}
+
+// PutAppliedState adds s to b.
+func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
+	v := make([]byte, 32)
+	binary.BigEndian.PutUint64(v[0:], s.Applied)
+	binary.BigEndian.PutUint64(v[8:], uint64(s.NextOffset))
+	binary.BigEndian.PutUint64(v[16:], uint64(s.LogStartOffset))
+	binary.BigEndian.PutUint64(v[24:], uint64(s.SizeBytes))
+	b.put(p.key.key('m'), v)
+}
+
+// PutRecord adds the encoded record at offset to b.
+func (p *Partition) PutRecord(b *Batch, offset int64, rec []byte) {
+	b.put(p.key.u64Key('r', uint64(offset)), rec)
+}
+
+// PutGroupOffset adds a group's committed offset to b.
+func (p *Partition) PutGroupOffset(b *Batch, group string, offset int64) {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(offset))
+	b.put(p.key.key('g', []byte(group)...), v[:])
+}
+
+// GroupOffset returns a group's committed offset.
+func (p *Partition) GroupOffset(group string) (int64, bool, error) {
+	v, err := p.db.get(p.key.key('g', []byte(group)...))
+	if err != nil || v == nil {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("%w: group offset of %d bytes", ErrCorrupt, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// ErrStop may be returned by a ReadRecords callback to end the scan.
+var ErrStop = errors.New("storage: stop")
+
+// ReadRecords calls fn with each stored record in [from, to) in offset
+// order, until fn returns ErrStop (not reported) or another error
+// (returned). rec is valid only during the call.
+func (p *Partition) ReadRecords(from, to int64, fn func(offset int64, rec []byte) error) error {
+	if from >= to {
+		return nil
+	}
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(p.key.u64Key('r', uint64(to)))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	for it.Seek(p.key.u64Key('r', uint64(from))); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		off := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
+		if err := fn(off, v); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return it.Err()
+}
+
+// Delete removes every key of the replica and waits until that is durable.
+func (p *Partition) Delete() error {
+	b := NewBatch()
+	lo := p.key.prefix()
+	hi := p.key.prefix()
+	hi[len(hi)-1]++ // partitions are < 2^32-1, so no carry out of the prefix
+	b.wb.DeleteRange(lo, hi)
+	if err := p.db.Write(b); err != nil {
+		return err
+	}
+	if err := p.db.Sync(); err != nil {
+		return err
+	}
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if !p.db.closed {
+		p.db.db.CompactRange(grocksdb.Range{Start: lo, Limit: hi})
+	}
+	return nil
+}
+
+// PutProducer adds a producer's deduplication state to b.
+func (p *Partition) PutProducer(b *Batch, producerID string, state []byte) {
+	b.put(p.key.key('d', []byte(producerID)...), state)
+}
+
+// DeleteProducer adds the removal of a producer's state to b.
+func (p *Partition) DeleteProducer(b *Batch, producerID string) {
+	b.wb.Delete(p.key.key('d', []byte(producerID)...))
+}
+
+// Producers loads every producer's deduplication state.
+func (p *Partition) Producers() (map[string][]byte, error) {
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return nil, ErrClosed
+	}
+	lo, hi := p.key.key('d'), p.key.key('d'+1)
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(hi)
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	out := map[string][]byte{}
+	for it.Seek(lo); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return nil, err
+		}
+		out[string(k[len(lo):])] = append([]byte(nil), v...)
+	}
+	return out, it.Err()
+}
+
+// BatchInfo is one produce batch's entry in the batch index: its first
+// offset, the leader's clock when it was appended, and its stored bytes.
+// Retention works batch by batch from it.
+type BatchInfo struct {
+	FirstOffset int64
+	AppendMs    int64
+	Bytes       int64
+}
+
+// PutBatchInfo adds a batch index entry to b.
+func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[0:], uint64(bi.AppendMs))
+	binary.BigEndian.PutUint64(v[8:], uint64(bi.Bytes))
+	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v)
+}
+
+// Batches calls fn with batch index entries from offset from on, in order,
+// until fn returns ErrStop or another error (returned).
+func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
+	p.db.mu.RLock()
+	defer p.db.mu.RUnlock()
+	if p.db.closed {
+		return ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(p.key.key('t' + 1))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	for it.Seek(p.key.u64Key('t', uint64(from))); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		if len(v) != 16 {
+			return fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
+		}
+		bi := BatchInfo{
+			FirstOffset: int64(binary.BigEndian.Uint64(k[len(k)-8:])),
+			AppendMs:    int64(binary.BigEndian.Uint64(v[0:])),
+			Bytes:       int64(binary.BigEndian.Uint64(v[8:])),
+		}
+		if err := fn(bi); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return it.Err()
+}
+
+// DeleteBelow adds to b the removal of every record and batch index entry
+// below offset before.
+func (p *Partition) DeleteBelow(b *Batch, before int64) {
+	b.wb.DeleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
+	b.wb.DeleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
+}
