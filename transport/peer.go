@@ -312,6 +312,53 @@ func (l *lane) enqueue(gm *GroupMessage, due int64) {
 	}
 }
 
+// enqueueBatch queues the messages of msgs that belong to lane index li,
+// in order, under one lock (no fault delay).
+func (l *lane) enqueueBatch(msgs []GroupMessage, li int) {
+	cfg := &l.p.t.cfg
+	var full, large, added int
+	l.mu.Lock()
+	for i := range msgs {
+		gm := &msgs[i]
+		if laneOf(&gm.Msg) != li {
+			continue
+		}
+		size := recordLen(gm)
+		switch {
+		case size+binary.MaxVarintLen64 > cfg.MaxFrameBytes:
+			large++
+			continue
+		case len(l.marks) >= cfg.QueueMaxMessages || len(l.buf)-l.head+size > cfg.QueueMaxBytes:
+			full++
+			continue
+		}
+		var due int64
+		if n := len(l.marks); n > 0 {
+			due = l.marks[n-1].due // keep order behind delayed messages
+		}
+		l.buf = appendRecord(l.buf, gm)
+		l.marks = append(l.marks, mark{end: len(l.buf), due: due})
+		added++
+	}
+	n, b := len(l.marks), len(l.buf)-l.head
+	l.mu.Unlock()
+	if full > 0 {
+		l.p.m.dropFull.Add(full)
+	}
+	if large > 0 {
+		l.p.m.dropLarge.Add(large)
+	}
+	if added == 0 {
+		return
+	}
+	l.p.m.queueMsgs.Set(float64(n))
+	l.p.m.queueB.Set(float64(b))
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // take removes the longest prefix of due messages that fits a frame. It
 // returns the encoded records, their count, and, when nothing is due yet,
 // how long to wait. Only the writer calls it, and only when it no longer

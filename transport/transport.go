@@ -446,6 +446,13 @@ func (t *Transport) Send(to uint64, msgs []GroupMessage) {
 	if p == nil {
 		return
 	}
+	if !t.faults.active.Load() {
+		// Common path: one lock per lane per call.
+		for i, l := range p.lanes {
+			l.enqueueBatch(msgs, i)
+		}
+		return
+	}
 	now := t.now()
 	for i := range msgs {
 		drop, _, delay := t.faults.decide(t.cfg.NodeID, to)
