@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,7 +20,11 @@ type Client struct {
 	Base           string // e.g. http://127.0.0.1:4001
 	RequestTimeout time.Duration
 	hc             *http.Client
+	retries        atomic.Int64 // fetches retried after a 503, 429 or no answer
 }
+
+// Retries counts the fetches ReadPartition has retried so far.
+func (c *Client) Retries() int64 { return c.retries.Load() }
 
 // NewClient returns a client of the gateway at base.
 func NewClient(base string) *Client {
@@ -183,6 +188,7 @@ func (c *Client) ReadPartition(ctx context.Context, topic string, part int32) (P
 			if ctx.Err() != nil {
 				return pl, fmt.Errorf("fetch %s: gave up: %w (last: %v %d %.200s)", path, ctx.Err(), err, a.Status, a.Body)
 			}
+			c.retries.Add(1)
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):

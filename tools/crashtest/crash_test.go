@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,6 +30,10 @@ const (
 	killDelayMinMs      = 100
 	killDelayMaxMs      = 800
 	earlyKillPercent    = 20 // of cycles kill 0-100 ms in: the node has just recovered
+	termKillPercent     = 10 // of cycles send SIGTERM, then SIGKILL 0-50 ms into the shutdown
+	termKillMaxMs       = 50
+	startupKillPercent  = 10  // of cycles kill the restarted node again 0-600 ms into its start-up
+	startupKillMaxMs    = 600 // restarts take 0.2-1.3 s on 2 cores
 	readyTimeout        = 60 * time.Second
 	killTimeout         = 10 * time.Second
 	termTimeout         = 30 * time.Second // api: a clean shutdown within 30 s
@@ -107,10 +112,12 @@ func say(t *testing.T, format string, args ...any) {
 //
 // Each cycle: 8 producers send batches of 1-20 records over HTTP; after a
 // random 100-800 ms (in one cycle of five 0-100 ms, while the node may still
-// be settling after its recovery) the node gets SIGKILL; it is restarted on the same data
-// directory and ports, and every partition is read whole and checked. At the
-// end a quiet produce phase, a check, SIGTERM (exit 0 within 30 s), one more
-// start and a last check.
+// be settling after its recovery) the node gets SIGKILL — in one cycle of
+// ten a SIGTERM first, and the SIGKILL 0-50 ms into its shutdown; in one of
+// ten the restarted node is killed once more 0-600 ms into its start-up. It
+// is restarted on the same data directory and ports, and every partition is
+// read whole and checked. At the end a quiet produce phase, a check, SIGTERM
+// (exit 0 within 30 s), one more start and a last check.
 func TestCrashSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test starts and kills a real node many times; skipped with -short")
@@ -160,6 +167,17 @@ func TestCrashSIGKILL(t *testing.T) {
 			delayMs = rng.IntN(killDelayMinMs)
 		}
 		delay := time.Duration(delayMs) * time.Millisecond
+		how := "SIGKILL"
+		var termFor time.Duration
+		if rng.IntN(100) < termKillPercent {
+			termFor = time.Duration(rng.IntN(termKillMaxMs+1)) * time.Millisecond
+			how = fmt.Sprintf("SIGTERM, SIGKILL %v later", termFor)
+		}
+		var startupKill time.Duration
+		if rng.IntN(100) < startupKillPercent {
+			startupKill = time.Duration(rng.IntN(startupKillMaxMs+1)) * time.Millisecond
+			how += fmt.Sprintf(", again %v into the restart", startupKill)
+		}
 		stop := runProducers(ctx, t, c, ledger, seed, cycle)
 		select {
 		case <-time.After(delay):
@@ -170,7 +188,22 @@ func TestCrashSIGKILL(t *testing.T) {
 			stop()
 			t.Fatalf("cycle %d: test budget spent: %v", cycle, ctx.Err())
 		}
-		if err := n.Kill(killTimeout); err != nil {
+		if termFor > 0 {
+			if err := n.Signal(syscall.SIGTERM); err != nil {
+				stop()
+				t.Fatalf("cycle %d: %v", cycle, err)
+			}
+			select {
+			case <-n.Done():
+			case <-time.After(termFor):
+			}
+		}
+		if n.Exited() {
+			// A shutdown quicker than termFor: it must have been clean.
+			if err := n.ExitErr(); err != nil {
+				t.Errorf("cycle %d: node exited with %v after SIGTERM under load, want exit status 0", cycle, err)
+			}
+		} else if err := n.Kill(killTimeout); err != nil {
 			stop()
 			t.Fatalf("cycle %d: %v", cycle, err)
 		}
@@ -178,11 +211,14 @@ func TestCrashSIGKILL(t *testing.T) {
 		answers := stop()
 		c.CloseIdle()
 		t1 := time.Now()
+		if startupKill > 0 {
+			killDuringStartup(t, n, startupKill)
+		}
 		restart(ctx, t, n)
 		t2 := time.Now()
 		total = verify(ctx, t, c, ledger, fmt.Sprintf("cycle %d", cycle))
-		say(t, "cycle %d: killed after %v, producers stopped in %v, ready in %v, verified in %v; acked +%d, lost %d, unacked-but-present %d (+%d); answers %v",
-			cycle, delay, t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond),
+		say(t, "cycle %d: at %v %s; producers stopped in %v, ready in %v, verified in %v; acked +%d, lost %d, unacked-but-present %d (+%d); answers %v",
+			cycle, delay, how, t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond),
 			total.Acked-ackedBefore, total.Lost, total.UnackedPresent, total.UnackedPresent-presentBefore, answers)
 		presentBefore = total.UnackedPresent
 	}
@@ -253,6 +289,24 @@ func startFirst(ctx context.Context, t *testing.T, n *Node) {
 	}
 }
 
+// killDuringStartup starts the node and SIGKILLs it after d, ready or not:
+// recovery is the one path for start-up and restart, so it must survive
+// being interrupted itself.
+func killDuringStartup(t *testing.T, n *Node, d time.Duration) {
+	t.Helper()
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.Done():
+		t.Fatalf("node exited during start-up (%v)", n.ExitErr())
+	case <-time.After(d):
+	}
+	if err := n.Kill(killTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // restart starts the node again on the same data directory and ports.
 func restart(ctx context.Context, t *testing.T, n *Node) {
 	t.Helper()
@@ -301,13 +355,14 @@ func verify(ctx context.Context, t *testing.T, c *Client, l *Ledger, when string
 	t.Helper()
 	vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
+	retried := c.Retries()
 	logs, err := c.ReadAll(vctx, topic, topicPartitions)
 	if err != nil {
 		t.Fatalf("%s: read back: %v", when, err)
 	}
 	r := l.Verify(logs, false)
-	say(t, "%s: sent %d, acked %d, lost %d, unacked-but-present %d, unacked-absent %d, hwm %v",
-		when, r.Sent, r.Acked, r.Lost, r.UnackedPresent, r.UnackedAbsent, r.HWM)
+	say(t, "%s: sent %d, acked %d, lost %d, unacked-but-present %d, unacked-absent %d, hwm %v, fetches retried %d",
+		when, r.Sent, r.Acked, r.Lost, r.UnackedPresent, r.UnackedAbsent, r.HWM, c.Retries()-retried)
 	if len(r.Violations) == 0 {
 		l.Verify(logs, true)
 		return r

@@ -169,6 +169,17 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	}
 }
 
+// Signal sends sig to the current process.
+func (n *Node) Signal(sig syscall.Signal) error {
+	if n.Exited() {
+		return fmt.Errorf("crashtest: signal %v: node had already exited (%v)", sig, n.waitErr)
+	}
+	if err := syscall.Kill(n.Pid(), sig); err != nil {
+		return fmt.Errorf("crashtest: signal %v: %w", sig, err)
+	}
+	return nil
+}
+
 // Kill sends SIGKILL and waits (bounded) for the process to be gone.
 func (n *Node) Kill(timeout time.Duration) error {
 	if n.Exited() {
