@@ -36,6 +36,11 @@ type peer struct {
 	removed   bool
 	dialErr   error  // last failed dial
 	dialFails uint64 // count of failed dials, to tell new failures from old
+	// lastDial and backoff persist across dial loops, so that a peer whose
+	// connections die right after the handshake (it refuses us after TLS,
+	// say) is redialed with backoff too, not in a tight loop.
+	lastDial time.Time
+	backoff  time.Duration
 
 	lanes [2]*lane
 }
@@ -190,7 +195,6 @@ func (p *peer) waitConn(ctx context.Context, failFast bool) (*quic.Conn, error) 
 // dialLoop dials until a connection is up, with capped exponential backoff
 // and jitter between attempts.
 func (p *peer) dialLoop() {
-	backoff := p.t.cfg.BackoffMin
 	for {
 		p.mu.Lock()
 		addr := p.addr
@@ -199,6 +203,21 @@ func (p *peer) dialLoop() {
 			p.mu.Unlock()
 			return
 		}
+		// The previous connection lived long enough: start over from the
+		// minimum backoff. Otherwise wait, as after a failed dial.
+		wait := time.Duration(0)
+		if p.backoff == 0 || time.Since(p.lastDial) > p.t.cfg.BackoffMax {
+			p.backoff = p.t.cfg.BackoffMin
+		} else {
+			wait = p.backoff
+		}
+		p.mu.Unlock()
+		if wait > 0 && !p.sleep(p.t.jitter(wait)) {
+			continue // removed: the check above returns
+		}
+		p.mu.Lock()
+		p.lastDial = time.Now()
+		p.backoff = min(2*p.backoff, p.t.cfg.BackoffMax)
 		p.mu.Unlock()
 		c, err := p.t.dial(p.id, addr)
 		if err == nil {
@@ -212,12 +231,19 @@ func (p *peer) dialLoop() {
 		p.dialFails++
 		p.signalLocked()
 		p.mu.Unlock()
-		p.t.log.Debug("dial failed", "peer", p.id, "addr", addr, "err", err, "retry_in", backoff)
-		select {
-		case <-time.After(p.t.jitter(backoff)):
-		case <-p.stop:
-		}
-		backoff = min(2*backoff, p.t.cfg.BackoffMax)
+		p.t.log.Debug("dial failed", "peer", p.id, "addr", addr, "err", err)
+	}
+}
+
+// sleep waits d unless the peer is removed first (false).
+func (p *peer) sleep(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-p.stop:
+		return false
 	}
 }
 

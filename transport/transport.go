@@ -221,6 +221,9 @@ type Transport struct {
 	cancel context.CancelFunc
 	snaps  chan struct{} // semaphore of incoming snapshots
 
+	// mu guards peers, conns, closed and started. Lock order: a peer's mu
+	// may be held while taking mu (waitConn starts dialers via goTracked),
+	// never the reverse; lane and snapshot locks are leaves.
 	mu      sync.Mutex
 	peers   map[uint64]*peer
 	conns   map[*quic.Conn]struct{}
