@@ -16,4 +16,7 @@ var mutants struct {
 	// skipVotePersist lets vote responses leave before the vote is durable
 	// (breaks the ordering contract in doc.go).
 	skipVotePersist bool
+	// skipAppendConsistencyCheck accepts appends without checking the
+	// entry before them (breaks the AppendEntries consistency check, §5.3).
+	skipAppendConsistencyCheck bool
 }

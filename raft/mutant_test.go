@@ -22,6 +22,7 @@ func TestMutantsCaught(t *testing.T) {
 		{"commitOldTerm", func(on bool) { mutants.commitOldTerm = on }},
 		{"leaderSelfAckEarly", func(on bool) { mutants.leaderSelfAckEarly = on }},
 		{"skipVotePersist", func(on bool) { mutants.skipVotePersist = on }},
+		{"skipAppendConsistencyCheck", func(on bool) { mutants.skipAppendConsistencyCheck = on }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

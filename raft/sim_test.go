@@ -318,6 +318,7 @@ func (s *simulator) finishReady(sn *simNode, rd Ready) {
 	if err := sn.disk.Append(rd.Entries); err != nil {
 		s.failf("node %d: Append: %v", sn.id, err)
 	}
+	s.checkAppended(sn, rd.Entries)
 	if !rd.HardState.IsEmpty() {
 		sn.disk.SetHardState(rd.HardState)
 	}
@@ -412,6 +413,39 @@ func (s *simulator) checkNode(sn *simNode) {
 		t, err := r.log.term(i)
 		if err == nil && t != s.committed[i].term {
 			s.failf("COMMITTED ENTRY CHANGED: node %d has term %d at committed %d, applied term %d", sn.id, t, i, s.committed[i].term)
+		}
+	}
+}
+
+// checkAppended checks log matching (§5.3) incrementally, on every append:
+// where another node holds an entry with the same index and term, it must
+// be the same entry, and so must the entry before it (which by induction
+// extends to the whole prefix).
+func (s *simulator) checkAppended(sn *simNode, ents []Entry) {
+	for k := range ents {
+		e := &ents[k]
+		for _, o := range s.nodes {
+			if o == sn || !o.up {
+				continue
+			}
+			ol := o.node.r.log
+			if ot, err := ol.term(e.Index); err != nil || ot != e.Term {
+				continue
+			}
+			oe, err := ol.slice(e.Index, e.Index+1, 1<<40)
+			if err != nil || len(oe) != 1 {
+				continue
+			}
+			if oe[0].Type != e.Type || string(oe[0].Data) != string(e.Data) {
+				s.failf("LOG MATCHING: nodes %d and %d have different entries at index %d term %d", sn.id, o.id, e.Index, e.Term)
+			}
+			if e.Index > 1 && sn.node.r.log.matchTerm(e.Index, e.Term) {
+				mine, err1 := sn.node.r.log.term(e.Index - 1)
+				theirs, err2 := ol.term(e.Index - 1)
+				if err1 == nil && err2 == nil && mine != theirs {
+					s.failf("LOG MATCHING: nodes %d and %d agree at %d (term %d) but differ at %d (%d vs %d)", sn.id, o.id, e.Index, e.Term, e.Index-1, mine, theirs)
+				}
+			}
 		}
 	}
 }
