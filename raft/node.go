@@ -46,7 +46,10 @@ func NewNode(cfg Config) (*Node, error) {
 }
 
 // Tick advances the logical clock by one tick.
-func (n *Node) Tick() { n.r.tick() }
+func (n *Node) Tick() {
+	n.r.tick()
+	n.r.assertInvariants()
+}
 
 // Campaign starts an election now. A single-voter group becomes leader at
 // once.
@@ -118,7 +121,9 @@ func (n *Node) Step(m Message) error {
 	if m.Type == MsgSnap && (m.Snapshot == nil || m.Snapshot.IsEmpty()) {
 		return nil
 	}
-	return n.r.step(m)
+	err := n.r.step(m)
+	n.r.assertInvariants()
+	return err
 }
 
 // HasReady reports whether Ready would return work.
@@ -176,7 +181,10 @@ func (n *Node) Ready() Ready {
 
 // Advance reports rd handled: its Entries, HardState and Snapshot are
 // durable, its messages sent, and its CommittedEntries applied.
-func (n *Node) Advance(rd Ready) { n.r.onAdvance(&rd) }
+func (n *Node) Advance(rd Ready) {
+	n.r.onAdvance(&rd)
+	n.r.assertInvariants()
+}
 
 // Status returns the node's current state.
 func (n *Node) Status() Status {
