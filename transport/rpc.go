@@ -63,9 +63,12 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.RPCTimeout)
 		defer cancel()
 	}
-	p := t.peer(to)
-	if p == nil {
-		return nil, ErrClosed
+	p, err := t.remote(to)
+	if err != nil {
+		return nil, err
+	}
+	if len(req)+MaxMethodLen+1+binary.MaxVarintLen64 > t.cfg.MaxFrameBytes {
+		return nil, fmt.Errorf("%w: request of %d bytes", ErrFrameTooLarge, len(req))
 	}
 	if err := t.applyFaults(ctx, to); err != nil {
 		return nil, err
@@ -81,11 +84,6 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 	defer stop()
 	dl, _ := ctx.Deadline()
 	hdr := encodeRPCRequest(method, time.Until(dl))
-	if len(hdr)+len(req) > t.cfg.MaxFrameBytes {
-		s.CancelWrite(streamCanceled)
-		s.CancelRead(streamCanceled)
-		return nil, fmt.Errorf("%w: request of %d bytes", ErrFrameTooLarge, len(req))
-	}
 	if err := writeFrame(s, frameRPCRequest, hdr, req); err != nil {
 		return nil, t.ctxErr(ctx, err)
 	}
@@ -95,6 +93,7 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 		return nil, t.ctxErr(ctx, err)
 	}
 	if typ != frameRPCResponse || len(body) < 1 {
+		s.CancelRead(streamProtocol)
 		return nil, fmt.Errorf("%w: rpc response", ErrMalformed)
 	}
 	switch body[0] {
@@ -107,6 +106,18 @@ func (t *Transport) Call(ctx context.Context, to uint64, method string, req []by
 	default:
 		return nil, fmt.Errorf("transport: node %d refused %s: %s", to, method, body[1:])
 	}
+}
+
+// remote returns the peer entry for a Call or SendSnapshot to node to.
+func (t *Transport) remote(to uint64) (*peer, error) {
+	if to == t.cfg.NodeID || to == 0 {
+		return nil, fmt.Errorf("transport: cannot send to node %d from node %d", to, t.cfg.NodeID)
+	}
+	p := t.peer(to)
+	if p == nil {
+		return nil, ErrClosed
+	}
+	return p, nil
 }
 
 // ctxErr prefers the context's error (the reason we reset the stream) over

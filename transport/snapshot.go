@@ -34,9 +34,9 @@ const snapshotUrgency = 6
 // (*RemoteError), ErrBusy, ErrCut, or a stream or context error. Raft
 // heartbeats and appends keep flowing on their own streams meanwhile.
 func (t *Transport) SendSnapshot(ctx context.Context, to uint64, msg GroupMessage, body io.Reader) error {
-	p := t.peer(to)
-	if p == nil {
-		return ErrClosed
+	p, err := t.remote(to)
+	if err != nil {
+		return err
 	}
 	if err := t.applyFaults(ctx, to); err != nil {
 		return err

@@ -258,8 +258,8 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 
 	fmt.Printf("# transport benchmark: %s, GOMAXPROCS=%d, %v per run, median of %d runs (min–max)\n\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), d, runs)
-	fmt.Println("| payload | path | msgs/s | MB/s | QUIC/TCP | dropped (QUIC) |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Println("| payload | path | msgs/s median (min–max) | MB/s | QUIC/TCP | QUIC/TLS-over-TCP | dropped (QUIC) |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
 		res := map[string][]result{}
 		for range runs {
@@ -272,7 +272,7 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 			res["tcp"] = append(res["tcp"], tcpRun(t, "tcp", tcpAddr, nil, size, d))
 			res["tcp+tls"] = append(res["tcp+tls"], tcpRun(t, "tcp", tlsAddr, tlsConfig(dir, 1, false), size, d))
 		}
-		tcpMed := median(res["tcp"])
+		tcpMed, tlsMed := median(res["tcp"]), median(res["tcp+tls"])
 		for _, path := range []string{"quic", "tcp", "tcp+tls"} {
 			rs := res[path]
 			m := median(rs)
@@ -281,12 +281,13 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 			for _, r := range rs {
 				dropped += r.dropped
 			}
-			ratio, drops := "", ""
+			ratio, ratioTLS, drops := "", "", ""
 			if path == "quic" {
 				ratio = fmt.Sprintf("%.2f", m.msgsPerSec/tcpMed.msgsPerSec)
+				ratioTLS = fmt.Sprintf("%.2f", m.msgsPerSec/tlsMed.msgsPerSec)
 				drops = strconv.FormatInt(dropped, 10)
 			}
-			fmt.Printf("| %d B | %s | %.0f (%.0f–%.0f) | %.1f | %s | %s |\n", size, path, m.msgsPerSec, lo, hi, m.mbPerSec, ratio, drops)
+			fmt.Printf("| %d B | %s | %.0f (%.0f–%.0f) | %.1f | %s | %s | %s |\n", size, path, m.msgsPerSec, lo, hi, m.mbPerSec, ratio, ratioTLS, drops)
 		}
 	}
 }
