@@ -36,8 +36,10 @@
 // letting them idle out (Config.IdleTimeout, keep-alives at a third of it).
 //
 // Dialing uses capped exponential backoff with jitter (Config.BackoffMin
-// to BackoffMax, doubling per failure; jitter from Config.Seed). A dial is
-// bounded by Config.DialTimeout.
+// to BackoffMax, doubling per dial; jitter from Config.Seed). The backoff
+// resets only when a connection outlived BackoffMax, so a peer that
+// accepts the handshake and then drops us is not redialed in a tight loop.
+// A dial is bounded by Config.DialTimeout.
 //
 // # Streams
 //
@@ -171,8 +173,10 @@
 // RPC streams at most Config.MaxIncomingRPCs per connection, snapshot
 // receptions at most Config.MaxIncomingSnapshots, raft streams 16.
 //
-// Memory per peer is therefore at most 2 × (QueueMaxBytes + one frame) on
-// the send side.
+// A lane's buffer holds the queue plus the frame being written; it is
+// compacted once the written prefix outgrows the rest, so its length stays
+// under 2 × QueueMaxBytes (plus one message), and a buffer grown by a burst
+// is released when the lane drains.
 //
 // # mTLS
 //
