@@ -718,3 +718,36 @@ func TestEnsureDevCerts(t *testing.T) {
 		t.Fatalf("ca-key.pem mode: %v %v", fi, err)
 	}
 }
+
+// Invariant: an unreachable peer is redialed with capped backoff — neither
+// given up nor hammered — while its queue stays bounded (doc.go,
+// "Connections", "Bounds").
+func TestRedialBackoffUnreachablePeer(t *testing.T) {
+	dir := t.TempDir()
+	a := startNode(t, dir, 1, func(c *Config) {
+		c.DialTimeout = 50 * time.Millisecond
+		c.BackoffMin = 10 * time.Millisecond
+		c.BackoffMax = 40 * time.Millisecond
+		c.QueueMaxMessages = 10
+	})
+	// An address where nobody listens any more.
+	dead := startNode(t, dir, 2, nil)
+	addr := dead.t.Addr().String()
+	_ = dead.t.Close()
+	a.t.AddPeer(2, addr)
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		a.t.Send(2, []GroupMessage{hb(1, 1, 2, 1)})
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := a.t.PeerStats(2)
+	// Each attempt takes at least the 50 ms dial timeout plus a backoff of
+	// at most 40 ms, so one second holds between about 10 and 20 of them.
+	if st.DialFailures < 3 || st.DialFailures > 25 {
+		t.Fatalf("dial failures in 1s = %d, want 3..25", st.DialFailures)
+	}
+	if st.QueueMessages > 10 || st.DroppedQueueFull == 0 {
+		t.Fatalf("queue not bounded while unreachable: %+v", st)
+	}
+	t.Logf("unreachable for 1s: %+v", st)
+}
