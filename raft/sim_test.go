@@ -104,15 +104,16 @@ type simulator struct {
 	proposalCounter int
 
 	// checker state
-	leaders     map[uint64]uint64 // term -> leader
-	committed   []simCommitted    // index -> entry (index 0 unused)
-	hashAt      []uint64          // index -> rolling hash after applying it
-	reads       map[string]simRead
-	readSeq     int
-	trace       []string
-	verbose     bool
-	mustApply   map[string]bool // liveness proposals not yet applied
-	liveApplied int
+	leaders       map[uint64]uint64 // term -> leader
+	committed     []simCommitted    // index -> entry (index 0 unused)
+	hashAt        []uint64          // index -> rolling hash after applying it
+	reads         map[string]simRead
+	readSeq       int
+	readsAnswered int
+	trace         []string
+	verbose       bool
+	mustApply     map[string]bool // liveness proposals not yet applied
+	liveApplied   int
 }
 
 type simCommitted struct {
@@ -493,6 +494,7 @@ func (s *simulator) checkRead(sn *simNode, rs ReadState) {
 		return // duplicate answer for a request already answered
 	}
 	delete(s.reads, string(rs.RequestCtx))
+	s.readsAnswered++
 	if rs.Index < rd.minIndex {
 		s.failf("LINEARIZABLE READ: read %q answered with index %d, but %d was committed before it was issued", rs.RequestCtx, rs.Index, rd.minIndex)
 	}
@@ -640,7 +642,10 @@ func (s *simulator) clientActions() {
 		s.logf("transfer leadership %d -> %d", l.id, to)
 		l.node.TransferLeadership(to)
 	}
-	if s.chance(20) && len(s.reads) < simMaxPendingReads {
+	if len(s.reads) >= simMaxPendingReads {
+		clear(s.reads) // dropped requests are never answered; forget them
+	}
+	if s.chance(20) {
 		sn := s.nodes[s.rng.intn(s.n)]
 		if sn.up {
 			s.readSeq++
@@ -830,7 +835,7 @@ func runSeed(seed uint64, verbose bool) error {
 	s.verbose = verbose
 	err := s.run()
 	if verbose {
-		fmt.Printf("seed %d: n=%d committed=%d leaders=%d time=%d snapChunk=%d\n", seed, s.n, len(s.committed)-1, len(s.leaders), s.now, s.snapChunk)
+		fmt.Printf("seed %d: n=%d committed=%d leaders=%d time=%d snapChunk=%d reads=%d/%d\n", seed, s.n, len(s.committed)-1, len(s.leaders), s.now, s.snapChunk, s.readsAnswered, s.readSeq)
 	}
 	if err != nil {
 		return fmt.Errorf("seed %d (n=%d voters=%v drop=%d‰ dup=%d‰ delay=%d crash=%d‰ leaderCrash=%d‰ killNewLeader=%d‰ midReadyCrash=%d‰ async=%v maxMsgBytes=%d inflight=%d snap=%v chunk=%d member=%v preVote=%v checkQuorum=%v): %w\nlast events:\n  %s",
