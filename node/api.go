@@ -342,7 +342,12 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 			return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
 		}
 	}
+	quota := quotaKey{topicID: t.ID}
+	if err := n.quotas.admit(quota, t.Config.ProduceBytesPerSec, time.Now()); err != nil {
+		return nil, err
+	}
 	// Validate every record before anything is written.
+	var total int64
 	results := make([]daftka.ProduceResult, len(req.Records))
 	byPart := map[int32][]int{}
 	for i := range req.Records {
@@ -356,9 +361,11 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		case p < 0 || p >= t.Partitions:
 			return nil, daftka.Errorf(daftka.CodeInvalidPartition, "record %d: topic %s has partitions 0..%d, not %d", i, t.Name, t.Partitions-1, rec.Partition)
 		}
-		if size := recordBytes(rec); size > t.Config.MaxRecordBytes {
+		size := payloadBytes(rec.Key, rec.Value, rec.Headers)
+		if size > t.Config.MaxRecordBytes {
 			return nil, daftka.Errorf(daftka.CodeRecordTooLarge, "record %d is %d bytes (key + value + headers); max_record_bytes is %d", i, size, t.Config.MaxRecordBytes)
 		}
+		total += size
 		if !rec.Timestamp.IsZero() && rec.Timestamp.UnixMilli() < 0 {
 			return nil, daftka.Errorf(daftka.CodeInvalidField, "record %d: timestamp_ms must be >= 0", i)
 		}
@@ -376,6 +383,7 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		results[i].Partition = p
 		byPart[p] = append(byPart[p], i)
 	}
+	n.quotas.charge(quota, t.Config.ProduceBytesPerSec, total, time.Now())
 	// One batch per partition, committed concurrently: each batch commits
 	// whole or not at all.
 	type outcome struct {
@@ -416,9 +424,11 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 	return results, firstErr
 }
 
-func recordBytes(r *daftka.ProduceRecord) int64 {
-	n := int64(len(r.Key) + len(r.Value))
-	for _, h := range r.Headers {
+// payloadBytes is what a record counts against max_record_bytes and the
+// quotas: key + value + header keys and values.
+func payloadBytes(key, value []byte, hs []daftka.Header) int64 {
+	n := int64(len(key) + len(value))
+	for _, h := range hs {
 		n += int64(len(h.Key) + len(h.Value))
 	}
 	return n
@@ -464,11 +474,23 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 	case req.Wait < 0 || req.Wait > maxFetchWait:
 		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidField, "wait must be in [0, %s]", maxFetchWait)
 	}
+	quota := quotaKey{topicID: t.ID, fetch: true}
+	if err := n.quotas.admit(quota, t.Config.FetchBytesPerSec, time.Now()); err != nil {
+		return daftka.FetchResult{}, err
+	}
 	r, err := n.replica(t, p)
 	if err != nil {
 		return daftka.FetchResult{}, err
 	}
-	return r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)
+	res, err := r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)
+	if err == nil && t.Config.FetchBytesPerSec > 0 {
+		var bytes int64
+		for i := range res.Records {
+			bytes += payloadBytes(res.Records[i].Key, res.Records[i].Value, res.Records[i].Headers)
+		}
+		n.quotas.charge(quota, t.Config.FetchBytesPerSec, bytes, time.Now())
+	}
+	return res, err
 }
 
 // OffsetForTimestamp implements daftka.API.

@@ -37,6 +37,7 @@ type Node struct {
 	cp     *controlplane.ControlPlane
 	engine *dataplane.Engine
 	topics *topicCache
+	quotas *quotas
 
 	gatewayLn  net.Listener
 	metricsLn  net.Listener
@@ -73,7 +74,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger, metrics: metrics.NewSet(), fatalHandler: opts.OnFatal, topics: newTopicCache()}
+	n := &Node{cfg: cfg, log: logger, metrics: metrics.NewSet(), fatalHandler: opts.OnFatal, topics: newTopicCache(), quotas: newQuotas()}
 	if n.fatalHandler == nil {
 		n.fatalHandler = func(err error) {
 			logger.Error("fatal error, exiting", "err", err)

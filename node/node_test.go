@@ -348,3 +348,41 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("compacted topic trimmed by time: %+v", pi)
 	}
 }
+
+// TestQuotas: past a topic's produce_bytes_per_sec or fetch_bytes_per_sec,
+// requests get 429 quota_exceeded with a Retry-After until the debt is
+// repaid; other topics are not affected (api-v1.md "429").
+func TestQuotas(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	rate := int64(1000)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "q", Partitions: 1, Config: daftka.ConfigPatch{ProduceBytesPerSec: &rate, FetchBytesPerSec: &rate}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "free", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	big := []daftka.ProduceRecord{{Value: bytes.Repeat([]byte("x"), 3000), Partition: 0}}
+	if _, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: big}); err != nil {
+		t.Fatalf("first produce within the burst: %v", err)
+	}
+	_, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: big})
+	var de *daftka.Error
+	if !errors.As(err, &de) || de.Code != daftka.CodeQuotaExceeded || de.RetryAfter < time.Second {
+		t.Fatalf("second produce: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := n.API.Produce(ctx, "free", daftka.ProduceRequest{Records: big}); err != nil {
+			t.Fatalf("a topic without quota was throttled: %v", err)
+		}
+	}
+	if _, err := n.API.Fetch(ctx, "q", 0, daftka.FetchRequest{Offset: 0}); err != nil {
+		t.Fatalf("first fetch: %v", err)
+	}
+	if _, err := n.API.Fetch(ctx, "q", 0, daftka.FetchRequest{Offset: 0}); !errors.As(err, &de) || de.Code != daftka.CodeQuotaExceeded {
+		t.Fatalf("second fetch: %v", err)
+	}
+	if pi, _ := n.API.DescribePartition(ctx, "q", 0); pi.HighWatermark != 1 {
+		t.Fatalf("a refused produce wrote: %+v", pi)
+	}
+}
