@@ -84,13 +84,26 @@
 //     replicas (§5.4.2).
 //   - Snapshots: the application creates them (MemoryStorage.CreateSnapshot
 //     and Compact); a follower whose next entry is compacted gets the
-//     storage's snapshot (MsgSnap), reported via ReportSnapshot.
+//     storage's snapshot (MsgSnap, in chunks of MaxSnapshotChunkBytes; see
+//     snapchunk.go), reported via ReportSnapshot. A snapshot attempt that is
+//     never reported times out after two election timeouts.
 //   - Membership changes one voter at a time (thesis §4.1, §4.4), learners
 //     that catch up before promotion, one pending change at a time.
 //   - Leadership transfer with MsgTimeoutNow (thesis §3.10).
 //   - ReadIndex (thesis §6.4).
 //   - Flow control: MaxUncommittedEntriesBytes refuses proposals with
 //     ErrUncommittedTooLarge, which the data plane turns into backpressure.
+//
+// # Testing
+//
+// sim_test.go is a seeded simulator of 3 to 7 nodes (VOPR style) that checks
+// election safety, log matching, leader completeness, state machine safety,
+// committed-entry durability, identical apply order and linearizable
+// ReadIndex at every step, then a liveness phase. mutant.go holds
+// deliberately broken rules that TestMutantsCaught shows the simulator
+// catches. Replay a seed with
+//
+//	go test ./raft -run 'TestSimulator$' -count=1 -sim.seed=N
 //
 // # Failure policy
 //
