@@ -289,6 +289,31 @@ func (d *decoder) ids(what string) []uint64 {
 // decodeMessage decodes one message occupying all of b. Byte slices in the
 // result alias b.
 func decodeMessage(b []byte, m *raft.Message) error {
+	return decodeMessageSlab(b, m, nil)
+}
+
+// entrySlab hands out Entries slices for one batch from shared
+// allocations: a batch of pipelined appends (one or a few entries each)
+// then costs one allocation for all its entries instead of one per message.
+type entrySlab struct {
+	free []raft.Entry
+	hint int // messages left in the batch: the next allocation's size
+}
+
+func (s *entrySlab) take(n int) []raft.Entry {
+	if s == nil {
+		return make([]raft.Entry, n)
+	}
+	if cap(s.free)-len(s.free) < n {
+		s.free = make([]raft.Entry, 0, max(n, s.hint))
+	}
+	l := len(s.free)
+	s.free = s.free[:l+n]
+	return s.free[l : l+n : l+n]
+}
+
+// decodeMessageSlab is decodeMessage taking Entries from slab.
+func decodeMessageSlab(b []byte, m *raft.Message, slab *entrySlab) error {
 	d := decoder{b: b}
 	m.Type = raft.MessageType(d.byte1("type"))
 	p := d.uvarint("presence")
@@ -310,7 +335,7 @@ func decodeMessage(b []byte, m *raft.Message) error {
 			d.fail("empty entries")
 		}
 		if d.err == nil {
-			m.Entries = make([]raft.Entry, n)
+			m.Entries = slab.take(n)
 			for i := range m.Entries {
 				e := &m.Entries[i]
 				e.Term = d.uvarint("entry term")
@@ -350,6 +375,10 @@ func decodeMessage(b []byte, m *raft.Message) error {
 // decodeRecord decodes one batch record from the front of b and returns the
 // rest.
 func decodeRecord(b []byte, gm *GroupMessage) ([]byte, error) {
+	return decodeRecordSlab(b, gm, nil)
+}
+
+func decodeRecordSlab(b []byte, gm *GroupMessage, slab *entrySlab) ([]byte, error) {
 	d := decoder{b: b}
 	gm.Group = d.uvarint("group")
 	mb := d.bytes("message")
@@ -359,7 +388,7 @@ func decodeRecord(b []byte, gm *GroupMessage) ([]byte, error) {
 	if mb == nil {
 		return nil, fmt.Errorf("%w: empty message", ErrMalformed)
 	}
-	if err := decodeMessage(mb, &gm.Msg); err != nil {
+	if err := decodeMessageSlab(mb, &gm.Msg, slab); err != nil {
 		return nil, err
 	}
 	return d.rest(), nil
@@ -380,10 +409,12 @@ func decodeBatch(body []byte) ([]GroupMessage, error) {
 		return nil, fmt.Errorf("%w: empty batch", ErrMalformed)
 	}
 	out := make([]GroupMessage, n)
+	var slab entrySlab
 	b := d.rest()
 	for i := range out {
 		var err error
-		if b, err = decodeRecord(b, &out[i]); err != nil {
+		slab.hint = n - i
+		if b, err = decodeRecordSlab(b, &out[i], &slab); err != nil {
 			return nil, err
 		}
 	}
