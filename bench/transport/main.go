@@ -1,6 +1,6 @@
 // Command transport benchmarks the QUIC transport between two processes on
-// loopback, beside plain TCP and TLS-over-TCP streams carrying the same
-// payloads in the same run.
+// loopback, beside a raw quic-go stream, plain TCP and TLS-over-TCP carrying
+// the same payloads in the same run.
 //
 //	go run ./bench/transport -duration 3s -runs 3 -sizes 100,16384
 //
@@ -9,8 +9,10 @@
 // payload size through Transport.Send (batched per peer by the transport)
 // for -duration, then waits until the child has received everything that
 // was not dropped; the rate is messages received per second of that whole
-// interval. The TCP baselines write [u32 length][payload] records through a
-// 256 KiB bufio.Writer on one connection. Results print as a markdown table
+// interval. The baselines write [u32 length][payload] records through a
+// 256 KiB bufio.Writer on one stream: a raw quic-go stream (same TLS 1.3
+// certificates and flow-control windows; what quic-go costs before our
+// framing, queues and codec), plain TCP, and TLS 1.3 over TCP. Results print as a markdown table
 // (median of -runs, with min and max).
 package main
 
@@ -40,6 +42,7 @@ import (
 
 	"github.com/daftka/daftka/raft"
 	"github.com/daftka/daftka/transport"
+	"github.com/quic-go/quic-go"
 )
 
 func main() {
@@ -145,25 +148,58 @@ func (r *receiver) serveTCP(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			br := bufio.NewReaderSize(c, 256<<10)
-			var hdr [4]byte
-			buf := make([]byte, 1<<20)
+			r.countRecords(c)
+		}()
+	}
+}
+
+// serveQUIC counts records on raw quic-go streams: the baseline for what
+// our framing, queues and codec cost on top of quic-go itself.
+func (r *receiver) serveQUIC(ln *quic.Listener) {
+	for {
+		c, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		go func() {
 			for {
-				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				s, err := c.AcceptUniStream(context.Background())
+				if err != nil {
 					return
 				}
-				n := int(binary.BigEndian.Uint32(hdr[:]))
-				if n > len(buf) {
-					return
-				}
-				if _, err := io.ReadFull(br, buf[:n]); err != nil {
-					return
-				}
-				r.tcpMsgs.Add(1)
-				r.tcpBytes.Add(int64(n))
+				go r.countRecords(s)
 			}
 		}()
 	}
+}
+
+// countRecords reads [u32 length][payload] records (the baselines' format).
+func (r *receiver) countRecords(c io.Reader) {
+	br := bufio.NewReaderSize(c, 256<<10)
+	var hdr [4]byte
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint32(hdr[:]))
+		if n > len(buf) {
+			return
+		}
+		if _, err := io.ReadFull(br, buf[:n]); err != nil {
+			return
+		}
+		r.tcpMsgs.Add(1)
+		r.tcpBytes.Add(int64(n))
+	}
+}
+
+// rawQUICConfig matches the transport's flow-control windows.
+var rawQUICConfig = &quic.Config{MaxStreamReceiveWindow: 4 << 20, MaxConnectionReceiveWindow: 32 << 20}
+
+func rawTLS(c *tls.Config) *tls.Config {
+	c.NextProtos = []string{"daftka-bench-raw"}
+	return c
 }
 
 func tlsConfig(dir string, id uint64, server bool) *tls.Config {
@@ -209,7 +245,12 @@ func runChild(dir string) {
 	}
 	go r.serveTCP(tcp)
 	go r.serveTCP(tls.NewListener(tlsLn, tlsConfig(dir, 2, true)))
-	fmt.Printf("READY %s %s %s\n", t.Addr(), tcp.Addr(), tlsLn.Addr())
+	rawLn, err := quic.ListenAddr("127.0.0.1:0", rawTLS(tlsConfig(dir, 2, true)), rawQUICConfig)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go r.serveQUIC(rawLn)
+	fmt.Printf("READY %s %s %s %s\n", t.Addr(), tcp.Addr(), tlsLn.Addr(), rawLn.Addr())
 	// Exit when the parent closes our stdin.
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	_ = t.Close()
@@ -242,11 +283,12 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 	if err != nil {
 		log.Fatal(err)
 	}
-	var quicAddr, tcpAddr, tlsAddr string
-	if _, err := fmt.Sscanf(line, "READY %s %s %s", &quicAddr, &tcpAddr, &tlsAddr); err != nil {
+	var quicAddr, tcpAddr, tlsAddr, rawAddr string
+	if _, err := fmt.Sscanf(line, "READY %s %s %s %s", &quicAddr, &tcpAddr, &tlsAddr, &rawAddr); err != nil {
 		log.Fatalf("child said %q: %v", line, err)
 	}
 	t, err := transport.New(transport.Config{NodeID: 1, DevCertDir: dir, Peers: map[uint64]string{2: quicAddr},
+		QueueMaxMessages: benchQueueMsgs, QueueMaxBytes: benchQueueBytes,
 		Logger: slog.New(slog.DiscardHandler)}, nopHandler{})
 	if err != nil {
 		log.Fatal(err)
@@ -269,11 +311,15 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 				res["tcp+tls"] = append(res["tcp+tls"], result{msgsPerSec: 1})
 				continue
 			}
-			res["tcp"] = append(res["tcp"], tcpRun(t, "tcp", tcpAddr, nil, size, d))
-			res["tcp+tls"] = append(res["tcp+tls"], tcpRun(t, "tcp", tlsAddr, tlsConfig(dir, 1, false), size, d))
+			res["quic-go raw"] = append(res["quic-go raw"], streamRun(t, func() io.WriteCloser { return dialRawQUIC(dir, rawAddr) }, size, d))
+			res["tcp"] = append(res["tcp"], streamRun(t, func() io.WriteCloser { return dialTCP(tcpAddr, nil) }, size, d))
+			res["tcp+tls"] = append(res["tcp+tls"], streamRun(t, func() io.WriteCloser { return dialTCP(tlsAddr, tlsConfig(dir, 1, false)) }, size, d))
 		}
 		tcpMed, tlsMed := median(res["tcp"]), median(res["tcp+tls"])
-		for _, path := range []string{"quic", "tcp", "tcp+tls"} {
+		for _, path := range []string{"quic", "quic-go raw", "tcp", "tcp+tls"} {
+			if len(res[path]) == 0 {
+				continue
+			}
 			rs := res[path]
 			m := median(rs)
 			lo, hi := minmax(rs)
@@ -291,6 +337,15 @@ func runParent(dir string, sizes []int, d time.Duration, runs, batch int, quicOn
 		}
 	}
 }
+
+// The sender's queue bounds. Send never blocks, so the benchmark polls the
+// queue depth and sleeps while it is over half full; the queue must hold
+// more than one sleep's worth of sending (a sleep lasts milliseconds on a
+// loaded machine), or the benchmark measures its own polling.
+const (
+	benchQueueMsgs  = 1 << 16
+	benchQueueBytes = 64 << 20
+)
 
 type nopHandler struct{}
 
@@ -334,7 +389,6 @@ func quicRun(t *transport.Transport, size int, d time.Duration, batchN int) resu
 	call(t, "reset")
 	payload := make([]byte, size)
 	msgs := make([]transport.GroupMessage, batchN)
-	const queueBytes = 8 << 20 // Config default
 	before := t.PeerStats(2)
 	start := time.Now()
 	var sent int64
@@ -342,7 +396,7 @@ func quicRun(t *transport.Transport, size int, d time.Duration, batchN int) resu
 	for time.Since(start) < d {
 		// Back off while the queue is over half full: this measures the
 		// transport's throughput, not its drop counter.
-		if st := t.PeerStats(2); st.QueueBytes > queueBytes/2 || st.QueueMessages > 2048 {
+		if st := t.PeerStats(2); st.QueueBytes > benchQueueBytes/2 || st.QueueMessages > benchQueueMsgs/2 {
 			time.Sleep(20 * time.Microsecond)
 			continue
 		}
@@ -361,18 +415,49 @@ func quicRun(t *transport.Transport, size int, d time.Duration, batchN int) resu
 	return result{msgsPerSec: float64(c.Msgs) / el, mbPerSec: float64(c.Bytes) / el / 1e6, dropped: dropped}
 }
 
-func tcpRun(t *transport.Transport, network, addr string, tc *tls.Config, size int, d time.Duration) result {
-	call(t, "reset")
+func dialTCP(addr string, tc *tls.Config) io.WriteCloser {
 	var c net.Conn
 	var err error
 	if tc != nil {
-		c, err = tls.Dial(network, addr, tc)
+		c, err = tls.Dial("tcp", addr, tc)
 	} else {
-		c, err = net.Dial(network, addr)
+		c, err = net.Dial("tcp", addr)
 	}
 	if err != nil {
 		log.Fatal(err)
 	}
+	return c
+}
+
+type rawStream struct {
+	*quic.SendStream
+	conn *quic.Conn
+}
+
+func (r rawStream) Close() error {
+	_ = r.SendStream.Close()
+	return nil // the connection closes when the process exits
+}
+
+func dialRawQUIC(dir, addr string) io.WriteCloser {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := quic.DialAddr(ctx, addr, rawTLS(tlsConfig(dir, 1, false)), rawQUICConfig)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := c.OpenUniStreamSync(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return rawStream{s, c}
+}
+
+// streamRun writes [u32 length][payload] records through a 256 KiB
+// bufio.Writer on one stream (TCP, TLS or a raw QUIC stream) for d.
+func streamRun(t *transport.Transport, dial func() io.WriteCloser, size int, d time.Duration) result {
+	call(t, "reset")
+	c := dial()
 	defer c.Close()
 	bw := bufio.NewWriterSize(c, 256<<10)
 	rec := make([]byte, 4+size)
