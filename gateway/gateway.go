@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -62,6 +63,11 @@ type gateway struct {
 	log  *slog.Logger
 	met  *metrics.Set
 	mux  *http.ServeMux
+
+	// shutdown holds, per server, a channel closed when it begins
+	// Shutdown: streams end on it (shutdownSignal).
+	shutMu   sync.Mutex
+	shutdown map[*http.Server]chan struct{}
 }
 
 // New returns the HTTP handler of the v1 JSON API (api-v1.md) over api. The

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -71,6 +73,24 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
+	if r.Method == http.MethodHead {
+		return // the headers are the whole answer
+	}
+
+	// The stream ends when the client goes, or when the server begins to
+	// shut down: then with a final shutting_down line, so the client can
+	// tell it from a network fault and resume at next_offset elsewhere.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if down := g.shutdownSignal(r); down != nil {
+		go func() {
+			select {
+			case <-down:
+				stop(errShuttingDown)
+			case <-ctx.Done():
+			}
+		}()
+	}
 
 	fp.hasOffset = true
 	fp.wait = streamWait
@@ -84,7 +104,11 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 		res, err = g.fetchOnce(wctx, topic, part, fp)
 		cancel()
 		if ctx.Err() != nil {
-			return // the client has gone
+			if errors.Is(context.Cause(ctx), errShuttingDown) {
+				g.streamLine(w, rc, finishProblem(r, epDefault, newProblem(daftka.CodeShuttingDown,
+					fmt.Sprintf("the node is shutting down; resume at offset %d on another node or after the restart", fp.offset))))
+			}
+			return // else the client has gone
 		}
 		if err != nil {
 			g.streamLine(w, rc, finishProblem(r, epDefault, problemFrom(err)))
@@ -129,4 +153,29 @@ func (g *gateway) streamLine(w http.ResponseWriter, rc *http.ResponseController,
 		return false
 	}
 	return rc.Flush() == nil
+}
+
+// errShuttingDown is the cause of a stream's end when its server begins to
+// shut down.
+var errShuttingDown = errors.New("gateway: the server is shutting down")
+
+// shutdownSignal returns a channel closed when the http.Server serving r
+// begins Shutdown, or nil when r came from no http.Server.
+func (g *gateway) shutdownSignal(r *http.Request) <-chan struct{} {
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		return nil
+	}
+	g.shutMu.Lock()
+	defer g.shutMu.Unlock()
+	if ch, ok := g.shutdown[srv]; ok {
+		return ch
+	}
+	if g.shutdown == nil {
+		g.shutdown = map[*http.Server]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	srv.RegisterOnShutdown(func() { close(ch) })
+	g.shutdown[srv] = ch
+	return ch
 }

@@ -1,0 +1,84 @@
+package gateway_test
+
+// Contract audit: black-box checks of promises of api-v1.md and
+// openapi.yaml that the other tests did not pin down, each written when the
+// running node was found to break it.
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/daftka/daftka/node/nodetest"
+)
+
+// TestStreamEndsWithProblemOnShutdown — openapi.yaml, stream: "An error
+// after the 200 (..., the node shutting down) is written as one final line
+// holding a Problem, and the stream ends." A stream open while the node
+// stops must end with a shutting_down problem line, not just a closed
+// connection (which a client cannot tell from a network fault).
+func TestStreamEndsWithProblemOnShutdown(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.createTopic("sd", 1)
+	c.produce("sd", `{"records":[{"value":"one"}]}`)
+
+	resp, err := http.Get(n.URL + "/v1/topics/sd/partitions/0/records/stream?offset=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() {
+		t.Fatalf("no first line: %v", sc.Err())
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.Stop()
+	}()
+	defer wg.Wait()
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	var p problemDoc
+	if err := json.Unmarshal([]byte(last), &p); err != nil || p.Code != "shutting_down" || p.Status != 503 || p.RequestID == "" {
+		t.Fatalf("last line of a stream cut by shutdown: %q (%v), want a shutting_down problem", last, err)
+	}
+}
+
+// TestHeadStreamAnswersAtOnce — doc.go: "GET routes also answer HEAD". A
+// HEAD of an idle stream must end with its headers, not hold the
+// connection (and the next request on it) until the stream's next
+// heartbeat.
+func TestHeadStreamAnswersAtOnce(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.createTopic("hs", 1)
+	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	start := time.Now()
+	resp, err := hc.Head(n.URL + "/v1/topics/hs/partitions/0/records/stream?offset=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Request-Id") == "" {
+		t.Fatalf("HEAD stream: %d, X-Request-Id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"))
+	}
+	resp, err = hc.Get(n.URL + "/healthz") // same connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("HEAD of an idle stream, then GET on the same connection: %v", d)
+	}
+}
