@@ -198,14 +198,20 @@ func TestCrashSIGKILL(t *testing.T) {
 			case <-time.After(termFor):
 			}
 		}
-		if n.Exited() {
-			// A shutdown quicker than termFor: it must have been clean.
-			if err := n.ExitErr(); err != nil {
-				t.Errorf("cycle %d: node exited with %v after SIGTERM under load, want exit status 0", cycle, err)
-			}
-		} else if err := n.Kill(killTimeout); err != nil {
+		if err := n.Kill(killTimeout); err != nil {
 			stop()
 			t.Fatalf("cycle %d: %v", cycle, err)
+		}
+		switch err := n.ExitErr(); {
+		case killedBySIGKILL(err):
+		case termFor > 0 && err == nil:
+			how += " (it had exited 0 first)"
+		case termFor == 0:
+			stop()
+			t.Fatalf("cycle %d: node exited on its own (%v) just before the kill", cycle, err)
+		case err != nil:
+			// A shutdown quicker than termFor: it must have been clean.
+			t.Errorf("cycle %d: node exited with %v after SIGTERM under load, want exit status 0", cycle, err)
 		}
 		t0 := time.Now()
 		answers := stop()
@@ -245,6 +251,16 @@ func TestCrashSIGKILL(t *testing.T) {
 	if total.Acked == 0 {
 		t.Fatal("no record was ever acknowledged: the test checked nothing")
 	}
+}
+
+// killedBySIGKILL reports whether a process's exit status says SIGKILL.
+func killedBySIGKILL(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // testBudget bounds the whole test: about 20 s a cycle, within go test's
@@ -304,6 +320,9 @@ func killDuringStartup(t *testing.T, n *Node, d time.Duration) {
 	}
 	if err := n.Kill(killTimeout); err != nil {
 		t.Fatal(err)
+	}
+	if err := n.ExitErr(); !killedBySIGKILL(err) {
+		t.Fatalf("node exited on its own (%v) during start-up", err)
 	}
 }
 

@@ -174,19 +174,28 @@ func (n *Node) Signal(sig syscall.Signal) error {
 	if n.Exited() {
 		return fmt.Errorf("crashtest: signal %v: node had already exited (%v)", sig, n.waitErr)
 	}
-	if err := syscall.Kill(n.Pid(), sig); err != nil {
+	return n.signal(sig)
+}
+
+// signal sends sig, treating a process that is gone as signalled: between
+// its exit (reaped by the Wait goroutine) and done being closed, kill(2)
+// says ESRCH, and that is no error of the caller's.
+func (n *Node) signal(sig syscall.Signal) error {
+	if err := syscall.Kill(n.Pid(), sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("crashtest: signal %v: %w", sig, err)
 	}
 	return nil
 }
 
-// Kill sends SIGKILL and waits (bounded) for the process to be gone.
+// Kill sends SIGKILL and waits (bounded) for the process to be gone. A
+// process that has exited already is not an error: ExitErr tells how it
+// ended.
 func (n *Node) Kill(timeout time.Duration) error {
 	if n.Exited() {
-		return fmt.Errorf("crashtest: kill: node had already exited (%v)", n.waitErr)
+		return nil
 	}
-	if err := syscall.Kill(n.Pid(), syscall.SIGKILL); err != nil {
-		return fmt.Errorf("crashtest: kill: %w", err)
+	if err := n.signal(syscall.SIGKILL); err != nil {
+		return err
 	}
 	select {
 	case <-n.done:
@@ -201,8 +210,8 @@ func (n *Node) Term(timeout time.Duration) error {
 	if n.Exited() {
 		return fmt.Errorf("crashtest: term: node had already exited (%v)", n.waitErr)
 	}
-	if err := syscall.Kill(n.Pid(), syscall.SIGTERM); err != nil {
-		return fmt.Errorf("crashtest: term: %w", err)
+	if err := n.signal(syscall.SIGTERM); err != nil {
+		return err
 	}
 	select {
 	case <-n.done:
