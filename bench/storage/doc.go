@@ -38,4 +38,13 @@
 // the median of several rounds,
 //
 //	go run ./bench/storage/cmd/storagebench -duration 3s -rounds 3
+//
+// Experiments (-modes, STORAGEBENCH_MODES) measure proposed changes on a
+// copy of dataplane/storage (internal/rockscopy), never on the package
+// itself: variants of the rocks cycle in experiments.go (RocksDB options,
+// fewer writes, records stored once, no fsync) and a node-wide committer
+// that merges every partition's writes into one RocksDB write and one
+// fsync in combine.go. BenchmarkCycle measures one writer's CPU cost per
+// record without producers or fsync waits. docs/benchmarks.md has the
+// results and the diagnosis.
 package storagebench

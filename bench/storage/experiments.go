@@ -1,6 +1,8 @@
 package storagebench
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -40,12 +42,16 @@ var variants = map[string]variant{
 	// manualwal: manual_wal_flush; DB.Write only fills RocksDB's WAL buffer
 	// and FlushWAL(true) writes it out and fsyncs it, once per group commit.
 	"manualwal": {tune: func(o *grocksdb.Options) { o.SetManualWALFlush(true) }},
-	// pipelined: enable_pipelined_write (WAL and memtable stages overlap).
-	"pipelined": {tune: func(o *grocksdb.Options) { o.SetEnablePipelinedWrite(true) }},
 	// onewrite: HardState and apply in one DB.Write.
 	"onewrite": {oneApplyWrite: true},
 	// once: the records only in the Raft entry (no per-offset keys).
 	"once": {noRaftRecords: true},
+	// wb8: 8 MiB memtables (fewer entries per skiplist, more flushes).
+	"wb8": {tune: func(o *grocksdb.Options) { o.SetWriteBufferSize(8 << 20) }},
+	// hash: a skiplist per partition (prefix extractor on the 13-byte
+	// partition prefix + hash_skiplist memtable), so a partition's inserts
+	// append to its own small skiplist.
+	"hash": {tune: hashMemtable},
 	// syncwrite: RocksDB's write group does the group commit.
 	"syncwrite": {syncWrite: true},
 	// proposed: manualwal + onewrite.
@@ -55,6 +61,12 @@ var variants = map[string]variant{
 }
 
 func manualWAL(o *grocksdb.Options) { o.SetManualWALFlush(true) }
+
+func hashMemtable(o *grocksdb.Options) {
+	o.SetPrefixExtractor(grocksdb.NewFixedPrefixTransform(13))
+	o.SetHashSkipListRep(65536, 4, 4)
+	o.SetAllowConcurrentMemtableWrites(false)
+}
 
 func init() {
 	for name, v := range variants {
@@ -70,7 +82,7 @@ type copyBackend struct {
 
 func newCopyBackend(c Config, v variant) (backend, error) {
 	db, err := rockscopy.Open(filepath.Join(c.Dir, "rocks"), rockscopy.Options{NodeID: 1, FlushInterval: c.FlushInterval,
-		Tune: v.tune, TuneWrite: v.tuneWrite, SyncWrites: v.syncWrite, Statistics: v.syncWrite})
+		Tune: v.tune, TuneWrite: v.tuneWrite, SyncWrites: v.syncWrite})
 	if err != nil {
 		return nil, err
 	}
@@ -79,9 +91,21 @@ func newCopyBackend(c Config, v variant) (backend, error) {
 	return b, nil
 }
 
-func (b *copyBackend) syncs() uint64           { s, _ := b.db.SyncStats(); return s }
+func (b *copyBackend) syncs() uint64 {
+	if b.v.syncWrite {
+		return b.db.WALSyncs()
+	}
+	s, _ := b.db.SyncStats()
+	return s
+}
+
 func (b *copyBackend) syncTime() time.Duration { return b.db.SyncTime() }
-func (b *copyBackend) close() error            { return b.db.Close() }
+func (b *copyBackend) close() error {
+	if os.Getenv("STORAGEBENCH_STATS") != "" {
+		fmt.Fprintln(os.Stderr, b.db.Rocks().GetProperty("rocksdb.stats"))
+	}
+	return b.db.Close()
+}
 
 func (b *copyBackend) writer(i int) (func([]*request) error, error) {
 	p, err := b.db.Partition(rockscopy.PartitionKey(partitionKey(i)))
