@@ -160,7 +160,8 @@
 // (one per raft stream) at once and never blocks: a lane holds at most
 // Config.QueueMaxMessages messages and Config.QueueMaxBytes encoded bytes
 // (the exact wire size), and a message that does not fit is dropped and
-// counted (reason queue_full), as is one larger than a frame (too_large).
+// counted (reason queue_full), as is one larger than a frame or than
+// the whole queue (too_large: it could never be sent).
 // Raft retries. While a peer is unreachable its messages wait in the lane,
 // within the bound. A frame write that blocks longer than Config.WriteTimeout
 // (a stalled peer: QUIC flow control stops us) resets the stream and drops

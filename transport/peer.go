@@ -313,7 +313,7 @@ func (l *lane) depth() (int, int) {
 func (l *lane) enqueue(gm *GroupMessage, due int64) {
 	cfg := &l.p.t.cfg
 	size := recordLen(gm)
-	if size+binary.MaxVarintLen64 > cfg.MaxFrameBytes {
+	if size+binary.MaxVarintLen64 > cfg.MaxFrameBytes || size > cfg.QueueMaxBytes {
 		l.p.m.dropLarge.Inc()
 		return
 	}
@@ -351,7 +351,7 @@ func (l *lane) enqueueBatch(msgs []GroupMessage, li int) {
 		}
 		size := recordLen(gm)
 		switch {
-		case size+binary.MaxVarintLen64 > cfg.MaxFrameBytes:
+		case size+binary.MaxVarintLen64 > cfg.MaxFrameBytes || size > cfg.QueueMaxBytes:
 			large++
 			continue
 		case len(l.marks) >= cfg.QueueMaxMessages || len(l.buf)-l.head+size > cfg.QueueMaxBytes:

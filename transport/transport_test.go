@@ -751,3 +751,16 @@ func TestRedialBackoffUnreachablePeer(t *testing.T) {
 	}
 	t.Logf("unreachable for 1s: %+v", st)
 }
+
+// Invariant: a message that could never be sent (larger than the queue or a
+// frame) is dropped as too_large at once, not counted as a full queue
+// (doc.go, "Bounds").
+func TestTooLargeMessageDropped(t *testing.T) {
+	a := startNode(t, t.TempDir(), 1, func(c *Config) { c.QueueMaxBytes = 1 << 10 })
+	big := GroupMessage{Group: 1, Msg: raft.Message{Type: raft.MsgApp, Entries: []raft.Entry{{Data: make([]byte, 2<<10)}}}}
+	a.t.Send(2, []GroupMessage{big, hb(1, 1, 2, 1)})
+	st := a.t.PeerStats(2)
+	if st.Dropped != 1 || st.DroppedQueueFull != 0 || st.QueueMessages != 1 {
+		t.Fatalf("%+v", st)
+	}
+}
