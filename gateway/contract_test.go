@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,5 +81,59 @@ func TestHeadStreamAnswersAtOnce(t *testing.T) {
 	resp.Body.Close()
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("HEAD of an idle stream, then GET on the same connection: %v", d)
+	}
+}
+
+// TestStreamThrottledNotEnded — api-v1.md: a quota refusal is a 429 to
+// retry after Retry-After, and a stream ends only on an error (topic
+// deleted, token revoked, a record not valid UTF-8). A stream that outruns
+// its topic's fetch_bytes_per_sec must slow down, not end with a
+// quota_exceeded line.
+func TestStreamThrottledNotEnded(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.must("POST", "/v1/topics", `{"name":"thr","partitions":1,"config":{"fetch_bytes_per_sec":100}}`, 201, nil)
+	v := strings.Repeat("x", 150)
+	for i := 0; i < 3; i++ {
+		c.produce("thr", `{"records":[{"value":"`+v+`"}]}`)
+	}
+	resp, err := http.Get(n.URL + "/v1/topics/thr/partitions/0/records/stream?offset=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: status %d", resp.StatusCode)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for want := int64(0); want < 4; {
+		if want == 3 {
+			// The stream has used up the quota; it waits for more.
+			c.produce("thr", `{"records":[{"value":"`+v+`"}]}`)
+		}
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("stream ended before offset %d", want)
+			}
+			if l == "{}" {
+				continue
+			}
+			var r fetchedRecord
+			if err := json.Unmarshal([]byte(l), &r); err != nil || r.Offset != want {
+				t.Fatalf("line %q, want the record at offset %d", l, want)
+			}
+			want++
+		case <-deadline:
+			t.Fatalf("offset %d not streamed within 20 s", want)
+		}
 	}
 }

@@ -109,7 +109,9 @@
 // an idle stream writes a heartbeat line "{}" after each empty wait. It
 // takes offset and encoding. Problems found before the first line are
 // ordinary problem answers; later ones are written as one final problem line
-// and the stream ends. When the server begins to shut down, an open stream
+// and the stream ends. A quota or backpressure refusal (429) after the 200
+// does not end it: the stream waits the refusal's Retry-After, writing
+// heartbeats, and goes on. When the server begins to shut down, an open stream
 // ends with a shutting_down problem line. A HEAD of a stream answers the
 // headers only. Each line is flushed, and each write has its own
 // 30 s deadline, so the server's WriteTimeout does not cut streams.

@@ -104,15 +104,25 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 		res, err = g.fetchOnce(wctx, topic, part, fp)
 		cancel()
 		if ctx.Err() != nil {
-			if errors.Is(context.Cause(ctx), errShuttingDown) {
-				g.streamLine(w, rc, finishProblem(r, epDefault, newProblem(daftka.CodeShuttingDown,
-					fmt.Sprintf("the node is shutting down; resume at offset %d on another node or after the restart", fp.offset))))
-			}
-			return // else the client has gone
+			g.streamCut(ctx, w, r, rc, fp.offset)
+			return
 		}
 		if err != nil {
-			g.streamLine(w, rc, finishProblem(r, epDefault, problemFrom(err)))
-			return
+			p := problemFrom(err)
+			if p.Code != daftka.CodeQuotaExceeded && p.Code != daftka.CodeBackpressure {
+				g.streamLine(w, rc, finishProblem(r, epDefault, p))
+				return
+			}
+			// A refusal to retry later (429): the stream slows down
+			// rather than ends, heartbeating while it waits.
+			if !g.streamPause(ctx, w, rc, p.retryAfter) {
+				if ctx.Err() != nil {
+					g.streamCut(ctx, w, r, rc, fp.offset)
+				}
+				return
+			}
+			res = daftka.FetchResult{NextOffset: fp.offset}
+			continue
 		}
 		if len(res.Records) == 0 {
 			if d := time.Since(start); d < streamMinIdle {
@@ -123,6 +133,40 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// streamCut ends a stream whose context ended: with a shutting_down line
+// when the server is shutting down; silently when the client has gone.
+func (g *gateway) streamCut(ctx context.Context, w http.ResponseWriter, r *http.Request, rc *http.ResponseController, offset int64) {
+	if errors.Is(context.Cause(ctx), errShuttingDown) {
+		g.streamLine(w, rc, finishProblem(r, epDefault, newProblem(daftka.CodeShuttingDown,
+			fmt.Sprintf("the node is shutting down; resume at offset %d on another node or after the restart", offset))))
+	}
+}
+
+// streamPause waits d (1 s when unset, as Retry-After says) before a
+// stream retries a refused fetch, writing a heartbeat line after every
+// streamWait of it. It reports whether the stream goes on: false when ctx
+// ended or a write failed.
+func (g *gateway) streamPause(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, d time.Duration) bool {
+	if d <= 0 {
+		d = time.Second
+	}
+	for d > 0 {
+		step := min(d, streamWait)
+		t := time.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		d -= step
+		if step == streamWait && !g.streamLine(w, rc, []byte("{}\n")) {
+			return false
+		}
+	}
+	return true
 }
 
 // streamBatch writes the records of res, one line each. A record that cannot
