@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -762,5 +763,36 @@ func TestTooLargeMessageDropped(t *testing.T) {
 	st := a.t.PeerStats(2)
 	if st.Dropped != 1 || st.DroppedQueueFull != 0 || st.QueueMessages != 1 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// Invariant: Close leaves no goroutine behind (doc.go, "Failure
+// behaviour": Close waits for its goroutines).
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	dir := t.TempDir()
+	a := startNode(t, dir, 1, nil)
+	b := startNode(t, dir, 2, nil)
+	a.t.AddPeer(2, b.t.Addr().String())
+	b.t.AddPeer(1, a.t.Addr().String())
+	a.t.Send(2, []GroupMessage{hb(1, 1, 2, 1)})
+	b.t.Send(1, []GroupMessage{hb(1, 2, 1, 1)})
+	collect(t, b.h, 1)
+	collect(t, a.h, 1)
+	if _, err := a.t.Call(context.Background(), 2, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.t.SendSnapshot(context.Background(), 1, GroupMessage{Group: 1, Msg: raft.Message{Type: raft.MsgSnap}}, strings.NewReader("snap")); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.t.Close()
+	_ = b.t.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
