@@ -52,10 +52,9 @@ type Config struct {
 	// what can queue ahead of heartbeats, and a snapshot's throughput at
 	// about window/RTT. At least one chunk. Default 512 KiB.
 	SnapshotWindowBytes int
-	// SnapshotBytesPerSec caps the rate at which SendSnapshot writes, so
-	// that a snapshot leaves CPU and congestion window to raft traffic (set
-	// it in production; a snapshot at full speed fills the path's queues
-	// that heartbeats then wait behind). 0 means unlimited.
+	// SnapshotBytesPerSec caps the rate at which SendSnapshot writes, on
+	// top of the window and SnapshotMaxQueueDelay (for a network or disk
+	// budget). 0 means unlimited.
 	SnapshotBytesPerSec int64
 	// SnapshotMaxQueueDelay makes snapshots yield to other traffic: while
 	// the connection's RTT exceeds its minimum by more than this, the
@@ -72,7 +71,8 @@ type Config struct {
 	// DialTimeout bounds one dial (QUIC and TLS handshake). Default 5 s.
 	DialTimeout time.Duration
 	// BackoffMin and BackoffMax bound the reconnect backoff, which doubles
-	// per failed dial with jitter. Defaults 50 ms and 5 s.
+	// per dial (with jitter) and resets once a connection outlived
+	// BackoffMax. Defaults 50 ms and 5 s.
 	BackoffMin, BackoffMax time.Duration
 	// WriteTimeout bounds one frame write. A peer that does not drain its
 	// stream for that long (stalled process, blocked handler) gets the
