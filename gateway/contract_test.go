@@ -137,3 +137,43 @@ func TestStreamThrottledNotEnded(t *testing.T) {
 		}
 	}
 }
+
+// TestLongPollOnShutdown — a long poll cut short because the node stops
+// is a 503 shutting_down (retry elsewhere or later), not a 503 timeout,
+// whose problem says the outcome of the request is unknown: a fetch
+// changes nothing, and the node knows why it stopped waiting.
+func TestLongPollOnShutdown(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.createTopic("lp", 1)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(n.URL + "/v1/topics/lp/partitions/0/records?offset=0&wait_ms=20000")
+		done <- answer{resp, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the poll is waiting
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.Stop()
+	}()
+	defer wg.Wait()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		defer a.resp.Body.Close()
+		checkProblem(t, a.resp, 503, "shutting_down")
+		if a.resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the long poll outlived the node's shutdown")
+	}
+}

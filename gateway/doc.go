@@ -67,7 +67,8 @@
 // commit waits at most Options.RequestTimeout (5 s) for its quorum, a fetch
 // its wait_ms plus that, and a metadata call (topics, partitions, group
 // offsets) 30 s; past the bound the answer is 503 timeout, whose outcome is
-// unknown.
+// unknown. A long poll (wait_ms > 0) still waiting when the server begins to
+// shut down is answered 503 shutting_down at once.
 //
 // # Encodings
 //

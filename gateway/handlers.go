@@ -319,11 +319,22 @@ func (g *gateway) fetch(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, p)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), fp.wait+g.opts.RequestTimeout)
+	ctx := r.Context()
+	if fp.wait > 0 {
+		// A long poll ends when the server begins to shut down.
+		var stop func()
+		ctx, stop = g.withShutdown(ctx, r)
+		defer stop()
+	}
+	fctx, cancel := context.WithTimeout(ctx, fp.wait+g.opts.RequestTimeout)
 	defer cancel()
-	res, err := g.fetchOnce(ctx, topic, part, fp)
+	res, err := g.fetchOnce(fctx, topic, part, fp)
 	if err != nil {
-		g.fail(w, r, problemFrom(err))
+		p := problemFrom(err)
+		if errors.Is(context.Cause(ctx), errShuttingDown) {
+			p = newProblem(daftka.CodeShuttingDown, "the node is shutting down; retry on another node or after the restart")
+		}
+		g.fail(w, r, p)
 		return
 	}
 	out, p := fetchOut(res, fp.encoding)

@@ -80,17 +80,8 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 	// The stream ends when the client goes, or when the server begins to
 	// shut down: then with a final shutting_down line, so the client can
 	// tell it from a network fault and resume at next_offset elsewhere.
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	if down := g.shutdownSignal(r); down != nil {
-		go func() {
-			select {
-			case <-down:
-				stop(errShuttingDown)
-			case <-ctx.Done():
-			}
-		}()
-	}
+	ctx, stop := g.withShutdown(ctx, r)
+	defer stop()
 
 	fp.hasOffset = true
 	fp.wait = streamWait
@@ -202,6 +193,22 @@ func (g *gateway) streamLine(w http.ResponseWriter, rc *http.ResponseController,
 // errShuttingDown is the cause of a stream's end when its server begins to
 // shut down.
 var errShuttingDown = errors.New("gateway: the server is shutting down")
+
+// withShutdown returns ctx, cancelled with cause errShuttingDown when the
+// server serving r begins to shut down; stop releases it.
+func (g *gateway) withShutdown(ctx context.Context, r *http.Request) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if down := g.shutdownSignal(r); down != nil {
+		go func() {
+			select {
+			case <-down:
+				cancel(errShuttingDown)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, func() { cancel(nil) }
+}
 
 // shutdownSignal returns a channel closed when the http.Server serving r
 // begins Shutdown, or nil when r came from no http.Server.
