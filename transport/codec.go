@@ -93,7 +93,10 @@ func presence(m *raft.Message) uint64 {
 
 // messageLen is the exact encoded size of m (without the record prefix).
 func messageLen(m *raft.Message) int {
-	p := presence(m)
+	return messageLenP(m, presence(m))
+}
+
+func messageLenP(m *raft.Message, p uint64) int {
 	n := 1 + uvarintLen(p)
 	for _, f := range [...]struct {
 		bit uint64
@@ -128,6 +131,27 @@ func recordLen(gm *GroupMessage) int {
 	return uvarintLen(gm.Group) + uvarintLen(uint64(ml)) + ml
 }
 
+// sizedRecord is a message measured once for the send queue's bound and
+// then appended without measuring again.
+type sizedRecord struct {
+	gm       *GroupMessage
+	presence uint64
+	msgLen   int
+	size     int // whole record
+}
+
+func measure(gm *GroupMessage) sizedRecord {
+	p := presence(&gm.Msg)
+	ml := messageLenP(&gm.Msg, p)
+	return sizedRecord{gm: gm, presence: p, msgLen: ml, size: uvarintLen(gm.Group) + uvarintLen(uint64(ml)) + ml}
+}
+
+func (r sizedRecord) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, r.gm.Group)
+	b = binary.AppendUvarint(b, uint64(r.msgLen))
+	return appendMessageP(b, &r.gm.Msg, r.presence)
+}
+
 func appendBytes(b, v []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(v)))
 	return append(b, v...)
@@ -151,7 +175,10 @@ func appendRecord(b []byte, gm *GroupMessage) []byte {
 }
 
 func appendMessage(b []byte, m *raft.Message) []byte {
-	p := presence(m)
+	return appendMessageP(b, m, presence(m))
+}
+
+func appendMessageP(b []byte, m *raft.Message, p uint64) []byte {
 	b = append(b, byte(m.Type))
 	b = binary.AppendUvarint(b, p)
 	for _, f := range [...]struct {

@@ -101,11 +101,16 @@ func TestCodecRoundTrip(t *testing.T) {
 		msgs := rapid.SliceOfN(rapid.Custom(genMessage), 1, 8).Draw(t, "msgs")
 		body := appendBatch(nil, msgs)
 		n := uvarintLen(uint64(len(msgs)))
+		var viaMeasure []byte
 		for i := range msgs {
 			n += recordLen(&msgs[i])
+			viaMeasure = measure(&msgs[i]).appendTo(viaMeasure)
 		}
 		if n != len(body) {
 			t.Fatalf("recordLen sum %d != encoded %d", n, len(body))
+		}
+		if !bytes.Equal(viaMeasure, body[uvarintLen(uint64(len(msgs))):]) {
+			t.Fatal("measure+appendTo differs from appendRecord")
 		}
 		got, err := decodeBatch(body)
 		if err != nil {
@@ -223,6 +228,7 @@ func appendBatchMsgs(n, size int) []GroupMessage {
 	return msgs
 }
 
+// The send path: measure (for the queue bound), then append.
 func BenchmarkEncodeHeartbeats(b *testing.B) {
 	msgs := heartbeatBatch(64)
 	buf := make([]byte, 0, 64<<10)
@@ -230,7 +236,7 @@ func BenchmarkEncodeHeartbeats(b *testing.B) {
 	for b.Loop() {
 		buf = buf[:0]
 		for i := range msgs {
-			buf = appendRecord(buf, &msgs[i])
+			buf = measure(&msgs[i]).appendTo(buf)
 		}
 	}
 	b.SetBytes(int64(len(buf)))
@@ -254,7 +260,7 @@ func BenchmarkEncodeAppend16KiB(b *testing.B) {
 	for b.Loop() {
 		buf = buf[:0]
 		for i := range msgs {
-			buf = appendRecord(buf, &msgs[i])
+			buf = measure(&msgs[i]).appendTo(buf)
 		}
 	}
 	b.SetBytes(int64(len(buf)))

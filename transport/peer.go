@@ -312,7 +312,8 @@ func (l *lane) depth() (int, int) {
 
 func (l *lane) enqueue(gm *GroupMessage, due int64) {
 	cfg := &l.p.t.cfg
-	size := recordLen(gm)
+	rec := measure(gm)
+	size := rec.size
 	if size+binary.MaxVarintLen64 > cfg.MaxFrameBytes || size > cfg.QueueMaxBytes {
 		l.p.m.dropLarge.Inc()
 		return
@@ -326,7 +327,7 @@ func (l *lane) enqueue(gm *GroupMessage, due int64) {
 	if len(l.marks) > 0 && due < l.marks[len(l.marks)-1].due {
 		due = l.marks[len(l.marks)-1].due // keep order under jitter
 	}
-	l.buf = appendRecord(l.buf, gm)
+	l.buf = rec.appendTo(l.buf)
 	l.marks = append(l.marks, mark{end: len(l.buf), due: due})
 	n, b := len(l.marks), len(l.buf)-l.head
 	l.mu.Unlock()
@@ -349,7 +350,8 @@ func (l *lane) enqueueBatch(msgs []GroupMessage, li int) {
 		if laneOf(&gm.Msg) != li {
 			continue
 		}
-		size := recordLen(gm)
+		rec := measure(gm)
+		size := rec.size
 		switch {
 		case size+binary.MaxVarintLen64 > cfg.MaxFrameBytes || size > cfg.QueueMaxBytes:
 			large++
@@ -362,7 +364,7 @@ func (l *lane) enqueueBatch(msgs []GroupMessage, li int) {
 		if n := len(l.marks); n > 0 {
 			due = l.marks[n-1].due // keep order behind delayed messages
 		}
-		l.buf = appendRecord(l.buf, gm)
+		l.buf = rec.appendTo(l.buf)
 		l.marks = append(l.marks, mark{end: len(l.buf), due: due})
 		added++
 	}
