@@ -51,6 +51,8 @@ type Config struct {
 	RetentionMs            int64
 	RetentionBytes         int64
 	RetentionCheckInterval int64
+	CompactionInterval     int64
+	TombstoneGraceMs       int64
 	MaxRecordBytes         int64
 
 	ProducerMaxBatchRecords int64
@@ -202,6 +204,10 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.RetentionBytes }),
 	intKey("retention.check_interval_ms", "How often a partition leader looks for batches that retention lets it delete.", 1000, 10, 3_600_000,
 		func(c *Config) *int64 { return &c.RetentionCheckInterval }),
+	intKey("compaction.check_interval_ms", "How often a partition leader of a cleanup_policy=compact topic runs key compaction over the records that arrived since its last pass.", 5000, 10, 3_600_000,
+		func(c *Config) *int64 { return &c.CompactionInterval }),
+	intKey("compaction.tombstone_grace_ms", "How long a tombstone (a record with a null value) of a compacted topic is kept after it was appended, so consumers see the deletion.", 86_400_000, 0, math.MaxInt64,
+		func(c *Config) *int64 { return &c.TombstoneGraceMs }),
 	intKey("max_record_bytes", "Default topic max_record_bytes: largest record (key + value + headers); larger ones get 413.", 1*mib, 1, 64*mib,
 		func(c *Config) *int64 { return &c.MaxRecordBytes }),
 	intKey("producer.max_batch_records", "Most records in one produce request.", 1000, 1, 100_000,

@@ -18,6 +18,7 @@ const (
 	cmdGroupOffset       byte = 2
 	cmdProduceIdempotent byte = 3
 	cmdTrim              byte = 4
+	cmdCompact           byte = 5
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -181,6 +182,31 @@ func encodeTrim(before, bytes int64) []byte {
 	return b
 }
 
+// encodeCompact builds a key-compaction command over the records below
+// upTo; nowMs is the leader's clock, against which tombstones' grace is
+// measured (so every replica decides the same).
+func encodeCompact(upTo, nowMs int64) []byte {
+	b := make([]byte, 5, 24)
+	b[0] = cmdCompact
+	b = binary.AppendVarint(b, upTo)
+	b = binary.AppendVarint(b, nowMs)
+	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
+	return b
+}
+
+// recordKey returns a stored record's key (nil if null) and whether its
+// value is null (a tombstone), without decoding the rest.
+func recordKey(b []byte) (key []byte, tombstone bool, err error) {
+	r := reader{b: b}
+	r.varint()
+	key = r.nullable()
+	n := r.uvarint()
+	if r.err == nil && n > 0 {
+		r.bytes(n - 1)
+	}
+	return key, n == 0, r.err
+}
+
 func encodeGroupOffset(group string, offset int64) []byte {
 	b := make([]byte, 5, 16+len(group))
 	b[0] = cmdGroupOffset
@@ -197,10 +223,10 @@ type command struct {
 	records  [][]byte // produce: each record in the stored format
 	producer string   // idempotent produce
 	firstSeq int64
-	appendMs int64  // produce: the leader's clock at append (retention)
+	appendMs int64  // produce: the leader's clock at append; compact: its clock now
 	group    string // group offset
 	offset   int64
-	before   int64 // trim: first offset kept
+	before   int64 // trim: first offset kept; compact: end of the range
 	bytes    int64 // trim: bytes of the records removed
 }
 
@@ -234,6 +260,9 @@ func decodeCommand(data []byte) (command, error) {
 	case cmdTrim:
 		c.before = r.varint()
 		c.bytes = r.varint()
+	case cmdCompact:
+		c.before = r.varint() // upTo
+		c.appendMs = r.varint()
 	default:
 		return command{}, fmt.Errorf("dataplane: unknown command kind %d", c.kind)
 	}

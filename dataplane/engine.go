@@ -59,6 +59,11 @@ type Config struct {
 	// RetentionCheckTicks is how many ticks pass between a leader's
 	// retention checks (default 100).
 	RetentionCheckTicks int
+	// CompactionCheckTicks is how many ticks pass between a leader's key
+	// compaction checks (default 500); TombstoneGraceMs is how long a
+	// tombstone outlives the records it deletes (0: not at all).
+	CompactionCheckTicks int
+	TombstoneGraceMs     int64
 	// SnapshotIntervalOps and SnapshotMaxLogBytes bound the Raft log kept
 	// behind the applied index (defaults 50,000 entries and 128 MiB).
 	SnapshotIntervalOps int64
@@ -95,6 +100,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.RetentionCheckTicks <= 0 {
 		cfg.RetentionCheckTicks = 100
+	}
+	if cfg.CompactionCheckTicks <= 0 {
+		cfg.CompactionCheckTicks = 500
 	}
 	if cfg.SnapshotIntervalOps <= 0 {
 		cfg.SnapshotIntervalOps = 50_000

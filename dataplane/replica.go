@@ -52,6 +52,8 @@ type Replica struct {
 	waiters   map[uint64]*proposal
 	producers map[string]*producerState
 	ticks     int    // since the last retention check
+	cticks    int    // since the last compaction check
+	compactIx uint64 // Raft index of the last proposed compaction
 	logBytes  int64  // entry bytes persisted since the last log compaction
 	trimIndex uint64 // Raft index of the last proposed trim
 
@@ -123,6 +125,8 @@ type Retention struct {
 	// Delete is false for cleanup_policy=compact (no deletion by time or
 	// size).
 	Delete bool
+	// Compact turns on key compaction (cleanup_policy=compact).
+	Compact bool
 }
 
 // SetRetention sets the partition's retention; the leader applies it at
@@ -207,6 +211,102 @@ func (r *Replica) maybeCompactLog() error {
 	r.store.CommitCompaction(st.Applied, term)
 	r.logBytes = 0
 	return nil
+}
+
+// Key compaction (cleanup_policy=compact). The leader proposes a pass over
+// the records below the high watermark when new records arrived since the
+// last pass; every replica runs the pass when it applies the command, over
+// identical data, so all delete the same records. A pass keeps the latest
+// record of every key, deletes the older ones, and deletes a latest record
+// whose value is null (a tombstone) once it was appended more than the
+// tombstone grace before the command's clock. Records without key are
+// kept. Offsets never change: compaction leaves gaps, which fetch skips.
+// Bounds: a pass reads at most maxCompactRecords records and
+// maxCompactKeyBytes bytes of distinct keys; a larger partition is not
+// compacted (logged), rather than risking the node's memory.
+const (
+	maxCompactRecords  = 1_000_000
+	maxCompactKeyBytes = 64 << 20
+)
+
+func (r *Replica) checkCompaction(now time.Time) {
+	ret := r.retention.Load()
+	st := r.state
+	if ret == nil || !ret.Compact || st.NextOffset <= st.CompactedUpTo || r.compactIx > st.Applied {
+		return
+	}
+	if idx, _, err := r.node.Propose(encodeCompact(st.NextOffset, now.UnixMilli())); err == nil {
+		r.compactIx = idx
+	}
+}
+
+// compact runs one pass over [LogStartOffset, upTo) into b.
+func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowMs int64) error {
+	upTo = min(upTo, st.NextOffset)
+	if upTo <= st.LogStartOffset {
+		st.CompactedUpTo = max(st.CompactedUpTo, upTo)
+		return nil
+	}
+	latest := map[string]int64{}
+	var keyBytes, n int
+	tooBig := false
+	err := r.store.ReadRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
+		key, _, err := recordKey(rec)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", off, err)
+		}
+		if n++; n > maxCompactRecords {
+			tooBig = true
+			return storage.ErrStop
+		}
+		if key == nil {
+			return nil
+		}
+		if _, seen := latest[string(key)]; !seen {
+			if keyBytes += len(key); keyBytes > maxCompactKeyBytes {
+				tooBig = true
+				return storage.ErrStop
+			}
+		}
+		latest[string(key)] = off
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st.CompactedUpTo = upTo
+	if tooBig {
+		r.log.Warn("partition too large to compact in one pass; skipped", "records_max", maxCompactRecords, "key_bytes_max", maxCompactKeyBytes)
+		return nil
+	}
+	var batches []storage.BatchInfo
+	if err := r.store.Batches(st.LogStartOffset, func(bi storage.BatchInfo) error {
+		if bi.FirstOffset >= upTo {
+			return storage.ErrStop
+		}
+		batches = append(batches, bi)
+		return nil
+	}); err != nil {
+		return err
+	}
+	graceEnd := nowMs - r.e.cfg.TombstoneGraceMs
+	bi := 0
+	return r.store.ReadRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
+		key, tombstone, err := recordKey(rec)
+		if err != nil || key == nil {
+			return err
+		}
+		for bi+1 < len(batches) && batches[bi+1].FirstOffset <= off {
+			bi++
+		}
+		last := latest[string(key)]
+		expired := tombstone && len(batches) > 0 && batches[bi].FirstOffset <= off && batches[bi].AppendMs < graceEnd
+		if last > off || (last == off && expired) {
+			r.store.DeleteRecord(b, off)
+			st.SizeBytes = max(0, st.SizeBytes-int64(len(rec)))
+		}
+		return nil
+	})
 }
 
 // Position is a replica's published state.
@@ -463,6 +563,10 @@ func (r *Replica) run() {
 					r.e.fatal(fmt.Errorf("dataplane: replica %s retention: %w", r.id, err))
 				}
 			}
+			if r.cticks++; r.cticks >= r.e.cfg.CompactionCheckTicks && r.Position().IsLeader {
+				r.cticks = 0
+				r.checkCompaction(time.Now())
+			}
 		case p := <-r.props:
 			r.proposeLocked(p)
 			for i := 1; i < maxBatch; i++ {
@@ -577,6 +681,11 @@ func (r *Replica) apply(ents []raft.Entry) error {
 				}
 				st.SizeBytes += bi.Bytes
 				r.store.PutBatchInfo(b, bi)
+			case cmdCompact:
+				if err := r.compact(b, &st, cmd.before, cmd.appendMs); err != nil {
+					b.Discard()
+					return err
+				}
 			case cmdTrim:
 				if cmd.before > st.LogStartOffset && cmd.before <= st.NextOffset {
 					r.store.DeleteBelow(b, cmd.before)

@@ -109,20 +109,22 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	n.metrics.NewGauge("daftka_storage_synced_writers_total", func() float64 { _, w := n.db.SyncStats(); return float64(w) })
 	tick := time.Duration(cfg.RaftTickMs) * time.Millisecond
 	n.engine = dataplane.New(dataplane.Config{
-		NodeID:              cfg.NodeID,
-		DB:                  n.db,
-		TickInterval:        tick,
-		ElectionTick:        int(max(2, cfg.ElectionTimeoutMs/cfg.RaftTickMs)),
-		HeartbeatTick:       int(max(1, cfg.HeartbeatIntervalMs/cfg.RaftTickMs)),
-		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
-		MaxInflightBytes:    cfg.ReplicaMaxInflightBytes,
-		MaxInflightRequests: int(cfg.ReplicaMaxInflightReqs),
-		RetentionCheckTicks: int(max(1, cfg.RetentionCheckInterval/cfg.RaftTickMs)),
-		SnapshotIntervalOps: cfg.SnapshotIntervalOps,
-		SnapshotMaxLogBytes: cfg.SnapshotMaxLogSizeBytes,
-		Logger:              logger,
-		Metrics:             n.metrics,
-		OnFatal:             n.fatal,
+		NodeID:               cfg.NodeID,
+		DB:                   n.db,
+		TickInterval:         tick,
+		ElectionTick:         int(max(2, cfg.ElectionTimeoutMs/cfg.RaftTickMs)),
+		HeartbeatTick:        int(max(1, cfg.HeartbeatIntervalMs/cfg.RaftTickMs)),
+		MaxUncommittedBytes:  cfg.MaxUncommittedBytes,
+		MaxInflightBytes:     cfg.ReplicaMaxInflightBytes,
+		MaxInflightRequests:  int(cfg.ReplicaMaxInflightReqs),
+		RetentionCheckTicks:  int(max(1, cfg.RetentionCheckInterval/cfg.RaftTickMs)),
+		CompactionCheckTicks: int(max(1, cfg.CompactionInterval/cfg.RaftTickMs)),
+		TombstoneGraceMs:     cfg.TombstoneGraceMs,
+		SnapshotIntervalOps:  cfg.SnapshotIntervalOps,
+		SnapshotMaxLogBytes:  cfg.SnapshotMaxLogSizeBytes,
+		Logger:               logger,
+		Metrics:              n.metrics,
+		OnFatal:              n.fatal,
 	})
 
 	if n.gatewayLn, err = net.Listen("tcp", cfg.GatewayAddr()); err != nil {

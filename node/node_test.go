@@ -386,3 +386,61 @@ func TestQuotas(t *testing.T) {
 		t.Fatalf("a refused produce wrote: %+v", pi)
 	}
 }
+
+// TestKeyCompaction: a compacted topic keeps the latest record of every
+// key at its original offset, drops older ones (fetch skips the gaps),
+// drops expired tombstones, and keeps records without key
+// (docs/semantics.md "Key compaction").
+func TestKeyCompaction(t *testing.T) {
+	cfg := nodetest.Config(t.TempDir())
+	cfg.CompactionInterval = 20
+	cfg.TombstoneGraceMs = 0
+	n := nodetest.StartConfig(t, cfg)
+	ctx := context.Background()
+	policy := "compact"
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "c", Partitions: 1, Config: daftka.ConfigPatch{CleanupPolicy: &policy}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(k, v string) daftka.ProduceRecord {
+		r := daftka.ProduceRecord{Partition: 0, Value: []byte(v)}
+		if k != "" {
+			r.Key = []byte(k)
+		}
+		if v == "<tombstone>" {
+			r.Value = nil
+		}
+		return r
+	}
+	// offsets:   0      1      2       3         4      5               6
+	in := []daftka.ProduceRecord{rec("a", "a1"), rec("b", "b1"), rec("a", "a2"), rec("", "nokey"), rec("c", "c1"), rec("c", "<tombstone>"), rec("b", "b2")}
+	if _, err := n.API.Produce(ctx, "c", daftka.ProduceRequest{Records: in}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]string{2: "a2", 3: "nokey", 6: "b2"}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := n.API.Fetch(ctx, "c", 0, daftka.FetchRequest{Offset: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[int64]string{}
+		for _, r := range res.Records {
+			got[r.Offset] = string(r.Value)
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			if res.HighWatermark != 7 || res.NextOffset != 7 {
+				t.Fatalf("positions changed: %+v", res)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after compaction: %v, want %v", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Fetching at a compacted-away offset returns the next kept record.
+	res, err := n.API.Fetch(ctx, "c", 0, daftka.FetchRequest{Offset: 4})
+	if err != nil || len(res.Records) != 1 || res.Records[0].Offset != 6 {
+		t.Fatalf("fetch from a gap: %+v %v", res, err)
+	}
+}

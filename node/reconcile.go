@@ -112,5 +112,6 @@ func (n *Node) applyRetention(t controlplane.Topic) {
 }
 
 func retentionOf(t controlplane.Topic) dataplane.Retention {
-	return dataplane.Retention{Ms: max(0, t.Config.RetentionMs), Bytes: max(0, t.Config.RetentionBytes), Delete: t.Config.CleanupPolicy == "delete"}
+	return dataplane.Retention{Ms: max(0, t.Config.RetentionMs), Bytes: max(0, t.Config.RetentionBytes),
+		Delete: t.Config.CleanupPolicy == "delete", Compact: t.Config.CleanupPolicy == "compact"}
 }

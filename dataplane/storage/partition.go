@@ -338,6 +338,8 @@ type AppliedState struct {
 	NextOffset     int64  // high watermark: one past the last record
 	LogStartOffset int64
 	SizeBytes      int64 // bytes of stored records
+	// CompactedUpTo: key compaction has run over the records below it.
+	CompactedUpTo int64
 }
 
 // AppliedState loads the applied state (zero for a new replica).
@@ -346,7 +348,7 @@ func (p *Partition) AppliedState() (AppliedState, error) {
 	if err != nil || v == nil {
 		return AppliedState{}, err
 	}
-	if len(v) != 32 {
+	if len(v) != 40 {
 		return AppliedState{}, fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(v))
 	}
 	return AppliedState{
@@ -354,22 +356,29 @@ func (p *Partition) AppliedState() (AppliedState, error) {
 		NextOffset:     int64(binary.BigEndian.Uint64(v[8:])),
 		LogStartOffset: int64(binary.BigEndian.Uint64(v[16:])),
 		SizeBytes:      int64(binary.BigEndian.Uint64(v[24:])),
+		CompactedUpTo:  int64(binary.BigEndian.Uint64(v[32:])),
 	}, nil
 }
 
 // PutAppliedState adds s to b.
 func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
-	v := make([]byte, 32)
+	v := make([]byte, 40)
 	binary.BigEndian.PutUint64(v[0:], s.Applied)
 	binary.BigEndian.PutUint64(v[8:], uint64(s.NextOffset))
 	binary.BigEndian.PutUint64(v[16:], uint64(s.LogStartOffset))
 	binary.BigEndian.PutUint64(v[24:], uint64(s.SizeBytes))
+	binary.BigEndian.PutUint64(v[32:], uint64(s.CompactedUpTo))
 	b.put(p.key.key('m'), v)
 }
 
 // PutRecord adds the encoded record at offset to b.
 func (p *Partition) PutRecord(b *Batch, offset int64, rec []byte) {
 	b.put(p.key.u64Key('r', uint64(offset)), rec)
+}
+
+// DeleteRecord adds the removal of the record at offset to b.
+func (p *Partition) DeleteRecord(b *Batch, offset int64) {
+	b.wb.Delete(p.key.u64Key('r', uint64(offset)))
 }
 
 // PutGroupOffset adds a group's committed offset to b.
