@@ -37,6 +37,18 @@ func init() {
 	}
 	backends["combine-hash"] = func(c Config) (backend, error) { return newCombineBackend(c, false, hashMemtable) }
 	backends["combine-once-hash"] = func(c Config) (backend, error) { return newCombineBackend(c, true, hashMemtable) }
+	// -nocomp: no compression of SST files (records are often compressed by
+	// producers already). -blob: values of 512 B and more go to blob files
+	// at flush, so compactions do not rewrite them.
+	backends["combine-once-nocomp"] = func(c Config) (backend, error) {
+		return newCombineBackend(c, true, func(o *grocksdb.Options) { o.SetCompression(grocksdb.NoCompression) })
+	}
+	backends["combine-once-blob"] = func(c Config) (backend, error) {
+		return newCombineBackend(c, true, func(o *grocksdb.Options) {
+			o.EnableBlobFiles(true)
+			o.SetMinBlobSize(512)
+		})
+	}
 	backends["combine-once-sorted"] = func(c Config) (backend, error) {
 		be, err := newCombineBackend(c, true)
 		if err == nil {
