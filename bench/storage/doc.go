@@ -31,7 +31,7 @@
 //
 // Run it with
 //
-//	go test -run '^$' -bench . -benchtime 1x ./bench/storage/
+//	go test -run '^$' -bench Storage -benchtime 1x ./bench/storage/
 //
 // (each sub-benchmark runs raw then rocks for STORAGEBENCH_DURATION, 3s by
 // default, and reports both and the ratio), or, for a markdown table with
