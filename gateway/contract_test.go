@@ -6,13 +6,18 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/gateway"
 	"github.com/daftka/daftka/node/nodetest"
 )
 
@@ -175,5 +180,51 @@ func TestLongPollOnShutdown(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("the long poll outlived the node's shutdown")
+	}
+}
+
+// quotaAPI answers the first Fetch with nothing and every later one with a
+// quota refusal to retry after a second: a stream kept waiting on 429s.
+type quotaAPI struct {
+	daftka.API
+	fetches atomic.Int64
+}
+
+func (a *quotaAPI) Fetch(ctx context.Context, topic string, p int32, req daftka.FetchRequest) (daftka.FetchResult, error) {
+	if a.fetches.Add(1) == 1 {
+		return daftka.FetchResult{}, nil
+	}
+	return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeQuotaExceeded, Message: "quota used up", RetryAfter: time.Second}
+}
+
+// TestStreamHeartbeatWhileThrottled — api-v1.md: a heartbeat `{}` at least
+// every 10 s while idle. A stream held back by repeated 429s of one second
+// each is idle too.
+func TestStreamHeartbeatWhileThrottled(t *testing.T) {
+	srv := httptest.NewServer(gateway.New(&quotaAPI{}, gateway.Options{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/topics/q/partitions/0/records/stream?offset=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: status %d", resp.StatusCode)
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+	}()
+	select {
+	case l := <-line:
+		if l != "{}" {
+			t.Fatalf("first line %q, want a heartbeat", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat within 10 s while throttled")
 	}
 }

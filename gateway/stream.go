@@ -85,9 +85,13 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 
 	fp.hasOffset = true
 	fp.wait = streamWait
+	lastLine := time.Now() // of the last line written, for heartbeats
 	for {
 		if !g.streamBatch(w, r, rc, topic, res, fp.encoding) {
 			return
+		}
+		if len(res.Records) > 0 {
+			lastLine = time.Now()
 		}
 		fp.offset = res.NextOffset
 		start := time.Now()
@@ -106,7 +110,7 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 			}
 			// A refusal to retry later (429): the stream slows down
 			// rather than ends, heartbeating while it waits.
-			if !g.streamPause(ctx, w, rc, p.retryAfter) {
+			if !g.streamPause(ctx, w, rc, p.retryAfter, &lastLine) {
 				if ctx.Err() != nil {
 					g.streamCut(ctx, w, r, rc, fp.offset)
 				}
@@ -122,6 +126,7 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 			if !g.streamLine(w, rc, []byte("{}\n")) {
 				return
 			}
+			lastLine = time.Now()
 		}
 	}
 }
@@ -136,28 +141,34 @@ func (g *gateway) streamCut(ctx context.Context, w http.ResponseWriter, r *http.
 }
 
 // streamPause waits d (1 s when unset, as Retry-After says) before a
-// stream retries a refused fetch, writing a heartbeat line after every
-// streamWait of it. It reports whether the stream goes on: false when ctx
-// ended or a write failed.
-func (g *gateway) streamPause(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, d time.Duration) bool {
+// stream retries a refused fetch, writing a heartbeat line whenever
+// streamWait has passed since *lastLine (which it updates), so that a
+// stream held back by refusal after refusal still heartbeats. It reports
+// whether the stream goes on: false when ctx ended or a write failed.
+func (g *gateway) streamPause(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, d time.Duration, lastLine *time.Time) bool {
 	if d <= 0 {
 		d = time.Second
 	}
-	for d > 0 {
-		step := min(d, streamWait)
-		t := time.NewTimer(step)
+	end := time.Now().Add(d)
+	for {
+		now := time.Now()
+		if now.Sub(*lastLine) >= streamWait {
+			if !g.streamLine(w, rc, []byte("{}\n")) {
+				return false
+			}
+			*lastLine = now
+		}
+		if !now.Before(end) {
+			return true
+		}
+		t := time.NewTimer(min(end.Sub(now), streamWait-now.Sub(*lastLine)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return false
 		case <-t.C:
 		}
-		d -= step
-		if step == streamWait && !g.streamLine(w, rc, []byte("{}\n")) {
-			return false
-		}
 	}
-	return true
 }
 
 // streamBatch writes the records of res, one line each. A record that cannot
