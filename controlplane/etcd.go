@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,6 +35,9 @@ type ControlPlane struct {
 	etcd   *embed.Etcd
 	client *clientv3.Client
 	log    *slog.Logger
+	// closing silences etcd's logger during Close, when its listeners
+	// report their own closing as errors.
+	closing *atomic.Bool
 	*Store
 }
 
@@ -64,7 +68,8 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 	ec.LogLevel = "error"
 	ec.LogOutputs = []string{"stderr"}
 	ec.AuthToken = "" // no etcd auth: the member listens where the node is told to
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger())
+	closing := &atomic.Bool{}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(closing))
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: start etcd: %w", err)
@@ -93,19 +98,36 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 		return nil, fmt.Errorf("controlplane: etcd client: %w", err)
 	}
 	cfg.Logger.Info("etcd member ready", "client_url", "http://"+endpoint, "name", ec.Name, "dir", ec.Dir)
-	return &ControlPlane{etcd: e, client: cli, log: cfg.Logger, Store: &Store{kv: cli}}, nil
+	return &ControlPlane{etcd: e, client: cli, log: cfg.Logger, closing: closing, Store: &Store{kv: cli}}, nil
 }
 
-func zapLogger() *zap.Logger {
+func zapLogger(closing *atomic.Bool) *zap.Logger {
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
-	l, err := zc.Build()
+	l, err := zc.Build(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return quietCore{c, closing} }))
 	if err != nil {
 		return zap.NewNop()
 	}
 	return l
+}
+
+// quietCore drops etcd's log entries once the member is closing.
+type quietCore struct {
+	zapcore.Core
+	closing *atomic.Bool
+}
+
+func (q quietCore) With(fs []zapcore.Field) zapcore.Core {
+	return quietCore{q.Core.With(fs), q.closing}
+}
+
+func (q quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if q.closing.Load() {
+		return ce
+	}
+	return q.Core.Check(e, ce)
 }
 
 // ClientURL is the etcd client URL (for etcdctl).
@@ -116,6 +138,7 @@ func (c *ControlPlane) Client() *clientv3.Client { return c.client }
 
 // Close stops the client and the member.
 func (c *ControlPlane) Close() error {
+	c.closing.Store(true)
 	c.client.Close()
 	c.etcd.Close()
 	select {
