@@ -228,3 +228,32 @@ func TestStreamHeartbeatWhileThrottled(t *testing.T) {
 		t.Fatal("no heartbeat within 10 s while throttled")
 	}
 }
+
+// TestNullOptionalFieldsAreAbsent — api-v1.md names partition, timestamp_ms,
+// headers, encoding, producer_id, sequence, partitions, replication_factor
+// and config optional. A client that writes an unset optional field as
+// null (a Go nil map or pointer without omitempty, a Python None) means
+// "not given"; only key and value give null a meaning of its own.
+func TestNullOptionalFieldsAreAbsent(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	var td topicDesc
+	c.must("POST", "/v1/topics", `{"name":"nul","partitions":null,"replication_factor":null,"config":null}`, 201, &td)
+	if td.PartitionCount != 3 || td.ReplicationFactor != 1 || td.Config.CleanupPolicy != "delete" {
+		t.Errorf("create with null optional fields: %+v, want the defaults", td)
+	}
+	po := c.produce("nul", `{"encoding":null,"producer_id":null,"records":[
+		{"key":"k","value":"v","headers":null,"partition":null,"timestamp_ms":null,"sequence":null},
+		{"key":null,"value":"w","headers":null,"partition":2,"timestamp_ms":null}]}`)
+	if len(po.Offsets) != 2 || po.Offsets[1].Partition != 2 {
+		t.Fatalf("produce: %+v", po)
+	}
+	f := c.fetch("nul", 2, "offset=0")
+	if len(f.Records) == 0 || deref(f.Records[len(f.Records)-1].Value) != "w" || f.Records[len(f.Records)-1].TimestampMs <= 0 {
+		t.Errorf("fetch: %+v", f)
+	}
+	// Null stays no value where a value is required.
+	c.problem("POST", "/v1/topics/nul/records", `{"records":null}`, 400, "invalid_field")
+	c.problem("POST", "/v1/topics/nul/records", `{"producer_id":"p","records":[{"value":"x","sequence":null}]}`, 400, "invalid_sequence")
+	c.problem("POST", "/v1/topics", `{"name":null}`, 400, "invalid_topic_name")
+}

@@ -14,7 +14,9 @@ import (
 // a partition, the encoding, producer_id, sequence, a config key) gets that
 // code for any problem with it, missing or of the wrong type included; every
 // other field gets invalid_field. Keys the endpoint does not know get
-// unknown_field, at any depth.
+// unknown_field, at any depth. An optional field written as null is not
+// given (jsonValue.opt); null means something only for a record's key and
+// value and for a config key.
 
 // maxPartitions is the most partitions a topic may have (api-v1.md).
 const maxPartitions = 1024
@@ -48,7 +50,7 @@ func decodeCreateTopic(v *jsonValue) (daftka.TopicSpec, *problem) {
 		return spec, newProblem(daftka.CodeInvalidTopicName, nameRule("topic name", name.s))
 	}
 	spec.Name = name.s
-	if pv, ok := v.get("partitions"); ok {
+	if pv, ok := v.opt("partitions"); ok {
 		n, p := intValue(pv, daftka.CodeInvalidField, "partitions", 1, math.MaxInt64)
 		if p != nil {
 			return spec, p
@@ -58,14 +60,14 @@ func decodeCreateTopic(v *jsonValue) (daftka.TopicSpec, *problem) {
 		}
 		spec.Partitions = int32(n)
 	}
-	if rv, ok := v.get("replication_factor"); ok {
+	if rv, ok := v.opt("replication_factor"); ok {
 		n, p := intValue(rv, daftka.CodeInvalidField, "replication_factor", 1, math.MaxInt32)
 		if p != nil {
 			return spec, p
 		}
 		spec.ReplicationFactor = int32(n)
 	}
-	if cv, ok := v.get("config"); ok {
+	if cv, ok := v.opt("config"); ok {
 		patch, p := decodeConfig(cv, "config")
 		if p != nil {
 			return spec, p
@@ -136,7 +138,7 @@ func decodeProduce(v *jsonValue, maxRecords int) (daftka.ProduceRequest, *proble
 		return req, p
 	}
 	enc := encUTF8
-	if ev, ok := v.get("encoding"); ok {
+	if ev, ok := v.opt("encoding"); ok {
 		if p := wantKind(ev, jsonString, daftka.CodeInvalidEncoding, "encoding"); p != nil {
 			return req, p
 		}
@@ -145,7 +147,7 @@ func decodeProduce(v *jsonValue, maxRecords int) (daftka.ProduceRequest, *proble
 		}
 		enc = ev.s
 	}
-	if pv, ok := v.get("producer_id"); ok {
+	if pv, ok := v.opt("producer_id"); ok {
 		if p := wantKind(pv, jsonString, daftka.CodeInvalidProducerID, "producer_id"); p != nil {
 			return req, p
 		}
@@ -197,7 +199,7 @@ func decodeRecord(v *jsonValue, path, enc string, needSeq bool) (daftka.ProduceR
 			return rec, p
 		}
 	}
-	if hv, ok := v.get("headers"); ok {
+	if hv, ok := v.opt("headers"); ok {
 		hp := joinPath(path, "headers")
 		if p := wantKind(hv, jsonObject, daftka.CodeInvalidField, hp); p != nil {
 			return rec, p
@@ -213,21 +215,21 @@ func decodeRecord(v *jsonValue, path, enc string, needSeq bool) (daftka.ProduceR
 			rec.Headers[j] = daftka.Header{Key: m.key, Value: m.val.s}
 		}
 	}
-	if pv, ok := v.get("partition"); ok {
+	if pv, ok := v.opt("partition"); ok {
 		n, p := intValue(pv, daftka.CodeInvalidPartition, joinPath(path, "partition"), 0, math.MaxInt32)
 		if p != nil {
 			return rec, p
 		}
 		rec.Partition = int32(n)
 	}
-	if tv, ok := v.get("timestamp_ms"); ok {
+	if tv, ok := v.opt("timestamp_ms"); ok {
 		n, p := intValue(tv, daftka.CodeInvalidField, joinPath(path, "timestamp_ms"), 0, math.MaxInt64)
 		if p != nil {
 			return rec, p
 		}
 		rec.Timestamp = time.UnixMilli(n)
 	}
-	sv, ok := v.get("sequence")
+	sv, ok := v.opt("sequence")
 	switch {
 	case ok && !needSeq:
 		return rec, newProblem(daftka.CodeInvalidSequence, joinPath(path, "sequence")+" is given but producer_id is not")

@@ -120,7 +120,6 @@ func TestDecodeProduce(t *testing.T) {
 		`{"records":[{"headers":[]}]}`:                         daftka.CodeInvalidField,
 		`{"records":[{"headers":{"a":1}}]}`:                    daftka.CodeInvalidField,
 		`{"records":[{"headers":{"a":null}}]}`:                 daftka.CodeInvalidField,
-		`{"records":[{"headers":null}]}`:                       daftka.CodeInvalidField,
 		`{"records":[{"partition":-1}]}`:                       daftka.CodeInvalidPartition,
 		`{"records":[{"partition":2147483648}]}`:               daftka.CodeInvalidPartition,
 		`{"records":[{"partition":"0"}]}`:                      daftka.CodeInvalidPartition,
@@ -128,7 +127,6 @@ func TestDecodeProduce(t *testing.T) {
 		`{"records":[{"timestamp_ms":-1}]}`:                    daftka.CodeInvalidField,
 		`{"records":[{"timestamp_ms":"now"}]}`:                 daftka.CodeInvalidField,
 		`{"encoding":"hex","records":[{}]}`:                    daftka.CodeInvalidEncoding,
-		`{"encoding":null,"records":[{}]}`:                     daftka.CodeInvalidEncoding,
 		`{"encoding":"base64","records":[{"value":"abc"}]}`:    daftka.CodeInvalidBase64,
 		`{"encoding":"base64","records":[{"value":"YQ"}]}`:     daftka.CodeInvalidBase64,
 		`{"encoding":"base64","records":[{"value":"YQ==\n"}]}`: daftka.CodeInvalidBase64,
@@ -142,6 +140,17 @@ func TestDecodeProduce(t *testing.T) {
 		`{"producer_id":"p","records":[{"sequence":"0"}]}`:                             daftka.CodeInvalidSequence,
 		`{"producer_id":"p","records":[{"sequence":-1}]}`:                              daftka.CodeInvalidSequence,
 		`{"records":[{"sequence":0}]}`:                                                 daftka.CodeInvalidSequence,
+	}
+	// An optional field written as null is not given.
+	for _, in := range []string{
+		`{"records":[{"headers":null,"partition":null,"timestamp_ms":null,"sequence":null}]}`,
+		`{"encoding":null,"producer_id":null,"records":[{}]}`,
+	} {
+		v := mustParse(t, in)
+		req, p := decodeProduce(&v, 1000)
+		if p != nil || req.ProducerID != "" || req.Records[0].Partition != -1 || req.Records[0].Headers != nil || !req.Records[0].Timestamp.IsZero() {
+			t.Errorf("decodeProduce(%s) = %+v, %v; want the fields absent", in, req, p)
+		}
 	}
 	for in, want := range bad {
 		v := mustParse(t, in)

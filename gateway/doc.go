@@ -52,6 +52,8 @@
 //     offset_out_of_range as api-v1.md says; every other field gets
 //     invalid_field. Integers
 //     must be written as integers: 1.0 and 1e3 are refused, never rounded.
+//     An optional field written as null is not given; null means something
+//     only for a record's key and value and for a config key (its default).
 //
 // What needs the cluster's state — does the topic or partition exist, config
 // value ranges, a record's size against the topic's max_record_bytes, the

@@ -390,6 +390,16 @@ func (v *jsonValue) get(key string) (*jsonValue, bool) {
 	return nil, false
 }
 
+// opt returns the member key of an object, and whether it is given: an
+// optional field written as null is not given (a client's unset value).
+func (v *jsonValue) opt(key string) (*jsonValue, bool) {
+	m, ok := v.get(key)
+	if !ok || m.kind == jsonNull {
+		return nil, false
+	}
+	return m, true
+}
+
 // checkKeys rejects a key of object v not in allowed, with code
 // unknown_field naming its path.
 func checkKeys(v *jsonValue, path string, allowed ...string) *problem {
