@@ -95,6 +95,9 @@ type simulator struct {
 	maxInflight     int
 	snapChunk       uint64
 	preVote         bool
+	writeLatency    int  // max units an asynchronous write takes
+	slowNewTerm     bool
+	crashAhead      bool // nemesis: crash leaders whose commit is ahead of their disk // nemesis: appends carrying the leader's own-term entries are often lost
 	checkQuorum     bool
 	snapshotting    bool
 	membership      bool
@@ -175,6 +178,18 @@ func newSimulator(seed uint64) *simulator {
 	s.preVote = s.chance(700)
 	s.checkQuorum = s.chance(500)
 	s.membership = s.chance(600)
+	s.slowNewTerm = s.chance(300)
+	s.crashAhead = s.chance(300)
+	s.writeLatency = []int{5, 20, 60}[s.rng.intn(3)]
+	if s.chance(250) {
+		// churn profile: leaders die often and replicate one entry per
+		// round trip, so elections interleave with half-replicated terms
+		// (the histories of the paper's Figure 8)
+		s.pCrashLeader = 100
+		s.pCrashMidReady = 30
+		s.maxMsgBytes, s.maxInflight = 1, 1
+		s.maxDelay = 30
+	}
 	s.committed = []simCommitted{{}}
 	s.hashAt = []uint64{0}
 	for i := 1; i <= s.n; i++ {
@@ -241,6 +256,9 @@ func (s *simulator) send(from *simNode, msgs []Message) {
 		if !s.healed && s.chance(s.pDrop) {
 			continue
 		}
+		if !s.healed && s.slowNewTerm && m.Type == MsgApp && len(m.Entries) > 0 && m.Entries[len(m.Entries)-1].Term == m.Term && s.chance(850) {
+			continue // the paper's Figure 8 needs old entries to outrun new ones
+		}
 		copies := 1
 		if !s.healed && s.chance(s.pDup) {
 			copies = 2
@@ -284,7 +302,7 @@ func (s *simulator) handleReady(sn *simNode) {
 		}
 		if s.asyncDriver && !s.healed {
 			// the write completes later; FIFO with earlier writes
-			at := s.now + s.rng.intn(2*simUnitsPerTick)
+			at := s.now + s.rng.intn(s.writeLatency)
 			if n := len(sn.pending); n > 0 {
 				at = max(at, sn.pending[n-1].at)
 			}
@@ -727,6 +745,13 @@ func (s *simulator) stepUnit() {
 	}
 	s.clientActions()
 	for _, sn := range s.nodes {
+		// nemesis: a leader whose commit index ran ahead of its own disk
+		// (legal when followers form the quorum, thesis §10.2.1) loses power
+		// soon after, with its writes still in flight
+		if sn.up && !s.healed && s.crashAhead && sn.crashAt == 0 && len(sn.pending) > 0 &&
+			sn.node.r.role == Leader && sn.node.r.log.committed > sn.node.r.log.stableLastIndex() {
+			sn.crashAt = s.now + 1 + s.rng.intn(2*s.maxDelay)
+		}
 		if sn.up && sn.crashAt != 0 && s.now >= sn.crashAt && !s.healed {
 			s.crash(sn)
 		}
