@@ -95,7 +95,7 @@ type simulator struct {
 	maxInflight     int
 	snapChunk       uint64
 	preVote         bool
-	writeLatency    int  // max units an asynchronous write takes
+	writeLatency    int // max units an asynchronous write takes
 	slowNewTerm     bool
 	crashAhead      bool // nemesis: crash leaders whose commit is ahead of their disk // nemesis: appends carrying the leader's own-term entries are often lost
 	checkQuorum     bool
