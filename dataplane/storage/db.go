@@ -112,15 +112,33 @@ func (d *DB) closeRocks() {
 	d.opts.Destroy()
 }
 
-// Write applies b atomically without waiting for an fsync. b is consumed.
+// Write applies b atomically on its own, without waiting for an fsync.
 func (d *DB) Write(b *Batch) error {
-	defer b.wb.Destroy()
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ErrClosed
 	}
-	if err := d.db.Write(d.wo, b.wb); err != nil {
+	return writeRaw(d.db, d.wo, b.wire(), b.count)
+}
+
+// Commit writes b and, with sync, returns once it is durable. Concurrent
+// callers share one RocksDB write and one fsync (see syncer).
+func (d *DB) Commit(b *Batch, sync bool) error {
+	return d.syncer.commit(b, sync)
+}
+
+// writeRaw writes a serialized batch of count operations in one cgo call.
+func writeRaw(db *grocksdb.DB, wo *grocksdb.WriteOptions, wire []byte, count uint32) error {
+	if count == 0 {
+		return nil
+	}
+	wb := grocksdb.WriteBatchFrom(wire)
+	defer wb.Destroy()
+	if got := wb.Count(); got != int(count) {
+		return fmt.Errorf("storage: serialized batch holds %d operations, want %d", got, count)
+	}
+	if err := db.Write(wo, wb); err != nil {
 		return fmt.Errorf("storage: write: %w", err)
 	}
 	return nil
@@ -154,21 +172,68 @@ func (d *DB) get(key []byte) ([]byte, error) {
 	return unseal(key, v)
 }
 
-// Batch is an atomic set of writes.
+// Batch is an atomic set of writes, built in Go directly in RocksDB's
+// WriteBatch wire format (so building it costs no cgo call per key, and
+// the committer can merge many batches by concatenation):
+//
+//	header:       sequence fixed64 LE (0: assigned by RocksDB), count fixed32 LE
+//	Put:          0x01 varstring(key) varstring(value)
+//	Delete:       0x00 varstring(key)
+//	DeleteRange:  0x0F varstring(begin) varstring(end)
+//
+// (default column family; varstring = uvarint length, bytes).
 type Batch struct {
-	wb *grocksdb.WriteBatch
+	data  []byte // the header's 12 bytes, then the operations
+	count uint32
 }
 
+const batchHeader = 12
+
 // NewBatch returns an empty batch.
-func NewBatch() *Batch { return &Batch{wb: grocksdb.NewWriteBatch()} }
+func NewBatch() *Batch { return &Batch{data: make([]byte, batchHeader, 256)} }
 
 // Count is the number of operations in b.
-func (b *Batch) Count() int { return b.wb.Count() }
+func (b *Batch) Count() int { return int(b.count) }
 
-// Discard frees a batch that will not be written.
-func (b *Batch) Discard() { b.wb.Destroy() }
+// Discard drops a batch that will not be written.
+func (b *Batch) Discard() { b.data, b.count = nil, 0 }
 
-func (b *Batch) put(key, value []byte) { b.wb.Put(key, seal(value)) }
+// Len is the batch's size in bytes.
+func (b *Batch) Len() int { return len(b.data) }
+
+// put adds key → CRC32C(value) value.
+func (b *Batch) put(key, value []byte) {
+	b.data = append(b.data, 0x01)
+	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
+	b.data = append(b.data, key...)
+	b.data = binary.AppendUvarint(b.data, uint64(len(value)+4))
+	b.data = binary.BigEndian.AppendUint32(b.data, crc32.Checksum(value, castagnoli))
+	b.data = append(b.data, value...)
+	b.count++
+}
+
+func (b *Batch) delete(key []byte) {
+	b.data = append(b.data, 0x00)
+	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
+	b.data = append(b.data, key...)
+	b.count++
+}
+
+func (b *Batch) deleteRange(begin, end []byte) {
+	b.data = append(b.data, 0x0F)
+	b.data = binary.AppendUvarint(b.data, uint64(len(begin)))
+	b.data = append(b.data, begin...)
+	b.data = binary.AppendUvarint(b.data, uint64(len(end)))
+	b.data = append(b.data, end...)
+	b.count++
+}
+
+// wire returns the batch in wire format, header filled in.
+func (b *Batch) wire() []byte {
+	binary.LittleEndian.PutUint64(b.data[0:8], 0)
+	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+	return b.data
+}
 
 // seal prefixes v with its CRC32C.
 func seal(v []byte) []byte {

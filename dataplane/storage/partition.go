@@ -259,7 +259,7 @@ func (p *Partition) CompactLog(b *Batch, index, term uint64) {
 	binary.BigEndian.PutUint64(v[0:], index)
 	binary.BigEndian.PutUint64(v[8:], term)
 	b.put(p.key.key('s'), v)
-	b.wb.DeleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', index+1))
+	b.deleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', index+1))
 }
 
 // CommitCompaction updates the log bounds after CompactLog's batch is
@@ -291,7 +291,7 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	last := p.lastIdx
 	p.mu.Unlock()
 	if ents[0].Index <= last {
-		b.wb.DeleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
+		b.deleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
 	}
 	for i := range ents {
 		b.put(p.key.u64Key('l', ents[i].Index), encodeEntry(ents[i]))
@@ -378,7 +378,7 @@ func (p *Partition) PutRecord(b *Batch, offset int64, rec []byte) {
 
 // DeleteRecord adds the removal of the record at offset to b.
 func (p *Partition) DeleteRecord(b *Batch, offset int64) {
-	b.wb.Delete(p.key.u64Key('r', uint64(offset)))
+	b.delete(p.key.u64Key('r', uint64(offset)))
 }
 
 // PutGroupOffset adds a group's committed offset to b.
@@ -443,11 +443,8 @@ func (p *Partition) Delete() error {
 	lo := p.key.prefix()
 	// The next partition's prefix (partitions are far below 2^32-1).
 	hi := PartitionKey{TopicID: p.key.TopicID, Partition: p.key.Partition + 1}.prefix()
-	b.wb.DeleteRange(lo, hi)
-	if err := p.db.Write(b); err != nil {
-		return err
-	}
-	if err := p.db.Sync(); err != nil {
+	b.deleteRange(lo, hi)
+	if err := p.db.Commit(b, true); err != nil {
 		return err
 	}
 	p.db.mu.RLock()
@@ -465,7 +462,7 @@ func (p *Partition) PutProducer(b *Batch, producerID string, state []byte) {
 
 // DeleteProducer adds the removal of a producer's state to b.
 func (p *Partition) DeleteProducer(b *Batch, producerID string) {
-	b.wb.Delete(p.key.key('d', []byte(producerID)...))
+	b.delete(p.key.key('d', []byte(producerID)...))
 }
 
 // Producers loads every producer's deduplication state.
@@ -550,6 +547,6 @@ func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
 // DeleteBelow adds to b the removal of every record and batch index entry
 // below offset before.
 func (p *Partition) DeleteBelow(b *Batch, before int64) {
-	b.wb.DeleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
-	b.wb.DeleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
+	b.deleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
+	b.deleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
 }
