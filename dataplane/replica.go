@@ -51,6 +51,9 @@ type Replica struct {
 	state     storage.AppliedState
 	waiters   map[uint64]*proposal
 	producers map[string]*producerState
+	// nextSeq publishes each producer's next expected sequence for
+	// NextSequence (producer id → int64).
+	nextSeq   sync.Map
 	ticks     int    // since the last retention check
 	cticks    int    // since the last compaction check
 	compactIx uint64 // Raft index of the last proposed compaction
@@ -103,11 +106,13 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 		if len(r.producers) >= maxProducers {
 			old := leastRecent(r.producers)
 			delete(r.producers, old)
+			r.nextSeq.Delete(old)
 			r.store.DeleteProducer(b, old)
 		}
 		r.producers[cmd.producer] = ps
 	}
 	ps.add(seqBatch{firstSeq: cmd.firstSeq + dups, firstOffset: first, count: n - dups}, index)
+	r.nextSeq.Store(cmd.producer, ps.nextSeq)
 	r.store.PutProducer(b, cmd.producer, ps.encode())
 	return result{offsets: offsets}
 }
@@ -205,7 +210,7 @@ func (r *Replica) maybeCompactLog() error {
 	}
 	b := storage.NewBatch()
 	r.store.CompactLog(b, st.Applied, term)
-	if err := r.e.cfg.DB.Write(b); err != nil {
+	if err := r.e.cfg.DB.Commit(b, false); err != nil {
 		return err
 	}
 	r.store.CommitCompaction(st.Applied, term)
@@ -309,6 +314,18 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	})
 }
 
+// NextSequence is the next sequence the partition expects from producer
+// id, as of the last applied entry (0 for a producer it does not know).
+// The node checks a request's sequences against it in every partition
+// before proposing anything, so a gap in one partition appends nothing in
+// the others.
+func (r *Replica) NextSequence(id string) int64 {
+	if v, ok := r.nextSeq.Load(id); ok {
+		return v.(int64)
+	}
+	return 0
+}
+
 // Position is a replica's published state.
 type Position struct {
 	Leader         uint64
@@ -328,10 +345,7 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 		// reads it.
 		b := storage.NewBatch()
 		store.SetConfState(b, raft.ConfState{Voters: voters})
-		if err := e.cfg.DB.Write(b); err != nil {
-			return nil, err
-		}
-		if err := e.cfg.DB.Sync(); err != nil {
+		if err := e.cfg.DB.Commit(b, true); err != nil {
 			return nil, err
 		}
 	}
@@ -377,6 +391,9 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 		changedC:  make(chan struct{}),
 	}
 	r.pos = Position{LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset, SizeBytes: st.SizeBytes}
+	for id, ps := range producers {
+		r.nextSeq.Store(id, ps.nextSeq)
+	}
 	hs, cs, _ := store.InitialState()
 	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {
 		// The sole voter need not wait for an election timeout.
@@ -617,13 +634,8 @@ func (r *Replica) handleReady() error {
 			}
 			b := storage.NewBatch()
 			r.store.PersistRaft(b, rd.HardState, rd.Entries)
-			if err := r.e.cfg.DB.Write(b); err != nil {
+			if err := r.e.cfg.DB.Commit(b, rd.MustSync); err != nil {
 				return err
-			}
-			if rd.MustSync {
-				if err := r.e.cfg.DB.Sync(); err != nil {
-					return err
-				}
 			}
 			r.store.CommitRaft(rd.HardState, rd.Entries)
 		}
@@ -713,7 +725,7 @@ func (r *Replica) apply(ents []raft.Entry) error {
 		}
 	}
 	r.store.PutAppliedState(b, st)
-	if err := r.e.cfg.DB.Write(b); err != nil {
+	if err := r.e.cfg.DB.Commit(b, false); err != nil {
 		return err
 	}
 	produced := st.NextOffset - r.state.NextOffset

@@ -337,10 +337,8 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 	if int64(len(req.Records)) > n.cfg.ProducerMaxBatchRecords {
 		return nil, daftka.Errorf(daftka.CodeTooManyRecords, "at most %d records per request, got %d", n.cfg.ProducerMaxBatchRecords, len(req.Records))
 	}
-	if req.ProducerID != "" {
-		if len(req.ProducerID) > maxProducerIDLen || !daftka.ValidName(req.ProducerID) {
-			return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
-		}
+	if req.ProducerID != "" && !validProducerID(req.ProducerID) {
+		return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
 	}
 	quota := quotaKey{topicID: t.ID}
 	if err := n.quotas.admit(quota, t.Config.ProduceBytesPerSec, time.Now()); err != nil {
@@ -382,6 +380,21 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		}
 		results[i].Partition = p
 		byPart[p] = append(byPart[p], i)
+	}
+	if req.ProducerID != "" {
+		// A gap in any partition refuses the whole request before anything
+		// is proposed. (A producer with several requests in flight at once
+		// can still race itself; each partition's batch is then checked
+		// again when it is applied.)
+		for p, idx := range byPart {
+			r, err := n.replica(t, p)
+			if err != nil {
+				return nil, err
+			}
+			if first, next := req.Records[idx[0]].Sequence, r.NextSequence(req.ProducerID); first > next {
+				return nil, daftka.Errorf(daftka.CodeOutOfOrderSequence, "producer %s: sequence %d in partition %d, expected %d", req.ProducerID, first, p, next)
+			}
+		}
 	}
 	n.quotas.charge(quota, t.Config.ProduceBytesPerSec, total, time.Now())
 	// One batch per partition, committed concurrently: each batch commits
@@ -432,6 +445,20 @@ func payloadBytes(key, value []byte, hs []daftka.Header) int64 {
 		n += int64(len(h.Key) + len(h.Value))
 	}
 	return n
+}
+
+// validProducerID: 1..64 characters of [A-Za-z0-9._-] (api-v1.md).
+func validProducerID(s string) bool {
+	if len(s) == 0 || len(s) > maxProducerIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkHeaders(hs []daftka.Header) error {

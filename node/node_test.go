@@ -158,9 +158,19 @@ func TestIdempotentProduceSurvivesRestart(t *testing.T) {
 	if _, err := produce(recs(1, 2)); !errors.Is(err, daftka.ErrOutOfOrderSequence) {
 		t.Fatalf("gap in partition 1: %v", err)
 	}
+	// A gap in one partition appends nothing in the others.
+	if _, err := produce(append(recs(0, 5), recs(1, 7)...)); !errors.Is(err, daftka.ErrOutOfOrderSequence) {
+		t.Fatalf("gap in partition 1 of a two-partition request: %v", err)
+	}
+	// Producer ids are 1..64 of [A-Za-z0-9._-]: "." and ".." included.
+	for _, id := range []string{".", ".."} {
+		if _, err := n.API.Produce(ctx, "idem", daftka.ProduceRequest{ProducerID: id, Records: recs(1, 0)}); err != nil {
+			t.Fatalf("producer id %q: %v", id, err)
+		}
+	}
 	pi, _ := n.API.DescribePartition(ctx, "idem", 0)
 	if pi.HighWatermark != 6 {
-		t.Fatalf("hwm %d, want 6 (3 + 1 other + 1 + 1 new)", pi.HighWatermark)
+		t.Fatalf("hwm %d, want 6 (3 + 1 other + 1 + 1 new; nothing from refused requests)", pi.HighWatermark)
 	}
 }
 
