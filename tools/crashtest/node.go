@@ -64,6 +64,8 @@ type Node struct {
 	DataDir string
 	LogPath string
 	Ports   Ports
+	// Args are extra flags for `daftka run`.
+	Args []string
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current process has exited
@@ -89,14 +91,15 @@ func (n *Node) Start() error {
 	}
 	n.starts++
 	fmt.Fprintf(logf, "===== crashtest: start %d at %s =====\n", n.starts, time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command(n.Bin, "run",
+	args := append([]string{"run",
 		"--data-dir", n.DataDir,
 		"--gateway-addr", addr(n.Ports.Gateway),
 		"--metrics-addr", addr(n.Ports.Metrics),
 		"--etcd-client-addr", addr(n.Ports.EtcdClient),
 		"--etcd-peer-addr", addr(n.Ports.EtcdPeer),
 		"--raft-addr", addr(n.Ports.Raft),
-	)
+	}, n.Args...)
+	cmd := exec.Command(n.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
