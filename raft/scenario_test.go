@@ -256,6 +256,13 @@ func TestScenarioLeaderLease(t *testing.T) {
 // term by counting replicas; it commits it only with an entry of its own
 // term.
 func TestScenarioNoCommitOfOldTermByCounting(t *testing.T) {
+	if msg := figure8History(t); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
+// figure8History returns a description of the violation, or "".
+func figure8History(t tb) string {
 	c := newTestCluster(t, 3, func(cfg *Config) { cfg.PreVote = false; cfg.CheckQuorum = false })
 	c.elect(1)
 	// 1 appends an entry of term 1 that only it has
@@ -274,13 +281,72 @@ func TestScenarioNoCommitOfOldTermByCounting(t *testing.T) {
 	pr.match, pr.next = old, old+1
 	pr.becomeReplicate()
 	if r.maybeCommit() && r.log.committed >= old {
-		t.Fatalf("committed index %d (term 1) by counting replicas in term %d", old, r.term)
+		return fmt.Sprintf("committed index %d (term 1) by counting replicas in term %d", old, r.term)
 	}
 	pr.match = old + 1
 	r.prs[1].match = old + 1
 	if !r.maybeCommit() || r.log.committed != old+1 {
 		t.Fatalf("current-term entry did not commit: %d", r.log.committed)
 	}
+	return ""
+}
+
+// restart rebuilds a node from its disk, losing every Ready it had not
+// made durable (power loss).
+func (c *testCluster) restart(id uint64) {
+	c.holdAdvance[id] = nil
+	c.slow[id] = false
+	var applied uint64
+	if a := c.applied[id]; len(a) > 0 {
+		applied = a[len(a)-1].Index
+	}
+	n, err := NewNode(Config{ID: id, Storage: c.disks[id], ElectionTick: 10, HeartbeatTick: 1, PreVote: true, CheckQuorum: true, Seed: 43, Applied: applied})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes[id] = n
+}
+
+// Thesis §10.2.1, the whole history: the leader's entry reaches one
+// follower while the leader's own write is slow; the leader loses power.
+// Had it counted its unwritten copy, the entry would have been committed
+// and applied on the follower, then overwritten by a new leader elected
+// by the two nodes that never had it.
+func TestScenarioLeaderPowerLossBeforeWrite(t *testing.T) {
+	if msg := selfAckHistory(t); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
+func selfAckHistory(t tb) string {
+	c := newTestCluster(t, 3, nil)
+	c.elect(1)
+	c.propose(1, "base")
+	c.isolated[3] = true
+	c.slow[1] = true
+	if _, _, err := c.nodes[1].Propose([]byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	c.pump()
+	c.pump()
+	c.restart(1) // power loss: "e" never reached 1's disk
+	c.isolated[2], c.isolated[3] = true, false
+	c.tick(60) // 1 and 3 elect a leader between them
+	lead := c.leader()
+	if lead == 0 {
+		t.Fatal("1 and 3 elected no leader")
+	}
+	c.propose(lead, "f")
+	seen := map[uint64]string{}
+	for _, id := range []uint64{1, 2, 3} {
+		for _, e := range c.applied[id] {
+			if prev, ok := seen[e.Index]; ok && prev != string(e.Data) {
+				return fmt.Sprintf("index %d applied as %q and as %q", e.Index, prev, e.Data)
+			}
+			seen[e.Index] = string(e.Data)
+		}
+	}
+	return ""
 }
 
 // Thesis §10.2.1: the leader sends appends before its own write is durable
