@@ -210,7 +210,7 @@ func (r *Replica) maybeCompactLog() error {
 	}
 	b := storage.NewBatch()
 	r.store.CompactLog(b, st.Applied, term)
-	if err := r.e.cfg.DB.Commit(b, false); err != nil {
+	if err := r.e.cfg.DB.Write(b); err != nil {
 		return err
 	}
 	r.store.CommitCompaction(st.Applied, term)
@@ -628,23 +628,38 @@ func (r *Replica) handleReady() error {
 			}
 		}
 		r.e.send(r.id, rd.Messages)
-		if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() {
-			for i := range rd.Entries {
-				r.logBytes += int64(len(rd.Entries[i].Data))
-			}
-			b := storage.NewBatch()
-			r.store.PersistRaft(b, rd.HardState, rd.Entries)
-			if err := r.e.cfg.DB.Commit(b, rd.MustSync); err != nil {
+		for i := range rd.Entries {
+			r.logBytes += int64(len(rd.Entries[i].Data))
+		}
+		// What must be durable goes through the node's committer and its
+		// shared fsync. A HardState that changed only its commit index
+		// need not be durable: it rides in the apply batch, written
+		// directly (one write per cycle, not waiting behind anyone's fsync).
+		var b *storage.Batch
+		switch {
+		case rd.MustSync:
+			pb := storage.NewBatch()
+			r.store.PersistRaft(pb, rd.HardState, rd.Entries)
+			if err := r.e.cfg.DB.Commit(pb, true); err != nil {
 				return err
 			}
 			r.store.CommitRaft(rd.HardState, rd.Entries)
+		case len(rd.Entries) > 0 || !rd.HardState.IsEmpty():
+			b = storage.NewBatch()
+			r.store.PersistRaft(b, rd.HardState, rd.Entries)
 		}
-		r.e.send(r.id, rd.MessagesAfterPersist)
-		if len(rd.CommittedEntries) > 0 {
-			if err := r.apply(rd.CommittedEntries); err != nil {
+		if b != nil || len(rd.CommittedEntries) > 0 {
+			if b == nil {
+				b = storage.NewBatch()
+			}
+			if err := r.apply(b, rd.CommittedEntries); err != nil {
 				return err
 			}
+			if !rd.MustSync {
+				r.store.CommitRaft(rd.HardState, rd.Entries)
+			}
 		}
+		r.e.send(r.id, rd.MessagesAfterPersist)
 		r.node.Advance(rd)
 	}
 	return nil
@@ -652,9 +667,9 @@ func (r *Replica) handleReady() error {
 
 // apply runs committed entries through the partition state machine:
 // offsets are assigned here, densely, in log order, so every replica and
-// every replay assigns the same ones.
-func (r *Replica) apply(ents []raft.Entry) error {
-	b := storage.NewBatch()
+// every replay assigns the same ones. b may already hold Raft state to
+// write with the results; apply writes it.
+func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 	st := r.state
 	type done struct {
 		p   *proposal
@@ -725,7 +740,7 @@ func (r *Replica) apply(ents []raft.Entry) error {
 		}
 	}
 	r.store.PutAppliedState(b, st)
-	if err := r.e.cfg.DB.Commit(b, false); err != nil {
+	if err := r.e.cfg.DB.Write(b); err != nil {
 		return err
 	}
 	produced := st.NextOffset - r.state.NextOffset

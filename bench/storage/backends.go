@@ -96,26 +96,21 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 		wb := storage.NewBatch()
 		p.PersistRaft(wb, raft.HardState{}, ents)
 		b.add(0, &t)
-		if err := b.db.Write(wb); err != nil {
+		// As the replica does: through the node-wide committer.
+		if err := b.db.Commit(wb, true); err != nil {
 			return err
 		}
 		b.add(1, &t)
-		if err := b.db.Sync(); err != nil {
-			return err
-		}
 		b.add(2, &t)
 		p.CommitRaft(raft.HardState{}, ents)
 		// Ready 2: the commit index moved (no sync), and the committed
 		// entries are applied.
+		// As the replica does: the commit-only HardState rides in the
+		// apply batch, written directly.
 		hs := raft.HardState{Term: 1, Vote: 1, Commit: last}
-		wb = storage.NewBatch()
-		p.PersistRaft(wb, hs, nil)
-		if err := b.db.Write(wb); err != nil {
-			return err
-		}
-		b.add(3, &t)
-		p.CommitRaft(hs, nil)
 		ab := storage.NewBatch()
+		p.PersistRaft(ab, hs, nil)
+		b.add(3, &t)
 		for i, r := range reqs {
 			st.Applied = ents[i].Index
 			for _, rec := range r.recs {
@@ -126,6 +121,7 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 		}
 		p.PutAppliedState(ab, st)
 		err := b.db.Write(ab)
+		p.CommitRaft(hs, nil)
 		b.add(4, &t)
 		return err
 	}, nil
