@@ -219,6 +219,11 @@ func (l *raftLog) append(ents ...Entry) uint64 {
 		return l.lastIndex()
 	}
 	after := ents[0].Index
+	for i := 1; i < len(ents); i++ {
+		if ents[i].Index != after+uint64(i) {
+			panic("raft: append of non-contiguous entries at " + u64(ents[i].Index))
+		}
+	}
 	if after <= l.committed {
 		panic("raft: append at " + u64(after) + " truncates committed " + u64(l.committed))
 	}

@@ -282,3 +282,95 @@ func TestPropSnapshotChunks(t *testing.T) {
 		}
 	})
 }
+
+// TestPropPipelinedReadys: with a pipelining driver (several Readys taken
+// before any is advanced; writes and Advances in order) and conflicting
+// appends arriving in between, the log view always equals a plain-slice
+// model, and once every Ready is written the disk equals the model too.
+func TestPropPipelinedReadys(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		disk := NewMemoryStorage()
+		l, err := newRaftLog(disk, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var model []uint64 // terms; index i+1
+		var inflight [][]Entry
+		term := uint64(1)
+		flushOne := func() {
+			batch := inflight[0]
+			inflight = inflight[1:]
+			if err := disk.Append(batch); err != nil {
+				t.Fatal(err)
+			}
+			last := batch[len(batch)-1]
+			l.stableTo(last.Index, last.Term)
+		}
+		for step := 0; step < 60; step++ {
+			switch rapid.IntRange(0, 4).Draw(t, "op") {
+			case 0: // append at the end (leader)
+				n := rapid.IntRange(1, 3).Draw(t, "n")
+				ents := make([]Entry, n)
+				base := uint64(len(model)) + 1
+				for i := range ents {
+					ents[i] = Entry{Index: base + uint64(i), Term: term}
+					model = append(model, term)
+				}
+				l.append(ents...)
+			case 1: // conflicting append above commit (follower, new leader)
+				if uint64(len(model)) <= l.committed {
+					continue
+				}
+				at := rapid.Uint64Range(l.committed+1, uint64(len(model))).Draw(t, "at")
+				term++
+				n := rapid.IntRange(1, 3).Draw(t, "n")
+				ents := make([]Entry, n)
+				model = model[:at-1]
+				for i := range ents {
+					ents[i] = Entry{Index: at + uint64(i), Term: term}
+					model = append(model, term)
+				}
+				l.append(ents...)
+			case 2: // take a Ready
+				if ents := l.unstable.takeEntries(); len(ents) > 0 {
+					inflight = append(inflight, ents)
+				}
+			case 3: // a write completes
+				if len(inflight) > 0 {
+					flushOne()
+				}
+			case 4: // commit some prefix that is durable
+				if s := l.stableLastIndex(); s > l.committed && s <= uint64(len(model)) {
+					l.commitTo(rapid.Uint64Range(l.committed, s).Draw(t, "commit"))
+				}
+			}
+			if l.lastIndex() != uint64(len(model)) {
+				t.Fatalf("lastIndex %d, model %d", l.lastIndex(), len(model))
+			}
+			for i, tm := range model {
+				if got, err := l.term(uint64(i + 1)); err != nil || got != tm {
+					t.Fatalf("term(%d) = %d %v, model %d", i+1, got, err, tm)
+				}
+			}
+		}
+		// drain: take the rest and write everything in order
+		if ents := l.unstable.takeEntries(); len(ents) > 0 {
+			inflight = append(inflight, ents)
+		}
+		for len(inflight) > 0 {
+			flushOne()
+		}
+		if len(l.unstable.entries) != 0 {
+			t.Fatalf("unstable not empty after all writes: %d entries from %d", len(l.unstable.entries), l.unstable.offset)
+		}
+		last, _ := disk.LastIndex()
+		if last != uint64(len(model)) {
+			t.Fatalf("disk last %d, model %d", last, len(model))
+		}
+		for i, tm := range model {
+			if got, _ := disk.Term(uint64(i + 1)); got != tm {
+				t.Fatalf("disk term(%d) = %d, model %d", i+1, got, tm)
+			}
+		}
+	})
+}
