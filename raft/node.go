@@ -52,7 +52,9 @@ func (n *Node) Tick() {
 }
 
 // Campaign starts an election now. A single-voter group becomes leader at
-// once.
+// once. A node does not campaign while committed membership changes wait
+// to be applied (it would count votes in a stale configuration); it then
+// campaigns by itself on its election timeout once they are applied.
 func (n *Node) Campaign() error {
 	if !n.r.promotable() {
 		return wrap("raft: node "+u64(n.r.id)+" is not a voter", ErrProposalDropped)

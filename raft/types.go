@@ -99,7 +99,9 @@ type Message struct {
 	RejectHint uint64
 	// Snapshot is set for MsgSnap.
 	Snapshot *Snapshot
-	// Context carries a ReadIndex request id or a campaign reason.
+	// Context carries a ReadIndex request id or a campaign reason; on a
+	// chunked MsgSnap it carries the 16-byte chunk header (offset, total
+	// length) described in snapchunk.go.
 	Context []byte
 }
 
