@@ -264,7 +264,12 @@ func (g *gateway) serveRecovering(w *recorder, r *http.Request) (aborted bool) {
 
 func (g *gateway) accessLog(r *http.Request, info *reqInfo, status int, bytesOut int64, elapsed time.Duration) {
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case r.Context().Err() != nil && status >= 500:
+		// The client went away (or the node is stopping): not a server
+		// fault, and nobody read the answer.
+		level = slog.LevelWarn
+	case status >= 500:
 		level = slog.LevelError
 	}
 	if !g.log.Enabled(r.Context(), level) {

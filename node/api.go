@@ -644,6 +644,9 @@ func (n *Node) GroupOffsets(ctx context.Context, group, topic string) ([]daftka.
 // Ready implements daftka.API: metadata reachable, assignments reconciled,
 // every local replica recovered with a known leader.
 func (n *Node) Ready(ctx context.Context) error {
+	if n.failed.Load() {
+		return unavailable("a partition replica failed; the node must restart")
+	}
 	if err := n.cp.Healthy(ctx); err != nil {
 		return unavailable("metadata store not reachable")
 	}

@@ -52,6 +52,7 @@ type Node struct {
 	reconciled   atomic.Bool
 	closeOnce    sync.Once
 	fatalOnce    sync.Once
+	failed       atomic.Bool // a fatal error happened: never ready again
 	fatalHandler func(error)
 	// rr spreads keyless records over partitions.
 	rr atomic.Uint64
@@ -188,6 +189,7 @@ func serve(s *http.Server, ln net.Listener, log *slog.Logger, name string) {
 }
 
 func (n *Node) fatal(err error) {
+	n.failed.Store(true)
 	n.fatalOnce.Do(func() { n.fatalHandler(err) })
 }
 
