@@ -33,6 +33,9 @@ type Config struct {
 	MetricsPort int64
 
 	RaftAddr            string
+	TLSCAFile           string
+	TLSCertFile         string
+	TLSKeyFile          string
 	RaftTickMs          int64
 	ElectionTimeoutMs   int64
 	HeartbeatIntervalMs int64
@@ -107,6 +110,16 @@ func intKey(name, doc string, def, min, max int64, field func(*Config) *int64) k
 	}}
 }
 
+func strKey(name, doc, def string, field func(*Config) *string) key {
+	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
+		s, err := v.str()
+		if err == nil {
+			*field(c) = s
+		}
+		return err
+	}}
+}
+
 func addrKey(name, doc, def string, field func(*Config) *string) key {
 	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
 		s, err := v.str()
@@ -176,6 +189,12 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.MetricsPort }),
 	addrKey("raft.addr", "Node-to-node QUIC address (UDP) for Raft traffic.", "127.0.0.1:4002",
 		func(c *Config) *string { return &c.RaftAddr }),
+	strKey("tls.ca_file", "Cluster CA certificate (PEM) for node-to-node mTLS. Empty (with cert and key empty): a development CA and this node's certificate are created in <storage.path>/tls on first start.", "",
+		func(c *Config) *string { return &c.TLSCAFile }),
+	strKey("tls.cert_file", "This node's certificate (PEM), signed by the cluster CA, naming the node as URI SAN daftka://node/<node.id>.", "",
+		func(c *Config) *string { return &c.TLSCertFile }),
+	strKey("tls.key_file", "This node's private key (PEM).", "",
+		func(c *Config) *string { return &c.TLSKeyFile }),
 	intKey("raft.tick_ms", "Length of one Raft tick; timeouts below are rounded to ticks.", 10, 1, 1000,
 		func(c *Config) *int64 { return &c.RaftTickMs }),
 	intKey("raft.election_timeout_ms", "Base election timeout; each node draws its timeout in [t, 2t).", 150, 2, 60_000,
@@ -371,10 +390,20 @@ func (c *Config) Validate() error {
 	if c.MaxRecordBytes > c.MaxBodyBytes {
 		return fmt.Errorf("config key max_record_bytes (%d) must not exceed gateway.max_body_bytes (%d)", c.MaxRecordBytes, c.MaxBodyBytes)
 	}
+	if set := btoi(c.TLSCAFile != "") + btoi(c.TLSCertFile != "") + btoi(c.TLSKeyFile != ""); set != 0 && set != 3 {
+		return fmt.Errorf("config keys tls.ca_file, tls.cert_file and tls.key_file go together: set all three or none")
+	}
 	if c.PartitionsPerTopic > c.MaxPartitions {
 		return fmt.Errorf("config key partitions_per_topic (%d) must not exceed max_partitions_per_topic (%d)", c.PartitionsPerTopic, c.MaxPartitions)
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // GatewayAddr is host:port of the gateway.

@@ -88,6 +88,7 @@ type Engine struct {
 	tickDone chan struct{}
 
 	recordsCommitted *metrics.Counter
+	droppedRaft      *metrics.Counter
 }
 
 // New starts an engine with no replicas.
@@ -117,6 +118,7 @@ func New(cfg Config) *Engine {
 		stopTick:         make(chan struct{}),
 		tickDone:         make(chan struct{}),
 		recordsCommitted: cfg.Metrics.NewCounter("daftka_records_committed_total"),
+		droppedRaft:      cfg.Metrics.NewCounter("daftka_raft_messages_dropped_total"),
 	}
 	go e.tick()
 	return e

@@ -25,6 +25,7 @@ import (
 	"github.com/daftka/daftka/dataplane"
 	"github.com/daftka/daftka/dataplane/storage"
 	"github.com/daftka/daftka/gateway"
+	"github.com/daftka/daftka/transport"
 )
 
 // Node is one running node. It implements daftka.API.
@@ -36,6 +37,7 @@ type Node struct {
 	db     *storage.DB
 	cp     *controlplane.ControlPlane
 	engine *dataplane.Engine
+	tr     *transport.Transport
 	topics *topicCache
 	quotas *quotas
 
@@ -128,6 +130,19 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 		OnFatal:              n.fatal,
 	})
 
+	// Node-to-node QUIC with mTLS: production files from config, or a dev
+	// CA and certificate created in the data dir on first start.
+	tcfg := transport.Config{NodeID: cfg.NodeID, ListenAddr: cfg.RaftAddr, Logger: logger, Metrics: n.metrics,
+		TLS: transport.TLSFiles{CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}}
+	if cfg.TLSCAFile == "" {
+		tcfg.DevCertDir = filepath.Join(cfg.StoragePath, transport.DevCertDir)
+	}
+	if n.tr, err = transport.New(tcfg, n.engine); err != nil {
+		return nil, fmt.Errorf("node: transport: %w", err)
+	}
+	if err := n.tr.Start(); err != nil {
+		return nil, fmt.Errorf("node: transport on %s: %w", cfg.RaftAddr, err)
+	}
 	if n.gatewayLn, err = net.Listen("tcp", cfg.GatewayAddr()); err != nil {
 		return nil, fmt.Errorf("node: gateway listener: %w", err)
 	}
@@ -135,7 +150,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 		return nil, fmt.Errorf("node: metrics listener: %w", err)
 	}
 	if err := n.cp.RegisterNode(ctx, controlplane.Node{
-		ID: cfg.NodeID, GatewayURL: n.GatewayURL(), RaftAddr: cfg.RaftAddr, EtcdURL: n.cp.ClientURL(),
+		ID: cfg.NodeID, GatewayURL: n.GatewayURL(), RaftAddr: n.tr.Addr().String(), EtcdURL: n.cp.ClientURL(),
 	}); err != nil {
 		return nil, fmt.Errorf("node: register: %w", err)
 	}
@@ -233,6 +248,9 @@ func (n *Node) Close(ctx context.Context) error {
 		if n.cancel != nil {
 			n.cancel()
 			n.reconcileWG.Wait()
+		}
+		if n.tr != nil {
+			_ = n.tr.Close()
 		}
 		if n.engine != nil {
 			n.engine.Close()

@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/node"
 	"github.com/daftka/daftka/node/nodetest"
+	"github.com/daftka/daftka/transport"
 )
 
 // TestProduceFetchRestart: offsets are dense and strictly increasing per
@@ -452,5 +456,45 @@ func TestKeyCompaction(t *testing.T) {
 	res, err := n.API.Fetch(ctx, "c", 0, daftka.FetchRequest{Offset: 4})
 	if err != nil || len(res.Records) != 1 || res.Records[0].Offset != 6 {
 		t.Fatalf("fetch from a gap: %+v %v", res, err)
+	}
+}
+
+// TestNodeTLS: a node without TLS files creates a dev CA and its
+// certificate in <data-dir>/tls on first start and reuses them; a node
+// given production files uses them; a certificate of another node id is
+// refused at start (issue 5, mTLS).
+func TestNodeTLS(t *testing.T) {
+	dir := t.TempDir()
+	n := nodetest.StartConfig(t, nodetest.Config(dir))
+	for _, f := range []string{"ca.pem", "ca-key.pem", "node-1.pem", "node-1-key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, "tls", f)); err != nil {
+			t.Fatalf("dev certificate %s: %v", f, err)
+		}
+	}
+	n.Restart(t)
+	n.Stop()
+
+	// "Production": files named in config (made by the dev CA here).
+	files, err := transport.EnsureDevCerts(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(t.TempDir())
+	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = files.CAFile, files.CertFile, files.KeyFile
+	p := nodetest.StartConfig(t, cfg)
+	if _, err := os.Stat(filepath.Join(cfg.StoragePath, "tls")); !os.IsNotExist(err) {
+		t.Fatalf("a node with production TLS files made dev certificates: %v", err)
+	}
+	p.Stop()
+
+	other, err := transport.EnsureDevCerts(t.TempDir(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := nodetest.Config(t.TempDir())
+	bad.TLSCAFile, bad.TLSCertFile, bad.TLSKeyFile = other.CAFile, other.CertFile, other.KeyFile
+	if nd, err := node.Start(context.Background(), bad, nil, node.Options{}); err == nil {
+		nd.Close(context.Background())
+		t.Fatal("node 1 started with node 2's certificate")
 	}
 }
