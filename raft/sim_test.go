@@ -27,7 +27,7 @@ const (
 	simUnitsPerTick      = 10 // message latency is measured in sub-tick units
 	simElectionTick      = 10
 	simHeartbeatTick     = 2
-	simSafetyTicks       = 300
+	simSafetyTicks       = 800
 	simLivenessTicksMax  = 300 // bound for the liveness phase
 	simMaxTraceLines     = 200
 	simMaxNetworkMsgs    = 20000
