@@ -181,6 +181,18 @@ func (c *Client) ReadPartition(ctx context.Context, topic string, part int32) (P
 				}
 				break
 			}
+			if err == nil && a.Status == http.StatusRequestedRangeNotSatisfiable && first {
+				// Retention moved the log start past 0: start there.
+				var prob struct {
+					LogStart *int64 `json:"log_start_offset"`
+				}
+				if json.Unmarshal(a.Body, &prob) == nil && prob.LogStart != nil && *prob.LogStart > off {
+					off = *prob.LogStart
+					path = fmt.Sprintf("/v1/topics/%s/partitions/%d/records?offset=%d&max_records=%d",
+						url.PathEscape(topic), part, off, pageRecords)
+					continue
+				}
+			}
 			retryable := err != nil || a.Status == http.StatusServiceUnavailable || a.Status == http.StatusTooManyRequests
 			if !retryable {
 				return pl, fmt.Errorf("fetch %s: %d %.300s", path, a.Status, a.Body)
