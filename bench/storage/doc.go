@@ -39,12 +39,8 @@
 //
 //	go run ./bench/storage/cmd/storagebench -duration 3s -rounds 3
 //
-// Experiments (-modes, STORAGEBENCH_MODES) measure proposed changes on a
-// copy of dataplane/storage (internal/rockscopy), never on the package
-// itself: variants of the rocks cycle in experiments.go (RocksDB options,
-// fewer writes, records stored once, no fsync) and a node-wide committer
-// that merges every partition's writes into one RocksDB write and one
-// fsync in combine.go. BenchmarkCycle measures one writer's CPU cost per
-// record without producers or fsync waits. docs/benchmarks.md has the
-// results and the diagnosis.
+// docs/benchmarks.md has the results and the diagnosis. The experiments
+// behind its proposals ran on a copy of dataplane/storage that was removed
+// once the committer proposal landed in the package itself (git history:
+// bench/storage/internal/rockscopy, experiments.go, combine.go).
 package storagebench

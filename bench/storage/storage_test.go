@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/daftka/daftka/bench/storage/internal/rockscopy"
 )
 
 // TestSmoke runs each mode briefly and checks that records flow.
@@ -59,7 +58,7 @@ func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
 // STORAGEBENCH_PRODUCERS (512, in total), STORAGEBENCH_BATCH (records per
 // request, 1), STORAGEBENCH_FLUSH (5ms, storage.flush_interval_ms),
 // STORAGEBENCH_PARTITIONS (1,16,256), STORAGEBENCH_MODES (rocks; see
-// experiments.go for others), STORAGEBENCH_BASELINE=0 skips the baseline
+//  STORAGEBENCH_BASELINE=0 skips the baseline
 // (for profiling one mode).
 func BenchmarkStorage(b *testing.B) {
 	parts := []int{1, 16, 256}
@@ -128,100 +127,4 @@ func report(b *testing.B, res, raw Result) {
 		res.RecordsPerCycle(), float64(res.CPUPerRecord().Nanoseconds()), res.MBPerSec()/raw.MBPerSec(), res.MeanSync().Round(time.Microsecond/10), res.PhaseSummary())
 }
 
-// BenchmarkCycle measures one writer's cycle without producers and without
-// fsync waits (the Sync is skipped): the CPU cost per record of the write
-// path itself, for the copy of dataplane/storage and its variants, next to
-// the raw baseline's (whose cycle here is build + write(2) only). One op is
-// one record; cycles carry STORAGEBENCH_BATCH requests of one record.
-func BenchmarkCycle(b *testing.B) {
-	per := envInt(b, "STORAGEBENCH_BATCH", 64)
-	for _, name := range []string{"raw", "copy", "onewrite", "manualwal", "once", "proposed", "proposed-once"} {
-		b.Run(name, func(b *testing.B) {
-			c := Config{Dir: b.TempDir(), RecordSize: 1024}
-			var be backend
-			var err error
-			if name == "raw" {
-				be, err = newRawBackend(c)
-			} else {
-				v := variants[name]
-				v.noSync = true
-				be, err = newCopyBackend(c, v)
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = be.close() }()
-			cycle, err := be.writer(0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if rb, ok := be.(*rawBackend); ok {
-				// No fsync: only the build and write(2).
-				rb.gs.flush = func() error { return nil }
-			}
-			reqs := make([]*request, per)
-			for i := range reqs {
-				data, recs := encodeProduce(1, c.RecordSize, time.Now())
-				reqs[i] = &request{data: data, recs: recs}
-			}
-			b.SetBytes(int64(c.RecordSize))
-			b.ResetTimer()
-			cpu0 := processCPU()
-			for n := 0; n < b.N; n += per {
-				if err := cycle(reqs); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/record")
-		})
-	}
-}
 
-// TestCombineFormat checks that the combine experiment's hand-built
-// WriteBatch stores what dataplane/storage would: entries, records and
-// applied state readable through the storage API.
-func TestCombineFormat(t *testing.T) {
-	be, err := newCombineBackend(Config{Dir: t.TempDir(), FlushInterval: time.Millisecond}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = be.close() }()
-	cycle, err := be.writer(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reqs []*request
-	for range 2 {
-		data, recs := encodeProduce(2, 100, time.Now())
-		reqs = append(reqs, &request{data: data, recs: recs})
-	}
-	if err := cycle(reqs); err != nil {
-		t.Fatal(err)
-	}
-	p, err := be.(*combineBackend).db.Partition(rockscopy.PartitionKey(partitionKey(3)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if last, _ := p.LastIndex(); last != 2 {
-		t.Fatalf("last index %d, want 2", last)
-	}
-	ents, err := p.Entries(1, 3, 1<<20)
-	if err != nil || len(ents) != 2 || string(ents[1].Data) != string(reqs[1].data) {
-		t.Fatalf("entries %v, %v", ents, err)
-	}
-	st, err := p.AppliedState()
-	if err != nil || st.Applied != 2 || st.NextOffset != 4 {
-		t.Fatalf("applied state %+v, %v", st, err)
-	}
-	n := 0
-	err = p.ReadRecords(0, 4, func(off int64, rec []byte) error {
-		if string(rec) != string(reqs[off/2].recs[off%2]) {
-			t.Errorf("record %d differs", off)
-		}
-		n++
-		return nil
-	})
-	if err != nil || n != 4 {
-		t.Fatalf("%d records, %v", n, err)
-	}
-}

@@ -30,7 +30,7 @@ func main() {
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "uncounted time before each measurement")
 	rounds := flag.Int("rounds", 3, "rounds (the table shows medians)")
 	partitions := flag.String("partitions", "1,16,256", "partition counts")
-	modes := flag.String("modes", "rocks", "modes to compare with raw (rocks, or experiments in bench/storage/experiments.go)")
+	modes := flag.String("modes", "rocks", "modes to compare with raw (rocks)")
 	producers := flag.Int("producers", 512, "producer goroutines in total")
 	batch := flag.Int("batch", 1, "records per produce request")
 	flush := flag.Duration("flush", 5*time.Millisecond, "group-commit linger bound (storage.flush_interval_ms)")
