@@ -3,10 +3,24 @@ package daftka
 // MaxNameLen is the longest topic or group name.
 const MaxNameLen = 249
 
+// MaxProducerIDLen is the longest producer id.
+const MaxProducerIDLen = 64
+
 // ValidName reports whether s is a valid topic or group name:
 // ^[a-zA-Z0-9._-]{1,249}$, and not "." or "..".
 func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen || s == "." || s == ".." {
+	return s != "." && s != ".." && nameChars(s, MaxNameLen)
+}
+
+// ValidProducerID reports whether s is a valid producer id: 1..64
+// characters of [A-Za-z0-9._-] ("." and ".." included).
+func ValidProducerID(s string) bool {
+	return nameChars(s, MaxProducerIDLen)
+}
+
+// nameChars reports whether s is 1..max characters of [A-Za-z0-9._-].
+func nameChars(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

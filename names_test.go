@@ -47,3 +47,23 @@ func TestPartitionForKeyMatchesKafka(t *testing.T) {
 		}
 	}
 }
+
+func TestValidProducerID(t *testing.T) {
+	for _, s := range []string{"p", ".", "..", "a.b_c-9", string(make([]byte, 0)) + "x"} {
+		if !ValidProducerID(s) {
+			t.Errorf("ValidProducerID(%q) = false", s)
+		}
+	}
+	long := make([]byte, 65)
+	for i := range long {
+		long[i] = 'p'
+	}
+	for _, s := range []string{"", "a b", "é", string(long)} {
+		if ValidProducerID(s) {
+			t.Errorf("ValidProducerID(%q) = true", s)
+		}
+	}
+	if !ValidProducerID(string(long[:64])) {
+		t.Error("64 characters must be valid")
+	}
+}

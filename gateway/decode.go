@@ -151,7 +151,7 @@ func decodeProduce(v *jsonValue, maxRecords int) (daftka.ProduceRequest, *proble
 		if p := wantKind(pv, jsonString, daftka.CodeInvalidProducerID, "producer_id"); p != nil {
 			return req, p
 		}
-		if !validProducerID(pv.s) {
+		if !daftka.ValidProducerID(pv.s) {
 			return req, newProblem(daftka.CodeInvalidProducerID, "producer_id must be 1 to 64 characters of [A-Za-z0-9._-]")
 		}
 		req.ProducerID = pv.s
@@ -289,20 +289,6 @@ func checkEncoding(s string) *problem {
 		return newProblem(daftka.CodeInvalidEncoding, fmt.Sprintf("encoding must be %q or %q, not %q", encUTF8, encBase64, s))
 	}
 	return nil
-}
-
-// validProducerID: 1..64 characters of [A-Za-z0-9._-].
-func validProducerID(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // decodeCommit reads the body of POST /v1/groups/{group}/offsets.

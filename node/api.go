@@ -20,7 +20,6 @@ const (
 	defaultFetchBytes   = 1 << 20
 	maxFetchWait        = 30 * time.Second
 	maxGroupOffsets     = 10_000
-	maxProducerIDLen    = 64
 	// createWait bounds how long CreateTopic waits for its partitions to
 	// elect leaders here before answering.
 	createWait = 10 * time.Second
@@ -337,7 +336,7 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 	if int64(len(req.Records)) > n.cfg.ProducerMaxBatchRecords {
 		return nil, daftka.Errorf(daftka.CodeTooManyRecords, "at most %d records per request, got %d", n.cfg.ProducerMaxBatchRecords, len(req.Records))
 	}
-	if req.ProducerID != "" && !validProducerID(req.ProducerID) {
+	if req.ProducerID != "" && !daftka.ValidProducerID(req.ProducerID) {
 		return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
 	}
 	quota := quotaKey{topicID: t.ID}
@@ -445,20 +444,6 @@ func payloadBytes(key, value []byte, hs []daftka.Header) int64 {
 		n += int64(len(h.Key) + len(h.Value))
 	}
 	return n
-}
-
-// validProducerID: 1..64 characters of [A-Za-z0-9._-] (api-v1.md).
-func validProducerID(s string) bool {
-	if len(s) == 0 || len(s) > maxProducerIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkHeaders(hs []daftka.Header) error {

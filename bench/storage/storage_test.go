@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // TestSmoke runs each mode briefly and checks that records flow.
@@ -58,7 +57,9 @@ func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
 // STORAGEBENCH_PRODUCERS (512, in total), STORAGEBENCH_BATCH (records per
 // request, 1), STORAGEBENCH_FLUSH (5ms, storage.flush_interval_ms),
 // STORAGEBENCH_PARTITIONS (1,16,256), STORAGEBENCH_MODES (rocks; see
-//  STORAGEBENCH_BASELINE=0 skips the baseline
+//
+//	STORAGEBENCH_BASELINE=0 skips the baseline
+//
 // (for profiling one mode).
 func BenchmarkStorage(b *testing.B) {
 	parts := []int{1, 16, 256}
@@ -126,5 +127,3 @@ func report(b *testing.B, res, raw Result) {
 		m, res.Config.Partitions, res.RecordsPerSec(), res.MBPerSec(), res.SyncsPerSec(), res.RecordsPerSync(),
 		res.RecordsPerCycle(), float64(res.CPUPerRecord().Nanoseconds()), res.MBPerSec()/raw.MBPerSec(), res.MeanSync().Round(time.Microsecond/10), res.PhaseSummary())
 }
-
-
