@@ -52,21 +52,19 @@ func (n *Node) removeReplica(topicID string, p int32) {
 	}
 }
 
-// reconcileLoop follows the assignment watch; on any watch failure it
-// re-lists (bounded backoff) and resumes.
-func (n *Node) reconcileLoop(ctx context.Context) {
+// follow runs list-then-watch until ctx ends: list returns the revision
+// its listing was made at, watch follows changes after it until the watch
+// fails; then it lists again, after a capped backoff if listing failed.
+func (n *Node) follow(ctx context.Context, what string, list func(context.Context) (int64, error), watch func(context.Context, int64)) {
 	defer n.reconcileWG.Done()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		as, rev, err := n.cp.Assignments(ctx)
-		if err == nil {
-			err = n.applyAssignments(as)
-		}
+		rev, err := list(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("reconcile failed, retrying", "err", err, "backoff_ms", backoff.Milliseconds())
+			n.log.Warn(what+" failed, retrying", "err", err, "backoff_ms", backoff.Milliseconds())
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -76,6 +74,19 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		watch(ctx, rev)
+	}
+}
+
+// reconcileLoop makes the hosted replicas follow the assignments.
+func (n *Node) reconcileLoop(ctx context.Context) {
+	n.follow(ctx, "reconciling assignments", func(ctx context.Context) (int64, error) {
+		as, rev, err := n.cp.Assignments(ctx)
+		if err == nil {
+			err = n.applyAssignments(as)
+		}
+		return rev, err
+	}, func(ctx context.Context, rev int64) {
 		for evs := range n.cp.WatchAssignments(ctx, rev) {
 			for _, ev := range evs {
 				a := ev.Assignment
@@ -91,7 +102,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 				n.setRetention(r, a)
 			}
 		}
-	}
+	})
 }
 
 // setRetention gives a replica its topic's retention, if the topic record

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/daftka/daftka/controlplane"
 )
@@ -94,28 +93,15 @@ func (c *topicCache) passed(rev int64) {
 	}
 }
 
-// watchTopics keeps the cache current; on a watch failure it re-lists with
-// capped backoff.
+// watchTopics keeps the cache current.
 func (n *Node) watchTopics(ctx context.Context) {
-	defer n.reconcileWG.Done()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	n.follow(ctx, "listing topics", func(ctx context.Context) (int64, error) {
 		ts, rev, err := n.cp.ListTopicsRev(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			n.log.Warn("listing topics failed, retrying", "err", err, "backoff_ms", backoff.Milliseconds())
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
+		if err == nil {
+			n.topics.reset(ts, rev)
 		}
-		backoff = 100 * time.Millisecond
-		n.topics.reset(ts, rev)
+		return rev, err
+	}, func(ctx context.Context, rev int64) {
 		for evs := range n.cp.WatchTopics(ctx, rev) {
 			var last int64
 			for _, ev := range evs {
@@ -131,5 +117,5 @@ func (n *Node) watchTopics(ctx context.Context) {
 			}
 			n.topics.passed(last)
 		}
-	}
+	})
 }
