@@ -50,7 +50,7 @@ $(STATICCHECK):
 
 # sim runs the Raft simulator over SEEDS seeds.
 sim:
-	$(GO) test -count=1 -timeout 60m -run 'TestSimulator' ./raft/ -args -seeds=$(SEEDS)
+	$(GO) test -count=1 -timeout 60m -run 'TestSimulator' ./raft/ -args -sim.seeds=$(SEEDS)
 
 # crash runs the SIGKILL crash test with more cycles than `make test` does.
 crash: build
