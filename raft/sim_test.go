@@ -797,6 +797,16 @@ func (s *simulator) run() (err error) {
 	}
 	s.logf("HEALED")
 	start := s.now
+	// The bound: elect and commit within simLivenessTicksMax, plus one tick
+	// per uncommitted entry a node holds, because a new leader must first
+	// replicate its whole uncommitted tail (its own term's entry comes last)
+	// and the slowest configurations move one entry per round trip.
+	var backlog uint64
+	for _, sn := range s.nodes {
+		st := sn.node.Status()
+		backlog = max(backlog, st.LastIndex-min(st.LastIndex, s.maxCommit()))
+	}
+	boundTicks := simLivenessTicksMax + int(backlog)
 	for {
 		s.stepUnit()
 		if s.now%simUnitsPerTick == 0 && s.liveApplied < simProposalsLiveness {
@@ -805,13 +815,13 @@ func (s *simulator) run() (err error) {
 		if s.liveApplied >= simProposalsLiveness && s.leader() != nil {
 			break
 		}
-		if s.now-start > simLivenessTicksMax*simUnitsPerTick {
+		if s.now-start > boundTicks*simUnitsPerTick {
 			l := s.leader()
 			lid := uint64(0)
 			if l != nil {
 				lid = l.id
 			}
-			s.failf("LIVENESS: no commit of new proposals within %d ticks after healing (leader=%d pending=%d liveApplied=%d)\n%s", simLivenessTicksMax, lid, len(s.mustApply), s.liveApplied, s.describe())
+			s.failf("LIVENESS: no commit of new proposals within %d ticks after healing (backlog %d entries; leader=%d pending=%d liveApplied=%d)\n%s", boundTicks, backlog, lid, len(s.mustApply), s.liveApplied, s.describe())
 		}
 	}
 	s.checkLogMatching()
