@@ -64,6 +64,9 @@ type raft struct {
 	maxInflightBytes uint64
 	maxUncommitted   uint64
 	uncommittedBytes uint64
+	// uncommittedFrom: entries after it count toward uncommittedBytes (the
+	// commit index when this node became leader).
+	uncommittedFrom  uint64
 	pendingConfIndex uint64
 	leadTransferee   uint64
 	pendingReads     []*readRequest
@@ -294,12 +297,32 @@ func (r *raft) becomeLeader() {
 		pr.match = r.log.stableLastIndex()
 		pr.next = r.log.lastIndex() + 1
 	}
+	// The uncommitted bound covers the tail inherited from earlier terms
+	// too, so the log stays bounded across leader changes.
+	r.uncommittedFrom = r.log.committed
+	r.uncommittedBytes = r.payloadBytes(r.log.committed+1, r.log.lastIndex()+1)
 	// No conf change until everything up to here, including the no-op
 	// below, is applied.
 	r.pendingConfIndex = r.log.lastIndex() + 1
 	// The no-op entry of the new term commits the previous terms' entries
 	// (§5.4.2) and is not charged against the uncommitted bound.
 	r.appendEntries([]Entry{{}}, false)
+}
+
+// payloadBytes sums the Data of entries in [lo, hi).
+func (r *raft) payloadBytes(lo, hi uint64) uint64 {
+	var size uint64
+	for lo < hi {
+		ents, err := r.log.slice(lo, hi, r.maxCommittedBytes)
+		if err != nil || len(ents) == 0 {
+			panic("raft: uncommitted entries unavailable on a new leader")
+		}
+		for i := range ents {
+			size += uint64(len(ents[i].Data))
+		}
+		lo += uint64(len(ents))
+	}
+	return size
 }
 
 // appendEntries appends ents (payload only) at the end of the leader's log.
@@ -1034,7 +1057,7 @@ func (r *raft) onAdvance(rd *Ready) {
 		if r.role == Leader {
 			var size uint64
 			for i := range rd.CommittedEntries {
-				if rd.CommittedEntries[i].Term == r.term {
+				if rd.CommittedEntries[i].Index > r.uncommittedFrom {
 					size += uint64(len(rd.CommittedEntries[i].Data))
 				}
 			}
