@@ -66,6 +66,25 @@ type Replica struct {
 	changedC chan struct{} // closed when pos changes
 }
 
+// appendRecords stores records at the next offsets, with their batch
+// index entry, and returns their offsets.
+func (r *Replica) appendRecords(b *storage.Batch, st *storage.AppliedState, recs [][]byte, appendMs int64) []int64 {
+	offsets := make([]int64, len(recs))
+	bi := storage.BatchInfo{FirstOffset: st.NextOffset, AppendMs: appendMs, MaxTimestampMs: -1}
+	for i, rec := range recs {
+		offsets[i] = st.NextOffset
+		r.store.PutRecord(b, st.NextOffset, rec)
+		st.NextOffset++
+		bi.Bytes += int64(len(rec))
+		if ts, n := binary.Varint(rec); n > 0 && ts > bi.MaxTimestampMs {
+			bi.MaxTimestampMs = ts
+		}
+	}
+	st.SizeBytes += bi.Bytes
+	r.store.PutBatchInfo(b, bi)
+	return offsets
+}
+
 // applyIdempotent appends the records of an idempotent batch that are new
 // and answers the duplicates with their original offsets. It appends
 // nothing when any sequence is out of order.
@@ -93,15 +112,7 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 		return result{offsets: offsets}
 	}
 	first := st.NextOffset
-	bi := storage.BatchInfo{FirstOffset: first, AppendMs: cmd.appendMs}
-	for i := dups; i < n; i++ {
-		offsets[i] = st.NextOffset
-		r.store.PutRecord(b, st.NextOffset, cmd.records[i])
-		st.NextOffset++
-		bi.Bytes += int64(len(cmd.records[i]))
-	}
-	st.SizeBytes += bi.Bytes
-	r.store.PutBatchInfo(b, bi)
+	copy(offsets[dups:], r.appendRecords(b, st, cmd.records[dups:], cmd.appendMs))
 	if _, known := r.producers[cmd.producer]; !known {
 		if len(r.producers) >= maxProducers {
 			old := leastRecent(r.producers)
@@ -698,16 +709,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			}
 			switch cmd.kind {
 			case cmdProduce:
-				res.offsets = make([]int64, len(cmd.records))
-				bi := storage.BatchInfo{FirstOffset: st.NextOffset, AppendMs: cmd.appendMs}
-				for i, rec := range cmd.records {
-					res.offsets[i] = st.NextOffset
-					r.store.PutRecord(b, st.NextOffset, rec)
-					st.NextOffset++
-					bi.Bytes += int64(len(rec))
-				}
-				st.SizeBytes += bi.Bytes
-				r.store.PutBatchInfo(b, bi)
+				res.offsets = r.appendRecords(b, &st, cmd.records, cmd.appendMs)
 			case cmdCompact:
 				if err := r.compact(b, &st, cmd.before, cmd.appendMs); err != nil {
 					b.Discard()
@@ -780,35 +782,66 @@ func (r *Replica) failAll(err error) {
 	}
 }
 
-// OffsetForTimestamp returns the first committed offset whose timestamp is at or
-// after ts, or the high watermark if none is. Timestamps need not increase
-// with offsets (producers may set them), so this scans from the log start:
-// O(records); a time index comes with the storage issue.
+// OffsetForTimestamp returns the first committed offset whose timestamp is
+// at or after ts, or the high watermark if none is. Timestamps need not
+// increase with offsets (producers may set them), so it walks the batch
+// index and reads only the records of batches whose largest timestamp
+// reaches ts: all records of an earlier batch are older.
 func (r *Replica) OffsetForTimestamp(ctx context.Context, ts time.Time) (int64, error) {
 	pos := r.Position()
 	want := ts.UnixMilli()
-	found := pos.HighWatermark
-	n := 0
-	err := r.store.ReadRecords(pos.LogStartOffset, pos.HighWatermark, func(off int64, b []byte) error {
-		if n++; n%4096 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		t, k := binary.Varint(b)
-		if k <= 0 {
-			return fmt.Errorf("dataplane: record %d: %w", off, errBadCommand)
-		}
-		if t >= want {
-			found = off
-			return storage.ErrStop
-		}
-		return nil
-	})
-	if err != nil {
+	from := pos.LogStartOffset
+	for from < pos.HighWatermark {
 		if ctx.Err() != nil {
 			return 0, ctxErr(ctx)
 		}
-		r.log.Error("time lookup failed", "err", err)
-		return 0, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
+		// Up to 64 batches whose largest timestamp reaches ts, with their
+		// ends; then read their records (iterators are not nested).
+		type span struct{ from, to int64 }
+		var spans []span
+		open := false
+		resume := pos.HighWatermark
+		err := r.store.Batches(from, func(bi storage.BatchInfo) error {
+			if open {
+				spans[len(spans)-1].to, open = bi.FirstOffset, false
+				if len(spans) == 64 {
+					resume = bi.FirstOffset
+					return storage.ErrStop
+				}
+			}
+			if bi.FirstOffset >= pos.HighWatermark {
+				return storage.ErrStop
+			}
+			if bi.MaxTimestampMs >= want {
+				spans = append(spans, span{max(bi.FirstOffset, from), pos.HighWatermark})
+				open = true
+			}
+			return nil
+		})
+		found := int64(-1)
+		for i := 0; err == nil && found < 0 && i < len(spans); i++ {
+			err = r.store.ReadRecords(spans[i].from, spans[i].to, func(off int64, b []byte) error {
+				t, k := binary.Varint(b)
+				if k <= 0 {
+					return fmt.Errorf("dataplane: record %d: %w", off, errBadCommand)
+				}
+				if t >= want {
+					found = off
+					return storage.ErrStop
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			r.log.Error("time lookup failed", "err", err)
+			return 0, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
+		}
+		if found >= 0 {
+			return found, nil
+		}
+		// None found (compaction may have removed a batch's newest
+		// records): go on after the batches read.
+		from = resume
 	}
-	return found, nil
+	return pos.HighWatermark, nil
 }

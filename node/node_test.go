@@ -186,12 +186,17 @@ func TestOffsetForTime(t *testing.T) {
 	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "tl", Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
-	var rs []daftka.ProduceRecord
-	for _, ms := range []int64{1000, 3000, 2000, 5000} {
-		rs = append(rs, daftka.ProduceRecord{Value: []byte("v"), Partition: 0, Timestamp: time.UnixMilli(ms)})
-	}
-	if _, err := n.API.Produce(ctx, "tl", daftka.ProduceRequest{Records: rs}); err != nil {
-		t.Fatal(err)
+	// One batch of two, then two batches of one: the lookup skips batches
+	// by their largest timestamp, which need not grow with offsets.
+	batches := [][]int64{{1000, 3000}, {2000}, {5000}}
+	for _, b := range batches {
+		var rs []daftka.ProduceRecord
+		for _, ms := range b {
+			rs = append(rs, daftka.ProduceRecord{Value: []byte("v"), Partition: 0, Timestamp: time.UnixMilli(ms)})
+		}
+		if _, err := n.API.Produce(ctx, "tl", daftka.ProduceRequest{Records: rs}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for ms, want := range map[int64]int64{0: 0, 1000: 0, 1001: 1, 2500: 1, 3001: 3, 5000: 3, 5001: 4} {
 		got, err := n.API.OffsetForTimestamp(ctx, "tl", 0, time.UnixMilli(ms))

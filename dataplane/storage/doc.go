@@ -12,7 +12,7 @@
 //	'P' topicID[8] partition[4] 'r' offset[8] committed record
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
-//	'P' topicID[8] partition[4] 't' offset[8] batch index: append time, bytes (retention)
+//	'P' topicID[8] partition[4] 't' offset[8] batch index: append time, bytes, max timestamp
 //	'N' 'id'                                  node id that owns this data dir
 //
 // Every value carries a CRC32C (Castagnoli) that is verified on read; a

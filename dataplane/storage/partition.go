@@ -523,19 +523,22 @@ func (p *Partition) Producers() (map[string][]byte, error) {
 }
 
 // BatchInfo is one produce batch's entry in the batch index: its first
-// offset, the leader's clock when it was appended, and its stored bytes.
-// Retention works batch by batch from it.
+// offset, the leader's clock when it was appended, its stored bytes and
+// the largest timestamp_ms of its records. Retention works batch by batch
+// from it; the time lookup skips batches by their largest timestamp.
 type BatchInfo struct {
-	FirstOffset int64
-	AppendMs    int64
-	Bytes       int64
+	FirstOffset    int64
+	AppendMs       int64
+	Bytes          int64
+	MaxTimestampMs int64
 }
 
 // PutBatchInfo adds a batch index entry to b.
 func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
-	v := make([]byte, 16)
+	v := make([]byte, 24)
 	binary.BigEndian.PutUint64(v[0:], uint64(bi.AppendMs))
 	binary.BigEndian.PutUint64(v[8:], uint64(bi.Bytes))
+	binary.BigEndian.PutUint64(v[16:], uint64(bi.MaxTimestampMs))
 	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v)
 }
 
@@ -558,13 +561,14 @@ func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
 		if err != nil {
 			return err
 		}
-		if len(v) != 16 {
+		if len(v) != 24 {
 			return fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
 		}
 		bi := BatchInfo{
-			FirstOffset: int64(binary.BigEndian.Uint64(k[len(k)-8:])),
-			AppendMs:    int64(binary.BigEndian.Uint64(v[0:])),
-			Bytes:       int64(binary.BigEndian.Uint64(v[8:])),
+			FirstOffset:    int64(binary.BigEndian.Uint64(k[len(k)-8:])),
+			AppendMs:       int64(binary.BigEndian.Uint64(v[0:])),
+			Bytes:          int64(binary.BigEndian.Uint64(v[8:])),
+			MaxTimestampMs: int64(binary.BigEndian.Uint64(v[16:])),
 		}
 		if err := fn(bi); err != nil {
 			if errors.Is(err, ErrStop) {
