@@ -13,6 +13,17 @@ var mutantCount = flag.Bool("mutant.count", false, "run every seed against each 
 // count. Replay one by hand with, for example:
 //
 //	go test ./raft -run 'TestMutantsCaught/voteWithoutLogCheck' -v
+//
+// and count how many of the default seeds catch each with
+//
+//	go test ./raft -run 'TestMutantsCaught$' -v -timeout 0 -mutant.count
+//
+// At the time of writing (2000 seeds): voteWithoutLogCheck 1025,
+// skipAppendConsistencyCheck 1100, commitOldTerm 51, skipVotePersist 25,
+// leaderSelfAckEarly 7. The last needs a leader to lose power in the window
+// where its commit ran ahead of its own disk and the one follower holding
+// the entry to lose the next election; TestMutantsCaughtByScenarios also
+// catches it (and commitOldTerm) with a deterministic history.
 func TestMutantsCaught(t *testing.T) {
 	cases := []struct {
 		name string

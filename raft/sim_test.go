@@ -909,3 +909,16 @@ func TestSimulator(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulatorDeterministic: one seed, one history. A replay must see
+// exactly the run that failed.
+func TestSimulatorDeterministic(t *testing.T) {
+	for _, seed := range []uint64{3, 16793} {
+		a, b := newSimulator(seed), newSimulator(seed)
+		errA, errB := a.run(), b.run()
+		if (errA == nil) != (errB == nil) || a.now != b.now || len(a.committed) != len(b.committed) ||
+			strings.Join(a.trace, "\n") != strings.Join(b.trace, "\n") || a.hashAt[len(a.hashAt)-1] != b.hashAt[len(b.hashAt)-1] {
+			t.Fatalf("seed %d ran two different histories", seed)
+		}
+	}
+}
