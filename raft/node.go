@@ -120,7 +120,10 @@ func (n *Node) Step(m Message) error {
 	if m.Term == 0 && m.Type != MsgReadIndex && m.Type != MsgTransferLeader {
 		return nil
 	}
-	if m.Type == MsgSnap && (m.Snapshot == nil || m.Snapshot.IsEmpty()) {
+	if m.Type == MsgSnap && (m.Snapshot == nil || m.Snapshot.IsEmpty() || m.Snapshot.Meta.Term == 0 || m.Snapshot.Meta.Term > m.Term) {
+		return nil
+	}
+	if !saneMessage(&m) {
 		return nil
 	}
 	err := n.r.step(m)
@@ -229,4 +232,28 @@ func (n *Node) ReportUnreachable(id uint64) {
 // installed (ok) or failed.
 func (n *Node) ReportSnapshot(id uint64, ok bool) {
 	_ = n.r.step(Message{Type: msgSnapStatus, From: id, Reject: !ok})
+}
+
+// maxSaneValue bounds every index and term accepted from the network: no
+// real log or term comes near it, and staying below it means index+1 and
+// term+1 never overflow.
+const maxSaneValue = 1 << 62
+
+// saneMessage rejects messages whose numbers could only come from a
+// corrupt or hostile peer.
+func saneMessage(m *Message) bool {
+	if m.Term >= maxSaneValue || m.LogTerm >= maxSaneValue || m.Index >= maxSaneValue ||
+		m.Commit >= maxSaneValue || m.RejectHint >= maxSaneValue ||
+		uint64(len(m.Entries)) >= maxSaneValue-m.Index {
+		return false
+	}
+	for i := range m.Entries {
+		if m.Entries[i].Term >= maxSaneValue || m.Entries[i].Index >= maxSaneValue {
+			return false
+		}
+	}
+	if s := m.Snapshot; s != nil && (s.Meta.Index >= maxSaneValue || s.Meta.Term >= maxSaneValue) {
+		return false
+	}
+	return true
 }

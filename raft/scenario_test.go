@@ -606,24 +606,31 @@ func TestPropMalformedMessagesNeverPanic(t *testing.T) {
 		c := newTestCluster(t, 3, nil)
 		c.elect(1)
 		c.propose(1, "x")
+		// small values hit real code paths; extremes probe overflow
+		num := rapid.OneOf(rapid.Uint64Range(0, 10), rapid.SampledFrom([]uint64{1<<63 - 1, 1 << 63, ^uint64(0) - 1, ^uint64(0)}))
 		for i := 0; i < 20; i++ {
 			to := rapid.Uint64Range(1, 3).Draw(t, "to")
 			m := Message{
 				Type:       MessageType(rapid.IntRange(0, 20).Draw(t, "type")),
 				To:         to,
 				From:       rapid.Uint64Range(0, 5).Draw(t, "from"),
-				Term:       rapid.Uint64Range(0, 4).Draw(t, "term"),
-				LogTerm:    rapid.Uint64Range(0, 4).Draw(t, "logterm"),
-				Index:      rapid.Uint64Range(0, 10).Draw(t, "index"),
-				Commit:     rapid.Uint64Range(0, 10).Draw(t, "commit"),
+				Term:       num.Draw(t, "term"),
+				LogTerm:    num.Draw(t, "logterm"),
+				Index:      num.Draw(t, "index"),
+				Commit:     num.Draw(t, "commit"),
 				Reject:     rapid.Bool().Draw(t, "reject"),
-				RejectHint: rapid.Uint64Range(0, 10).Draw(t, "hint"),
+				RejectHint: num.Draw(t, "hint"),
 			}
 			for k := rapid.IntRange(0, 3).Draw(t, "n"); k > 0; k-- {
-				m.Entries = append(m.Entries, Entry{Index: rapid.Uint64Range(0, 10).Draw(t, "ei"), Term: rapid.Uint64Range(0, 4).Draw(t, "et")})
+				m.Entries = append(m.Entries, Entry{Index: num.Draw(t, "ei"), Term: num.Draw(t, "et"), Type: EntryType(rapid.IntRange(0, 3).Draw(t, "etype"))})
 			}
 			if rapid.Bool().Draw(t, "snap") {
-				m.Snapshot = &Snapshot{Meta: SnapshotMeta{Index: rapid.Uint64Range(0, 10).Draw(t, "si"), Term: rapid.Uint64Range(0, 4).Draw(t, "st")}}
+				m.Snapshot = &Snapshot{Meta: SnapshotMeta{Index: num.Draw(t, "si"), Term: num.Draw(t, "st"),
+					ConfState: ConfState{Voters: rapid.SliceOfN(rapid.Uint64Range(0, 5), 0, 4).Draw(t, "sv")}},
+					Data: rapid.SliceOfN(rapid.Byte(), 0, 20).Draw(t, "sd")}
+			}
+			if rapid.Bool().Draw(t, "ctx") {
+				m.Context = rapid.SliceOfN(rapid.Byte(), 0, 20).Draw(t, "context")
 			}
 			c.nodes[to].Step(m)
 			c.pump()
