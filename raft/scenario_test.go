@@ -634,6 +634,19 @@ func TestPropMalformedMessagesNeverPanic(t *testing.T) {
 			}
 			c.nodes[to].Step(m)
 			c.pump()
+			// and the honest cluster keeps running in between
+			switch rapid.IntRange(0, 3).Draw(t, "honest") {
+			case 1:
+				c.tick(rapid.IntRange(1, 25).Draw(t, "ticks"))
+			case 2:
+				if l := c.leader(); l != 0 {
+					c.nodes[l].Propose([]byte("p"))
+					c.pump()
+				}
+			case 3:
+				c.nodes[rapid.Uint64Range(1, 3).Draw(t, "campaigner")].Campaign()
+				c.pump()
+			}
 		}
 	})
 }
