@@ -566,16 +566,20 @@ func (r *raft) stepLeader(m Message) error {
 		if r.leadTransferee != none {
 			return ErrProposalDropped
 		}
+		confAt := uint64(0)
 		for i := range m.Entries {
 			if m.Entries[i].Type == EntryConfChange {
-				if r.pendingConfIndex > r.log.applied {
-					return ErrProposalDropped
+				if confAt != 0 || r.pendingConfIndex > r.log.applied {
+					return ErrProposalDropped // one membership change at a time
 				}
-				r.pendingConfIndex = r.log.lastIndex() + uint64(i) + 1
+				confAt = r.log.lastIndex() + uint64(i) + 1
 			}
 		}
 		if err := r.appendEntries(m.Entries, true); err != nil {
 			return err
+		}
+		if confAt != 0 {
+			r.pendingConfIndex = confAt
 		}
 		r.bcastPending = true
 		return nil
@@ -1026,11 +1030,9 @@ func (r *raft) applyConfChange(cc ConfChange) ConfState {
 		if r.leadTransferee != none && r.prs[r.leadTransferee] == nil {
 			r.leadTransferee = none
 		}
-		if r.maybeCommit() {
-			r.bcastAppend()
-		} else {
-			r.bcastAppend()
-		}
+		// the quorum changed: commit may move; new members need appends
+		r.maybeCommit()
+		r.bcastAppend()
 	}
 	return r.confState()
 }
