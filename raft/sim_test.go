@@ -849,22 +849,6 @@ func (s *simulator) describe() string {
 	return b.String()
 }
 
-// allVotersApplied: the liveness proposals are applied and every live
-// voter of the leader's configuration caught up to the leader's commit.
-func (s *simulator) allVotersApplied() bool {
-	l := s.leader()
-	if l == nil {
-		return false
-	}
-	c := l.node.Status().Commit
-	for _, id := range l.node.r.voters {
-		if s.nodes[id-1].applied < c {
-			return false
-		}
-	}
-	return true
-}
-
 func runSeed(seed uint64, verbose bool) error {
 	s := newSimulator(seed)
 	s.verbose = verbose
