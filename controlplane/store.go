@@ -215,6 +215,22 @@ func (s *Store) Assignments(ctx context.Context) ([]Assignment, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
+// GetAssignment reads (linearizably) one partition's assignment.
+func (s *Store) GetAssignment(ctx context.Context, topicID string, p int32) (Assignment, bool, error) {
+	resp, err := s.kv.Get(ctx, partitionKey(topicID, p))
+	if err != nil {
+		return Assignment{}, false, fmt.Errorf("controlplane: get assignment: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Assignment{}, false, nil
+	}
+	var a Assignment
+	if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil {
+		return Assignment{}, false, fmt.Errorf("controlplane: assignment %s: %w", resp.Kvs[0].Key, err)
+	}
+	return a, true, nil
+}
+
 // AssignmentEvent is a change of one partition's assignment. Deleted events
 // carry only TopicID and Partition.
 type AssignmentEvent struct {

@@ -235,6 +235,57 @@ func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool,
 	return store.Delete()
 }
 
+// RemoveTopic stops every hosted replica of a topic incarnation and deletes
+// the topic's data (all partitions, hosted or not) in one range delete.
+// Waiters get err.
+func (e *Engine) RemoveTopic(topicID string, err *daftka.Error) error {
+	var id [8]byte
+	if _, derr := hex.Decode(id[:], []byte(topicID)); derr != nil || len(topicID) != 16 {
+		return fmt.Errorf("dataplane: bad topic id %q", topicID)
+	}
+	e.mu.Lock()
+	var rs []*Replica
+	for k, r := range e.replicas {
+		if k.topicID == topicID {
+			rs = append(rs, r)
+			delete(e.replicas, k)
+		}
+	}
+	e.mu.Unlock()
+	for _, r := range rs {
+		if err != nil {
+			r.stopErr.Store(err)
+		}
+		close(r.stopC)
+	}
+	for _, r := range rs {
+		<-r.doneC
+		e.unregisterMetrics(r)
+	}
+	return e.cfg.DB.DeleteTopic(id)
+}
+
+// CollectGarbage deletes the data of every topic incarnation stored here
+// that keep does not name: what a deletion left behind when the node was
+// down or crashed in the middle of it.
+func (e *Engine) CollectGarbage(keep map[string]bool) error {
+	ids, err := e.cfg.DB.TopicIDs()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s := hex.EncodeToString(id[:])
+		if keep[s] {
+			continue
+		}
+		e.cfg.Logger.Info("deleting the data of a deleted topic", "topic_id", s)
+		if err := e.RemoveTopic(s, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Replicas lists the hosted replicas.
 func (e *Engine) Replicas() []*Replica {
 	e.mu.RLock()

@@ -293,9 +293,7 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 	}
 	n.topics.remove(name, t.Revision)
 	// Remove local data now; other nodes follow through their watch.
-	for p := int32(0); p < t.Partitions; p++ {
-		n.removeReplica(t.ID, p)
-	}
+	n.removeTopic(t.ID)
 	return nil
 }
 

@@ -7,6 +7,7 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,6 +207,16 @@ func serve(s *http.Server, ln net.Listener, log *slog.Logger, name string) {
 func (n *Node) fatal(err error) {
 	n.failed.Store(true)
 	n.fatalOnce.Do(func() { n.fatalHandler(err) })
+}
+
+// StoredTopicIDs lists the topic incarnations that have data on this node.
+func (n *Node) StoredTopicIDs() ([]string, error) {
+	ids, err := n.db.TopicIDs()
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = hex.EncodeToString(id[:])
+	}
+	return out, err
 }
 
 // SyncStats reports group commit: fsyncs done and the writers they served.

@@ -14,15 +14,23 @@ import (
 // etcd: a replica assigned to this node runs here; one no longer assigned
 // (its topic deleted) is stopped and its data removed.
 
+// reconcileOnce runs at start, before anything is served: it also deletes
+// the data of topics deleted while this node was down.
 func (n *Node) reconcileOnce(ctx context.Context) error {
 	as, _, err := n.cp.Assignments(ctx)
 	if err != nil {
 		return err
 	}
-	return n.applyAssignments(as)
+	return n.applyAssignments(ctx, as, true)
 }
 
-func (n *Node) applyAssignments(as []controlplane.Assignment) error {
+// applyAssignments starts the replicas assigned here and stops those of
+// partitions no longer assigned. With collect (only before the node
+// serves), it also deletes stored data of topics that have no assignment.
+// Later, a replica missing from the listing may belong to a topic created
+// after it was made: it is removed only if a fresh read confirms its
+// assignment is gone.
+func (n *Node) applyAssignments(ctx context.Context, as []controlplane.Assignment, collect bool) error {
 	want := map[[2]any]bool{}
 	for _, a := range as {
 		if !slices.Contains(a.Replicas, n.cfg.NodeID) {
@@ -35,9 +43,29 @@ func (n *Node) applyAssignments(as []controlplane.Assignment) error {
 		}
 		n.setRetention(r, a)
 	}
+	// Topics with an assignment are kept; the data of any other topic
+	// incarnation stored here is what a deletion left behind.
+	keep := map[string]bool{}
+	for _, a := range as {
+		keep[a.TopicID] = true
+	}
+	if collect {
+		if err := n.engine.CollectGarbage(keep); err != nil {
+			return err
+		}
+	}
 	for _, r := range n.engine.Replicas() {
 		id := r.ID()
-		if !want[[2]any{id.TopicID, id.Partition}] {
+		if want[[2]any{id.TopicID, id.Partition}] {
+			continue
+		}
+		a, exists, err := n.cp.GetAssignment(ctx, id.TopicID, id.Partition)
+		switch {
+		case err != nil:
+			return err
+		case !exists && !keep[id.TopicID]:
+			n.removeTopic(id.TopicID)
+		case !exists || !slices.Contains(a.Replicas, n.cfg.NodeID):
 			n.removeReplica(id.TopicID, id.Partition)
 		}
 	}
@@ -45,10 +73,19 @@ func (n *Node) applyAssignments(as []controlplane.Assignment) error {
 	return nil
 }
 
+// removeReplica stops hosting one partition of a topic that still exists
+// (it was assigned elsewhere) and deletes its data here.
 func (n *Node) removeReplica(topicID string, p int32) {
-	err := n.engine.RemoveReplica(topicID, p, true, daftka.Errorf(daftka.CodeTopicNotFound, "the topic was deleted"))
+	err := n.engine.RemoveReplica(topicID, p, true, unavailable("the partition moved to another node"))
 	if err != nil {
 		n.log.Error("removing replica failed", "topic_id", topicID, "partition", p, "err", err)
+	}
+}
+
+// removeTopic stops every replica of a deleted topic and deletes its data.
+func (n *Node) removeTopic(topicID string) {
+	if err := n.engine.RemoveTopic(topicID, daftka.Errorf(daftka.CodeTopicNotFound, "the topic was deleted")); err != nil {
+		n.log.Error("removing topic data failed", "topic_id", topicID, "err", err)
 	}
 }
 
@@ -83,14 +120,24 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	n.follow(ctx, "reconciling assignments", func(ctx context.Context) (int64, error) {
 		as, rev, err := n.cp.Assignments(ctx)
 		if err == nil {
-			err = n.applyAssignments(as)
+			err = n.applyAssignments(ctx, as, false)
 		}
 		return rev, err
 	}, func(ctx context.Context, rev int64) {
 		for evs := range n.cp.WatchAssignments(ctx, rev) {
+			// A topic's assignments are deleted in one transaction, so its
+			// deletions arrive together: remove its data once.
+			deleted := map[string]bool{}
 			for _, ev := range evs {
 				a := ev.Assignment
-				if ev.Deleted || !slices.Contains(a.Replicas, n.cfg.NodeID) {
+				if ev.Deleted {
+					if !deleted[a.TopicID] {
+						deleted[a.TopicID] = true
+						n.removeTopic(a.TopicID)
+					}
+					continue
+				}
+				if !slices.Contains(a.Replicas, n.cfg.NodeID) {
 					n.removeReplica(a.TopicID, a.Partition)
 					continue
 				}

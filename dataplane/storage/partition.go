@@ -586,3 +586,71 @@ func (p *Partition) DeleteBelow(b *Batch, before int64) {
 	b.deleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
 	b.deleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
 }
+
+// topicPrefix is 'P' topicID: every partition of one topic incarnation.
+func topicPrefix(id [8]byte) []byte {
+	return append([]byte{'P'}, id[:]...)
+}
+
+// prefixEnd returns the first key after every key starting with prefix,
+// nil if there is none (a prefix of 0xff bytes only).
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// DeleteTopic removes the key space of every partition of a topic
+// incarnation in one durable range delete and reclaims the space. Stop its
+// replicas first.
+func (d *DB) DeleteTopic(id [8]byte) error {
+	lo := topicPrefix(id)
+	hi := prefixEnd(lo) // 'P' < 0xff, so never nil
+	b := NewBatch()
+	b.deleteRange(lo, hi)
+	if err := d.Commit(b, true); err != nil {
+		return err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if !d.closed {
+		d.db.CompactRange(grocksdb.Range{Start: lo, Limit: hi})
+	}
+	return nil
+}
+
+// TopicIDs lists the topic incarnations that have data here.
+func (d *DB) TopicIDs() ([][8]byte, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound([]byte{'P' + 1})
+	it := d.db.NewIterator(ro)
+	defer it.Close()
+	var out [][8]byte
+	for it.Seek([]byte{'P'}); it.Valid(); {
+		k := it.Key().Data()
+		if len(k) < 9 {
+			it.Next()
+			continue
+		}
+		var id [8]byte
+		copy(id[:], k[1:9])
+		out = append(out, id)
+		next := prefixEnd(topicPrefix(id))
+		if next == nil {
+			break
+		}
+		it.Seek(next)
+	}
+	return out, it.Err()
+}
