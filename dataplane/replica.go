@@ -638,6 +638,11 @@ func (r *Replica) handleReady() error {
 				r.failWaiters(&daftka.Error{Code: daftka.CodeUnavailable, Message: "leadership changed; the write may or may not be committed", RetryAfter: time.Second})
 			}
 		}
+		if !rd.Snapshot.IsEmpty() {
+			// Only a follower receives snapshots, and partitions are single
+			// voters until replication lands: refuse rather than diverge.
+			return fmt.Errorf("raft asked to install a snapshot at index %d; snapshot installation is not supported yet", rd.Snapshot.Meta.Index)
+		}
 		r.e.send(r.id, rd.Messages)
 		for i := range rd.Entries {
 			r.logBytes += int64(len(rd.Entries[i].Data))
