@@ -205,39 +205,26 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	if ents := p.recentEntries(lo, hi, maxBytes); ents != nil {
 		return ents, nil
 	}
-	p.db.mu.RLock()
-	defer p.db.mu.RUnlock()
-	if p.db.closed {
-		return nil, ErrClosed
-	}
-	ro := grocksdb.NewDefaultReadOptions()
-	defer ro.Destroy()
-	ro.SetIterateUpperBound(p.key.u64Key('l', hi))
-	it := p.db.db.NewIterator(ro)
-	defer it.Close()
 	var out []raft.Entry
 	var size uint64
 	want := lo
-	for it.Seek(p.key.u64Key('l', lo)); it.Valid(); it.Next() {
-		v, err := unseal(it.Key().Data(), it.Value().Data())
-		if err != nil {
-			return nil, err
-		}
+	err := p.db.scan(p.key.u64Key('l', lo), p.key.u64Key('l', hi), func(_, v []byte) error {
 		e, err := decodeEntry(v)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if e.Index != want {
-			return nil, fmt.Errorf("storage: log hole: want entry %d, found %d", want, e.Index)
+			return fmt.Errorf("storage: log hole: want entry %d, found %d", want, e.Index)
 		}
 		size += uint64(len(e.Data)) + 24
 		if len(out) > 0 && size > maxBytes {
-			break
+			return ErrStop
 		}
 		out = append(out, e)
 		want++
-	}
-	if err := it.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {
@@ -432,8 +419,38 @@ func (p *Partition) GroupOffset(group string) (int64, bool, error) {
 	return int64(binary.BigEndian.Uint64(v)), true, nil
 }
 
-// ErrStop may be returned by a ReadRecords callback to end the scan.
+// ErrStop may be returned by a scan callback to end the scan.
 var ErrStop = errors.New("storage: stop")
+
+// scan calls fn with every key in [lo, hi) and its verified (unsealed)
+// value, in key order, until fn returns ErrStop (not reported) or another
+// error (returned). key and value are valid only during the call.
+func (d *DB) scan(lo, hi []byte, fn func(key, value []byte) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(hi)
+	it := d.db.NewIterator(ro)
+	defer it.Close()
+	for it.Seek(lo); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		if err := fn(k, v); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return it.Err()
+}
 
 // ReadRecords calls fn with each stored record in [from, to) in offset
 // order, until fn returns ErrStop (not reported) or another error
@@ -442,31 +459,9 @@ func (p *Partition) ReadRecords(from, to int64, fn func(offset int64, rec []byte
 	if from >= to {
 		return nil
 	}
-	p.db.mu.RLock()
-	defer p.db.mu.RUnlock()
-	if p.db.closed {
-		return ErrClosed
-	}
-	ro := grocksdb.NewDefaultReadOptions()
-	defer ro.Destroy()
-	ro.SetIterateUpperBound(p.key.u64Key('r', uint64(to)))
-	it := p.db.db.NewIterator(ro)
-	defer it.Close()
-	for it.Seek(p.key.u64Key('r', uint64(from))); it.Valid(); it.Next() {
-		k := it.Key().Data()
-		v, err := unseal(k, it.Value().Data())
-		if err != nil {
-			return err
-		}
-		off := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
-		if err := fn(off, v); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
-			return err
-		}
-	}
-	return it.Err()
+	return p.db.scan(p.key.u64Key('r', uint64(from)), p.key.u64Key('r', uint64(to)), func(k, v []byte) error {
+		return fn(int64(binary.BigEndian.Uint64(k[len(k)-8:])), v)
+	})
 }
 
 // Delete removes every key of the replica and waits until that is durable.
@@ -499,27 +494,13 @@ func (p *Partition) DeleteProducer(b *Batch, producerID string) {
 
 // Producers loads every producer's deduplication state.
 func (p *Partition) Producers() (map[string][]byte, error) {
-	p.db.mu.RLock()
-	defer p.db.mu.RUnlock()
-	if p.db.closed {
-		return nil, ErrClosed
-	}
-	lo, hi := p.key.key('d'), p.key.key('d'+1)
-	ro := grocksdb.NewDefaultReadOptions()
-	defer ro.Destroy()
-	ro.SetIterateUpperBound(hi)
-	it := p.db.db.NewIterator(ro)
-	defer it.Close()
+	lo := p.key.key('d')
 	out := map[string][]byte{}
-	for it.Seek(lo); it.Valid(); it.Next() {
-		k := it.Key().Data()
-		v, err := unseal(k, it.Value().Data())
-		if err != nil {
-			return nil, err
-		}
+	err := p.db.scan(lo, p.key.key('d'+1), func(k, v []byte) error {
 		out[string(k[len(lo):])] = append([]byte(nil), v...)
-	}
-	return out, it.Err()
+		return nil
+	})
+	return out, err
 }
 
 // BatchInfo is one produce batch's entry in the batch index: its first
@@ -545,39 +526,17 @@ func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
 // Batches calls fn with batch index entries from offset from on, in order,
 // until fn returns ErrStop or another error (returned).
 func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
-	p.db.mu.RLock()
-	defer p.db.mu.RUnlock()
-	if p.db.closed {
-		return ErrClosed
-	}
-	ro := grocksdb.NewDefaultReadOptions()
-	defer ro.Destroy()
-	ro.SetIterateUpperBound(p.key.key('t' + 1))
-	it := p.db.db.NewIterator(ro)
-	defer it.Close()
-	for it.Seek(p.key.u64Key('t', uint64(from))); it.Valid(); it.Next() {
-		k := it.Key().Data()
-		v, err := unseal(k, it.Value().Data())
-		if err != nil {
-			return err
-		}
+	return p.db.scan(p.key.u64Key('t', uint64(from)), p.key.key('t'+1), func(k, v []byte) error {
 		if len(v) != 24 {
 			return fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
 		}
-		bi := BatchInfo{
+		return fn(BatchInfo{
 			FirstOffset:    int64(binary.BigEndian.Uint64(k[len(k)-8:])),
 			AppendMs:       int64(binary.BigEndian.Uint64(v[0:])),
 			Bytes:          int64(binary.BigEndian.Uint64(v[8:])),
 			MaxTimestampMs: int64(binary.BigEndian.Uint64(v[16:])),
-		}
-		if err := fn(bi); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
-			return err
-		}
-	}
-	return it.Err()
+		})
+	})
 }
 
 // DeleteBelow adds to b the removal of every record and batch index entry
