@@ -466,20 +466,8 @@ func (p *Partition) ReadRecords(from, to int64, fn func(offset int64, rec []byte
 
 // Delete removes every key of the replica and waits until that is durable.
 func (p *Partition) Delete() error {
-	b := NewBatch()
 	lo := p.key.prefix()
-	// The next partition's prefix (partitions are far below 2^32-1).
-	hi := PartitionKey{TopicID: p.key.TopicID, Partition: p.key.Partition + 1}.prefix()
-	b.deleteRange(lo, hi)
-	if err := p.db.Commit(b, true); err != nil {
-		return err
-	}
-	p.db.mu.RLock()
-	defer p.db.mu.RUnlock()
-	if !p.db.closed {
-		p.db.db.CompactRange(grocksdb.Range{Start: lo, Limit: hi})
-	}
-	return nil
+	return p.db.dropRange(lo, prefixEnd(lo))
 }
 
 // PutProducer adds a producer's deduplication state to b.
@@ -569,7 +557,12 @@ func prefixEnd(prefix []byte) []byte {
 // replicas first.
 func (d *DB) DeleteTopic(id [8]byte) error {
 	lo := topicPrefix(id)
-	hi := prefixEnd(lo) // 'P' < 0xff, so never nil
+	return d.dropRange(lo, prefixEnd(lo)) // 'P' < 0xff: the end is never nil
+}
+
+// dropRange deletes every key in [lo, hi) durably, then compacts the range
+// so the space comes back now rather than at RocksDB's leisure.
+func (d *DB) dropRange(lo, hi []byte) error {
 	b := NewBatch()
 	b.deleteRange(lo, hi)
 	if err := d.Commit(b, true); err != nil {
