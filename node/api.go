@@ -378,20 +378,23 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		results[i].Partition = p
 		byPart[p] = append(byPart[p], i)
 	}
-	if req.ProducerID != "" {
-		// A gap in any partition refuses the whole request before anything
-		// is proposed. (A producer with several requests in flight at once
-		// can still race itself; each partition's batch is then checked
-		// again when it is applied.)
-		for p, idx := range byPart {
-			r, err := n.replica(t, p)
-			if err != nil {
-				return nil, err
-			}
+	// Every partition must be hosted here, and for an idempotent producer
+	// every partition's first sequence must be the next one expected:
+	// otherwise nothing is proposed. (A producer with several requests in
+	// flight at once can still race itself; each partition's batch is then
+	// checked again when it is applied.)
+	replicas := make(map[int32]*dataplane.Replica, len(byPart))
+	for p, idx := range byPart {
+		r, err := n.replica(t, p)
+		if err != nil {
+			return nil, err
+		}
+		if req.ProducerID != "" {
 			if first, next := req.Records[idx[0]].Sequence, r.NextSequence(req.ProducerID); first > next {
 				return nil, daftka.Errorf(daftka.CodeOutOfOrderSequence, "producer %s: sequence %d in partition %d, expected %d", req.ProducerID, first, p, next)
 			}
 		}
+		replicas[p] = r
 	}
 	n.quotas.charge(quota, t.Config.ProduceBytesPerSec, total, time.Now())
 	// One batch per partition, committed concurrently: each batch commits
@@ -408,12 +411,7 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 			recs[j] = req.Records[i]
 		}
 		go func(p int32, recs []daftka.ProduceRecord) {
-			r, err := n.replica(t, p)
-			if err != nil {
-				outs <- outcome{p: p, err: err}
-				return
-			}
-			offsets, err := r.Produce(ctx, req.ProducerID, recs[0].Sequence, recs)
+			offsets, err := replicas[p].Produce(ctx, req.ProducerID, recs[0].Sequence, recs)
 			outs <- outcome{p: p, offsets: offsets, err: err}
 		}(p, recs)
 	}
