@@ -21,27 +21,10 @@ import (
 func BenchmarkProduceAPI(b *testing.B) {
 	for _, c := range []struct{ batch, partitions int }{{1, 1}, {1, 16}, {100, 1}, {100, 16}} {
 		b.Run(fmt.Sprintf("batch=%d/partitions=%d", c.batch, c.partitions), func(b *testing.B) {
-			cfg := nodetest.Config(b.TempDir())
-			if v := os.Getenv("FLUSH_MS"); v != "" {
-				if err := cfg.Set("storage.flush_interval_ms", v); err != nil {
-					b.Fatal(err)
-				}
-			}
-			n := nodetest.StartConfig(b, cfg)
+			n := startBench(b, c.partitions)
 			ctx := context.Background()
-			if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "bench", Partitions: int32(c.partitions)}); err != nil {
-				b.Fatal(err)
-			}
 			value := bytes.Repeat([]byte("x"), 1024)
 			var next atomic.Int64
-			b.SetBytes(1024)
-			b.SetParallelism(16)
-			syncs0, _ := n.Node.SyncStats()
-			b.ResetTimer()
-			defer func() {
-				syncs, _ := n.Node.SyncStats()
-				b.ReportMetric(float64(b.N)/float64(max(1, syncs-syncs0)), "records/fsync")
-			}()
 			b.RunParallel(func(pb *testing.PB) {
 				p := int32(next.Add(1)) % int32(c.partitions)
 				recs := make([]daftka.ProduceRecord, c.batch)
@@ -74,21 +57,10 @@ func BenchmarkProduceAPI(b *testing.B) {
 func BenchmarkProduceHTTP(b *testing.B) {
 	for _, c := range []struct{ batch, partitions int }{{1, 16}, {100, 16}} {
 		b.Run(fmt.Sprintf("batch=%d/partitions=%d", c.batch, c.partitions), func(b *testing.B) {
-			n := nodetest.Start(b)
-			if _, err := n.API.CreateTopic(context.Background(), daftka.TopicSpec{Name: "bench", Partitions: int32(c.partitions)}); err != nil {
-				b.Fatal(err)
-			}
+			n := startBench(b, c.partitions)
 			value := strings.Repeat("x", 1024)
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			var next atomic.Int64
-			b.SetBytes(1024)
-			b.SetParallelism(16)
-			syncs0, _ := n.Node.SyncStats()
-			b.ResetTimer()
-			defer func() {
-				syncs, _ := n.Node.SyncStats()
-				b.ReportMetric(float64(b.N)/float64(max(1, syncs-syncs0)), "records/fsync")
-			}()
 			b.RunParallel(func(pb *testing.PB) {
 				p := next.Add(1) % int64(c.partitions)
 				var sb strings.Builder
@@ -122,4 +94,31 @@ func BenchmarkProduceHTTP(b *testing.B) {
 			})
 		})
 	}
+}
+
+// startBench starts a node (storage.flush_interval_ms from FLUSH_MS when
+// set) with topic "bench" of the given partitions, sets the benchmark to
+// 1 KiB ops and 16 producers per CPU, resets the timer, and reports
+// records per fsync when the benchmark ends.
+func startBench(b *testing.B, partitions int) *nodetest.Node {
+	b.Helper()
+	cfg := nodetest.Config(b.TempDir())
+	if v := os.Getenv("FLUSH_MS"); v != "" {
+		if err := cfg.Set("storage.flush_interval_ms", v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := nodetest.StartConfig(b, cfg)
+	if _, err := n.API.CreateTopic(context.Background(), daftka.TopicSpec{Name: "bench", Partitions: int32(partitions)}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(1024)
+	b.SetParallelism(16)
+	syncs0, _ := n.Node.SyncStats()
+	b.Cleanup(func() {
+		syncs, _ := n.Node.SyncStats()
+		b.ReportMetric(float64(b.N)/float64(max(1, syncs-syncs0)), "records/fsync")
+	})
+	b.ResetTimer()
+	return n
 }
