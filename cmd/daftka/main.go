@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -130,10 +131,13 @@ func runNode(args []string, stderr io.Writer) int {
 		if len(o.keys) == 2 {
 			err = cfg.SetHostPort(o.keys[0], o.keys[1], o.val)
 		} else {
-			err = cfg.Set(o.keys[0], fmt.Sprintf("%q", o.val))
+			// String keys take the flag's text quoted (a data dir named
+			// "123" stays a string); node.id is the one number.
+			v := strconv.Quote(o.val)
 			if o.keys[0] == "node.id" {
-				err = cfg.Set(o.keys[0], o.val)
+				v = o.val
 			}
+			err = cfg.Set(o.keys[0], v)
 		}
 		if err != nil {
 			return fail(err)
