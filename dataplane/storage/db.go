@@ -40,6 +40,9 @@ type DB struct {
 	ro     *grocksdb.ReadOptions
 	syncer *syncer
 
+	dir        string   // the RocksDB directory
+	installing sync.Map // PartitionKey → true: snapshot installs in progress
+
 	mu     sync.RWMutex // guards closed against Close racing users
 	closed bool
 }
@@ -59,8 +62,12 @@ func Open(dir string, o Options) (*DB, error) {
 		opts.Destroy()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{db: db, opts: opts, wo: grocksdb.NewDefaultWriteOptions(), ro: grocksdb.NewDefaultReadOptions()}
+	d := &DB{db: db, opts: opts, wo: grocksdb.NewDefaultWriteOptions(), ro: grocksdb.NewDefaultReadOptions(), dir: dir}
 	if err := d.checkNodeID(o.NodeID); err != nil {
+		d.closeRocks()
+		return nil, err
+	}
+	if err := d.cleanSnapshotStaging(); err != nil {
 		d.closeRocks()
 		return nil, err
 	}
