@@ -58,6 +58,11 @@ type Replica struct {
 	cticks    int    // since the last compaction check
 	compactIx uint64 // Raft index of the last proposed compaction
 	logBytes  int64  // entry bytes persisted since the last log compaction
+	// noData lists applied entries that hold no records, for the next log
+	// compaction to delete (entries holding records stay while a batch
+	// refers to them). Bounded by maxNoData; past it they are left for
+	// retention to remove with their neighbours.
+	noData []uint64
 	trimIndex uint64 // Raft index of the last proposed trim
 
 	// Published position.
@@ -66,14 +71,16 @@ type Replica struct {
 	changedC chan struct{} // closed when pos changes
 }
 
-// appendRecords stores records at the next offsets, with their batch
-// index entry, and returns their offsets.
-func (r *Replica) appendRecords(b *storage.Batch, st *storage.AppliedState, recs [][]byte, appendMs int64) []int64 {
+// appendRecords assigns the next offsets to recs, the records of the
+// produce command in the Raft entry at index after its first skip, and
+// returns them. The records stay in that entry, where they were stored
+// when it was persisted: what is written here is the batch index entry
+// that finds them (records are stored once).
+func (r *Replica) appendRecords(b *storage.Batch, st *storage.AppliedState, recs [][]byte, appendMs int64, index uint64, skip int64) []int64 {
 	offsets := make([]int64, len(recs))
-	bi := storage.BatchInfo{FirstOffset: st.NextOffset, AppendMs: appendMs, MaxTimestampMs: -1}
+	bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(recs)), Index: index, Skip: skip, AppendMs: appendMs, MaxTimestampMs: -1}
 	for i, rec := range recs {
 		offsets[i] = st.NextOffset
-		r.store.PutRecord(b, st.NextOffset, rec)
 		st.NextOffset++
 		bi.Bytes += int64(len(rec))
 		if ts, n := binary.Varint(rec); n > 0 && ts > bi.MaxTimestampMs {
@@ -112,7 +119,7 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 		return result{offsets: offsets}
 	}
 	first := st.NextOffset
-	copy(offsets[dups:], r.appendRecords(b, st, cmd.records[dups:], cmd.appendMs))
+	copy(offsets[dups:], r.appendRecords(b, st, cmd.records[dups:], cmd.appendMs, index, dups))
 	if _, known := r.producers[cmd.producer]; !known {
 		if len(r.producers) >= maxProducers {
 			old := leastRecent(r.producers)
@@ -198,18 +205,28 @@ func (r *Replica) checkRetention(now time.Time) error {
 	return nil
 }
 
-// maybeCompactLog removes applied entries from the Raft log once
+// maxNoData bounds Replica.noData.
+const maxNoData = 1 << 20
+
+// maybeCompactLog compacts the Raft log up to the applied index once
 // SnapshotIntervalOps entries or SnapshotMaxLogBytes bytes have been
-// applied since the last compaction: their effects (records, offsets,
-// group offsets, producer state) are in the partition's key space, written
-// before the compaction in the same WAL, so recovery never needs them.
+// applied since the last compaction, or when force is set (after a trim or
+// a key-compaction pass freed entries). The effects of the compacted
+// entries (offsets, group offsets, producer state, the batch index) are in
+// the partition's key space, written before the compaction in the same
+// WAL, so recovery never replays them; their records stay in the entries
+// that hold them until retention or compaction leaves no batch referring
+// to them (storage.Partition.CompactLog).
 // Only single-voter groups compact for now: a follower that falls behind a
 // compacted log needs a snapshot of the key space streamed to it, which
 // comes with replicated partitions.
-func (r *Replica) maybeCompactLog() error {
+func (r *Replica) maybeCompactLog(force bool) error {
 	st := r.state
 	done, _ := r.store.CompactionPoint()
-	if st.Applied <= done || (st.Applied-done < uint64(r.e.cfg.SnapshotIntervalOps) && r.logBytes < r.e.cfg.SnapshotMaxLogBytes) {
+	if st.Applied <= done && !force {
+		return nil
+	}
+	if !force && st.Applied-done < uint64(r.e.cfg.SnapshotIntervalOps) && r.logBytes < r.e.cfg.SnapshotMaxLogBytes {
 		return nil
 	}
 	if _, cs, _ := r.store.InitialState(); len(cs.Voters) != 1 || len(cs.Learners) != 0 || len(cs.VotersOutgoing) != 0 {
@@ -219,13 +236,21 @@ func (r *Replica) maybeCompactLog() error {
 	if err != nil {
 		return err
 	}
+	floor, found, err := r.store.DataFloor(max(st.LogStartOffset, st.CompactedUpTo))
+	if err != nil {
+		return err
+	}
+	if !found {
+		floor = st.Applied + 1
+	}
 	b := storage.NewBatch()
-	r.store.CompactLog(b, st.Applied, term)
+	r.store.CompactLog(b, st.Applied, term, floor, r.noData)
 	if err := r.e.cfg.DB.Write(b); err != nil {
 		return err
 	}
 	r.store.CommitCompaction(st.Applied, term)
 	r.logBytes = 0
+	r.noData = r.noData[:0]
 	return nil
 }
 
@@ -239,10 +264,14 @@ func (r *Replica) maybeCompactLog() error {
 // kept. Offsets never change: compaction leaves gaps, which fetch skips.
 // Bounds: a pass reads at most maxCompactRecords records and
 // maxCompactKeyBytes bytes of distinct keys; a larger partition is not
-// compacted (logged), rather than risking the node's memory.
+// compacted (logged; its new records are moved as they are), rather than
+// risking the node's memory. A pass covers at most maxCompactMoveBytes of
+// records not yet compacted (the leader proposes several passes when more
+// arrived).
 const (
-	maxCompactRecords  = 1_000_000
-	maxCompactKeyBytes = 64 << 20
+	maxCompactRecords   = 1_000_000
+	maxCompactKeyBytes  = 64 << 20
+	maxCompactMoveBytes = 64 << 20
 )
 
 func (r *Replica) checkCompaction(now time.Time) {
@@ -251,22 +280,47 @@ func (r *Replica) checkCompaction(now time.Time) {
 	if ret == nil || !ret.Compact || st.NextOffset <= st.CompactedUpTo || r.compactIx > st.Applied {
 		return
 	}
-	if idx, _, err := r.node.Propose(encodeCompact(st.NextOffset, now.UnixMilli())); err == nil {
+	// A pass moves the records it keeps from the new range into one write:
+	// bound that range by maxCompactMoveBytes (whole batches, at least one).
+	upTo := st.NextOffset
+	var bytes int64
+	err := r.store.Batches(max(st.CompactedUpTo, st.LogStartOffset), func(bi storage.BatchInfo) error {
+		if bytes > 0 && bytes+bi.Bytes > maxCompactMoveBytes {
+			upTo = bi.FirstOffset
+			return storage.ErrStop
+		}
+		bytes += bi.Bytes
+		return nil
+	})
+	if err != nil {
+		r.log.Error("compaction check failed", "err", err)
+		return
+	}
+	if idx, _, err := r.node.Propose(encodeCompact(upTo, now.UnixMilli())); err == nil {
 		r.compactIx = idx
 	}
 }
 
-// compact runs one pass over [LogStartOffset, upTo) into b.
+// compact runs one pass over [LogStartOffset, upTo) into b. Records below
+// CompactedUpTo live under their own keys (the pass deletes the ones it
+// drops); the pass moves the records it keeps from the new range
+// [CompactedUpTo, upTo) out of their Raft entries to their own keys, so
+// that the entries can go. b must hold nothing the pass reads (apply
+// writes what came before first).
 func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowMs int64) error {
 	upTo = min(upTo, st.NextOffset)
+	if upTo <= st.CompactedUpTo {
+		return nil
+	}
+	moved := max(st.CompactedUpTo, st.LogStartOffset) // records from here on move
 	if upTo <= st.LogStartOffset {
-		st.CompactedUpTo = max(st.CompactedUpTo, upTo)
+		st.CompactedUpTo = upTo
 		return nil
 	}
 	latest := map[string]int64{}
 	var keyBytes, n int
 	tooBig := false
-	err := r.store.ReadRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
+	err := r.readRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
 		key, _, err := recordKey(rec)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", off, err)
@@ -292,8 +346,11 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	}
 	st.CompactedUpTo = upTo
 	if tooBig {
-		r.log.Warn("partition too large to compact in one pass; skipped", "records_max", maxCompactRecords, "key_bytes_max", maxCompactKeyBytes)
-		return nil
+		r.log.Warn("partition too large to compact in one pass; records moved uncompacted", "records_max", maxCompactRecords, "key_bytes_max", maxCompactKeyBytes)
+		return r.readRecords(moved, upTo, func(off int64, rec []byte) error {
+			r.store.PutRecord(b, off, rec)
+			return nil
+		})
 	}
 	var batches []storage.BatchInfo
 	if err := r.store.Batches(st.LogStartOffset, func(bi storage.BatchInfo) error {
@@ -307,19 +364,53 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	}
 	graceEnd := nowMs - r.e.cfg.TombstoneGraceMs
 	bi := 0
-	return r.store.ReadRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
+	return r.readRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
 		key, tombstone, err := recordKey(rec)
-		if err != nil || key == nil {
+		if err != nil {
 			return err
 		}
-		for bi+1 < len(batches) && batches[bi+1].FirstOffset <= off {
-			bi++
+		drop := false
+		if key != nil {
+			for bi+1 < len(batches) && batches[bi+1].FirstOffset <= off {
+				bi++
+			}
+			last := latest[string(key)]
+			expired := tombstone && len(batches) > 0 && batches[bi].FirstOffset <= off && batches[bi].AppendMs < graceEnd
+			drop = last > off || (last == off && expired)
 		}
-		last := latest[string(key)]
-		expired := tombstone && len(batches) > 0 && batches[bi].FirstOffset <= off && batches[bi].AppendMs < graceEnd
-		if last > off || (last == off && expired) {
+		switch {
+		case drop && off < moved:
 			r.store.DeleteRecord(b, off)
+			fallthrough
+		case drop:
 			st.SizeBytes = max(0, st.SizeBytes-int64(len(rec)))
+		case off >= moved:
+			r.store.PutRecord(b, off, rec)
+		}
+		return nil
+	})
+}
+
+// readRecords calls fn with each committed record in [from, to) in offset
+// order (compaction leaves gaps), until fn returns storage.ErrStop (not
+// reported) or another error (returned). rec is valid only during the call.
+func (r *Replica) readRecords(from, to int64, fn func(off int64, rec []byte) error) error {
+	return r.store.ReadLog(from, to, fn, func(bi storage.BatchInfo, entry []byte) error {
+		cmd, err := decodeCommand(entry)
+		if err != nil {
+			return fmt.Errorf("batch at offset %d (entry %d): %w", bi.FirstOffset, bi.Index, err)
+		}
+		if (cmd.kind != cmdProduce && cmd.kind != cmdProduceIdempotent) || bi.Skip < 0 || bi.Count < 0 || bi.Skip+bi.Count > int64(len(cmd.records)) {
+			return fmt.Errorf("batch at offset %d: entry %d does not hold its %d records", bi.FirstOffset, bi.Index, bi.Count)
+		}
+		for i := max(0, from-bi.FirstOffset); i < bi.Count; i++ {
+			off := bi.FirstOffset + i
+			if off >= to {
+				return storage.ErrStop
+			}
+			if err := fn(off, cmd.records[bi.Skip+i]); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -549,7 +640,7 @@ func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 	}
 	res := daftka.FetchResult{NextOffset: offset, HighWatermark: pos.HighWatermark, LogStartOffset: pos.LogStartOffset}
 	size := 0
-	err := r.store.ReadRecords(offset, pos.HighWatermark, func(off int64, b []byte) error {
+	err := r.readRecords(offset, pos.HighWatermark, func(off int64, b []byte) error {
 		if len(res.Records) >= maxRecords || (len(res.Records) > 0 && size+len(b) > maxBytes) {
 			return storage.ErrStop
 		}
@@ -692,8 +783,10 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 		res result
 	}
 	var finished []done
+	freed := false // a trim or compaction pass left entries without records
 	for _, e := range ents {
 		st.Applied = e.Index
+		next := st.NextOffset
 		var res result
 		switch e.Type {
 		case raft.EntryConfChange:
@@ -714,17 +807,28 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			}
 			switch cmd.kind {
 			case cmdProduce:
-				res.offsets = r.appendRecords(b, &st, cmd.records, cmd.appendMs)
+				res.offsets = r.appendRecords(b, &st, cmd.records, cmd.appendMs, e.Index, 0)
 			case cmdCompact:
+				// The pass reads the partition: first write what this
+				// batch holds so far, so that it reads what it applies.
+				before := st
+				before.Applied = e.Index - 1
+				r.store.PutAppliedState(b, before)
+				if err := r.e.cfg.DB.Write(b); err != nil {
+					return err
+				}
+				b = storage.NewBatch()
 				if err := r.compact(b, &st, cmd.before, cmd.appendMs); err != nil {
 					b.Discard()
 					return err
 				}
+				freed = true
 			case cmdTrim:
 				if cmd.before > st.LogStartOffset && cmd.before <= st.NextOffset {
 					r.store.DeleteBelow(b, cmd.before)
 					st.LogStartOffset = cmd.before
 					st.SizeBytes = max(0, st.SizeBytes-cmd.bytes)
+					freed = true
 				}
 			case cmdProduceIdempotent:
 				res = r.applyIdempotent(b, &st, e.Index, cmd)
@@ -737,6 +841,9 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 				}
 				r.store.PutGroupOffset(b, cmd.group, cmd.offset)
 			}
+		}
+		if st.NextOffset == next && len(r.noData) < maxNoData {
+			r.noData = append(r.noData, e.Index)
 		}
 		if p, ok := r.waiters[e.Index]; ok {
 			delete(r.waiters, e.Index)
@@ -752,7 +859,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 	}
 	produced := st.NextOffset - r.state.NextOffset
 	r.state = st
-	if err := r.maybeCompactLog(); err != nil {
+	if err := r.maybeCompactLog(freed); err != nil {
 		return err
 	}
 	r.publish(func(p *Position) {
@@ -825,7 +932,7 @@ func (r *Replica) OffsetForTimestamp(ctx context.Context, ts time.Time) (int64, 
 		})
 		found := int64(-1)
 		for i := 0; err == nil && found < 0 && i < len(spans); i++ {
-			err = r.store.ReadRecords(spans[i].from, spans[i].to, func(off int64, b []byte) error {
+			err = r.readRecords(spans[i].from, spans[i].to, func(off int64, b []byte) error {
 				t, k := binary.Varint(b)
 				if k <= 0 {
 					return fmt.Errorf("dataplane: record %d: %w", off, errBadCommand)

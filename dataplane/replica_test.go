@@ -10,16 +10,19 @@ import (
 	"github.com/daftka/daftka/dataplane/storage"
 )
 
-func openEngine(t *testing.T, dir string, intervalOps int64) (*storage.DB, *Engine) {
+func openEngine(t *testing.T, dir string, intervalOps int64, opts ...func(*Config)) (*storage.DB, *Engine) {
 	t.Helper()
 	db, err := storage.Open(dir, storage.Options{NodeID: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := New(Config{NodeID: 1, DB: db, TickInterval: 10 * time.Millisecond, ElectionTick: 10, HeartbeatTick: 1,
+	cfg := Config{NodeID: 1, DB: db, TickInterval: 10 * time.Millisecond, ElectionTick: 10, HeartbeatTick: 1,
 		MaxUncommittedBytes: 64 << 20, MaxInflightBytes: 64 << 20, MaxInflightRequests: 1024,
-		SnapshotIntervalOps: intervalOps, OnFatal: func(err error) { t.Errorf("fatal: %v", err) }})
-	return db, e
+		SnapshotIntervalOps: intervalOps, OnFatal: func(err error) { t.Errorf("fatal: %v", err) }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return db, New(cfg)
 }
 
 // TestLogCompactionKeepsRecords: the Raft log is truncated behind the
@@ -70,4 +73,87 @@ func TestLogCompactionKeepsRecords(t *testing.T) {
 			t.Fatalf("record %d: offset %d value %q", i, rec.Offset, rec.Value)
 		}
 	}
+}
+
+// TestCompactionMovesRecordsAndFreesEntries: records are stored once, in
+// their Raft entries; key compaction passes (several, over old and new
+// records) keep the latest record of every key at its offset, move what
+// they keep out of the entries, and the log compaction that follows
+// deletes the entries no batch refers to. A restart reads the same.
+func TestCompactionMovesRecordsAndFreesEntries(t *testing.T) {
+	dir := t.TempDir()
+	id := PartitionID{Topic: "c", TopicID: "00112233445566aa", Partition: 0}
+	ctx := context.Background()
+	fast := func(c *Config) { c.CompactionCheckTicks = 2 }
+	db, e := openEngine(t, dir, 1000, fast)
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			rec := daftka.ProduceRecord{Key: []byte(fmt.Sprint("k", i%5)), Value: []byte(fmt.Sprint(i))}
+			offs, err := r.Produce(ctx, "", 0, []daftka.ProduceRecord{rec})
+			if err != nil || offs[0] != int64(i) {
+				t.Fatalf("record %d: offsets %v, %v", i, offs, err)
+			}
+		}
+	}
+	// latest waits until a fetch from 0 returns exactly the records at
+	// offsets [hwm-5, hwm), each the latest of its key.
+	latest := func(hwm int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			res, err := r.Fetch(ctx, 0, 1000, 1<<20, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			for _, rec := range res.Records {
+				got += fmt.Sprintf("%d=%s ", rec.Offset, rec.Value)
+			}
+			want := ""
+			for o := hwm - 5; o < hwm; o++ {
+				want += fmt.Sprintf("%d=%d ", o, o)
+			}
+			if got == want && res.HighWatermark == hwm {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fetch: %s, want %s (hwm %d)", got, want, res.HighWatermark)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	produce(0, 50)
+	if n, _ := r.store.StoredEntries(); n < 50 {
+		t.Fatalf("%d entries stored for 50 records", n)
+	}
+	r.SetRetention(Retention{Compact: true})
+	latest(50)
+	produce(50, 75)
+	latest(75)
+	// Everything is compacted: the entries that held records are gone
+	// (the log compaction after a pass deletes them).
+	deadline := time.Now().Add(5 * time.Second)
+	for n, _ := r.store.StoredEntries(); n > 5; n, _ = r.store.StoredEntries() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries still stored after every record was compacted", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.Close()
+	db.Close()
+
+	db, e = openEngine(t, dir, 1000, fast)
+	defer func() { e.Close(); db.Close() }()
+	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	r.SetRetention(Retention{Compact: true})
+	latest(75)
+	produce(75, 80)
+	latest(80)
 }

@@ -113,11 +113,15 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 		b.add(3, &t)
 		for i, r := range reqs {
 			st.Applied = ents[i].Index
+			// Records stay in their entry: apply writes the batch index
+			// entry that finds them.
+			bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(r.recs)), Index: ents[i].Index}
 			for _, rec := range r.recs {
-				p.PutRecord(ab, st.NextOffset, rec)
-				st.NextOffset++
-				st.SizeBytes += int64(len(rec))
+				bi.Bytes += int64(len(rec))
 			}
+			st.NextOffset += bi.Count
+			st.SizeBytes += bi.Bytes
+			p.PutBatchInfo(ab, bi)
 		}
 		p.PutAppliedState(ab, st)
 		err := b.db.Write(ab)

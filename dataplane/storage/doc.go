@@ -6,14 +6,18 @@
 //
 //	'P' topicID[8] partition[4] 'c'           ConfState of the replica's Raft group
 //	'P' topicID[8] partition[4] 'h'           Raft HardState
-//	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry
+//	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry (a produce command's holds its records)
 //	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
 //	'P' topicID[8] partition[4] 's'           log compaction point (index, term)
-//	'P' topicID[8] partition[4] 'r' offset[8] committed record
+//	'P' topicID[8] partition[4] 'r' offset[8] record kept by key compaction (below CompactedUpTo)
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
-//	'P' topicID[8] partition[4] 't' offset[8] batch index: append time, bytes, max timestamp
+//	'P' topicID[8] partition[4] 't' offset[8] batch index: entry index, skip, count, append time, bytes, max timestamp
 //	'N' 'id'                                  node id that owns this data dir
+//
+// Records are stored once: in the Raft entry of their produce command,
+// found through the batch index (ReadLog). Log compaction keeps the
+// entries that still hold records (CompactLog, DataFloor).
 //
 // Every value carries a CRC32C (Castagnoli) that is verified on read; a
 // mismatch is ErrCorrupt, never returned data.

@@ -90,11 +90,14 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 	if err != nil {
 		return nil, err
 	}
-	if found {
-		if first != p.snapIndex+1 && !(p.snapIndex == 0 && first == 1) {
+	// Entries at or below the compaction point may remain: they hold
+	// records (see ReadLog) and are deleted by CompactLog once no batch
+	// refers to them.
+	if found && last > p.snapIndex {
+		if first > p.snapIndex+1 {
 			return nil, fmt.Errorf("storage: log starts at %d after compaction point %d", first, p.snapIndex)
 		}
-		p.firstIdx, p.lastIdx, p.lastTerm = first, last, lastTerm
+		p.lastIdx, p.lastTerm = last, lastTerm
 	}
 	return p, nil
 }
@@ -269,15 +272,46 @@ func (p *Partition) CompactionPoint() (index, term uint64) {
 	return p.snapIndex, p.snapTerm
 }
 
-// CompactLog adds to b the removal of every log entry up to index (which
-// must be applied, its effects written before b), recording (index, term)
-// as the compaction point. Call CommitCompaction after b is written.
-func (p *Partition) CompactLog(b *Batch, index, term uint64) {
+// CompactLog adds to b the compaction of the Raft log up to index (which
+// must be applied, its effects written before b): (index, term) becomes
+// the compaction point, so Raft no longer reads entries at or below it.
+// Entries stay where they still hold records, which are stored only in
+// their entries: those below dataFloor (the entry of the oldest batch
+// still read from its entry, see DataFloor) and the listed noData ones
+// (entries that hold no records) are deleted.
+// Call CommitCompaction after b is written.
+func (p *Partition) CompactLog(b *Batch, index, term, dataFloor uint64, noData []uint64) {
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v[0:], index)
 	binary.BigEndian.PutUint64(v[8:], term)
 	b.put(p.key.key('s'), v)
-	b.deleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', index+1))
+	floor := min(dataFloor, index+1)
+	b.deleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', floor))
+	for _, i := range noData {
+		if i >= floor && i <= index {
+			b.delete(p.key.u64Key('l', i))
+		}
+	}
+}
+
+// StoredEntries counts the Raft entries stored for the replica, those
+// kept below the compaction point for their records included.
+func (p *Partition) StoredEntries() (int, error) {
+	n := 0
+	err := p.db.scan(p.key.key('l'), p.key.key('l'+1), func(_, _ []byte) error { n++; return nil })
+	return n, err
+}
+
+// DataFloor is the Raft index of the entry holding the first batch at or
+// after offset from, and false when no batch from there on exists.
+func (p *Partition) DataFloor(from int64) (uint64, bool, error) {
+	var floor uint64
+	found := false
+	err := p.Batches(from, func(bi BatchInfo) error {
+		floor, found = bi.Index, true
+		return ErrStop
+	})
+	return floor, found, err
 }
 
 // CommitCompaction updates the log bounds after CompactLog's batch is
@@ -367,6 +401,10 @@ func (p *Partition) AppliedState() (AppliedState, error) {
 	if err != nil || v == nil {
 		return AppliedState{}, err
 	}
+	return decodeAppliedState(v)
+}
+
+func decodeAppliedState(v []byte) (AppliedState, error) {
 	if len(v) != 40 {
 		return AppliedState{}, fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(v))
 	}
@@ -390,7 +428,8 @@ func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
 	b.put(p.key.key('m'), v)
 }
 
-// PutRecord adds the encoded record at offset to b.
+// PutRecord adds the encoded record at offset to b: the home of records
+// below CompactedUpTo (key compaction moves the records it keeps there).
 func (p *Partition) PutRecord(b *Batch, offset int64, rec []byte) {
 	b.put(p.key.u64Key('r', uint64(offset)), rec)
 }
@@ -433,6 +472,16 @@ func (d *DB) scan(lo, hi []byte, fn func(key, value []byte) error) error {
 	}
 	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
+	err := d.scanWith(ro, lo, hi, fn)
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
+}
+
+// scanWith is scan with the caller's read options (e.g. a snapshot) and
+// d.mu held; it returns ErrStop when fn does.
+func (d *DB) scanWith(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, value []byte) error) error {
 	ro.SetIterateUpperBound(hi)
 	it := d.db.NewIterator(ro)
 	defer it.Close()
@@ -443,25 +492,154 @@ func (d *DB) scan(lo, hi []byte, fn func(key, value []byte) error) error {
 			return err
 		}
 		if err := fn(k, v); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
 			return err
 		}
 	}
 	return it.Err()
 }
 
-// ReadRecords calls fn with each stored record in [from, to) in offset
-// order, until fn returns ErrStop (not reported) or another error
-// (returned). rec is valid only during the call.
-func (p *Partition) ReadRecords(from, to int64, fn func(offset int64, rec []byte) error) error {
+// scanReverse calls fn with the keys in [lo, hi) from the last down, with
+// d.mu held; it returns ErrStop when fn does.
+func (d *DB) scanReverse(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, value []byte) error) error {
+	ro.SetIterateUpperBound(hi)
+	it := d.db.NewIterator(ro)
+	defer it.Close()
+	for it.SeekToLast(); it.Valid(); it.Prev() {
+		k := it.Key().Data()
+		if string(k) < string(lo) {
+			break
+		}
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return it.Err()
+}
+
+// ReadLog reads the committed log in [from, to) at one consistent point:
+// for records below the applied state's CompactedUpTo, record is called
+// with each one stored under its offset (compaction leaves gaps); from
+// there on, batch is called with each batch whose records end after from,
+// and the data of the Raft entry that holds them (records are stored only
+// there; the caller decodes them). Calls are in offset order, until a
+// callback returns ErrStop (not reported) or another error (returned).
+// Slices are valid only during the call.
+func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte) error, batch func(bi BatchInfo, entry []byte) error) error {
 	if from >= to {
 		return nil
 	}
-	return p.db.scan(p.key.u64Key('r', uint64(from)), p.key.u64Key('r', uint64(to)), func(k, v []byte) error {
-		return fn(int64(binary.BigEndian.Uint64(k[len(k)-8:])), v)
-	})
+	d := p.db
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	snap := d.db.NewSnapshot()
+	defer d.db.ReleaseSnapshot(snap)
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetSnapshot(snap)
+	err := p.readLog(ro, from, to, record, batch)
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
+}
+
+func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
+	get := func(key []byte) ([]byte, error) {
+		v, err := p.db.db.GetBytes(ro, key)
+		if err != nil {
+			return nil, fmt.Errorf("storage: get: %w", err)
+		}
+		if v == nil {
+			return nil, nil
+		}
+		return unseal(key, v)
+	}
+	var st AppliedState
+	if v, err := get(p.key.key('m')); err != nil {
+		return err
+	} else if v != nil {
+		if st, err = decodeAppliedState(v); err != nil {
+			return err
+		}
+	}
+	if from < st.CompactedUpTo {
+		hi := p.key.u64Key('r', uint64(min(to, st.CompactedUpTo)))
+		err := p.db.scanWith(ro, p.key.u64Key('r', uint64(from)), hi, func(k, v []byte) error {
+			return record(int64(binary.BigEndian.Uint64(k[len(k)-8:])), v)
+		})
+		if err != nil {
+			return err
+		}
+		from = st.CompactedUpTo
+	}
+	if from >= to {
+		return nil
+	}
+	// The batch holding from starts at or before it.
+	tlo := p.key.u64Key('t', uint64(from))
+	start := tlo
+	if err := p.db.scanReverse(ro, p.key.key('t'), tlo, func(k, _ []byte) error {
+		start = append([]byte(nil), k...)
+		return ErrStop
+	}); err != nil && !errors.Is(err, ErrStop) {
+		return err
+	}
+	var infos []BatchInfo
+	flush := func() error {
+		for _, bi := range infos {
+			v, err := get(p.key.u64Key('l', bi.Index))
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return fmt.Errorf("storage: entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
+			}
+			if len(v) < 17 || binary.BigEndian.Uint64(v[8:]) != bi.Index {
+				return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
+			}
+			if err := batch(bi, v[17:]); err != nil {
+				return err
+			}
+		}
+		infos = infos[:0]
+		return nil
+	}
+	// Iterators are not nested: batch index entries are read in groups,
+	// then their Raft entries.
+	const group = 64
+	hi := p.key.u64Key('t', uint64(to))
+	for {
+		err := p.db.scanWith(ro, start, hi, func(k, v []byte) error {
+			bi, err := decodeBatchInfo(k, v)
+			if err != nil {
+				return err
+			}
+			if bi.FirstOffset+bi.Count <= from {
+				return nil
+			}
+			if infos = append(infos, bi); len(infos) == group {
+				return ErrStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrStop) {
+			return err
+		}
+		full := len(infos) == group
+		if full {
+			start = p.key.u64Key('t', uint64(infos[group-1].FirstOffset+1))
+		}
+		if err := flush(); err != nil || !full {
+			return err
+		}
+	}
 }
 
 // Delete removes every key of the replica and waits until that is durable.
@@ -492,43 +670,66 @@ func (p *Partition) Producers() (map[string][]byte, error) {
 }
 
 // BatchInfo is one produce batch's entry in the batch index: its first
-// offset, the leader's clock when it was appended, its stored bytes and
-// the largest timestamp_ms of its records. Retention works batch by batch
-// from it; the time lookup skips batches by their largest timestamp.
+// offset, where its records are (Count records of the Raft entry at Index,
+// after the first Skip, which an idempotent producer's retry had already
+// appended), the leader's clock when it was appended, its stored bytes and
+// the largest timestamp_ms of its records. Fetch finds records through it;
+// retention works batch by batch from it; the time lookup skips batches by
+// their largest timestamp.
 type BatchInfo struct {
 	FirstOffset    int64
+	Count          int64
+	Index          uint64
+	Skip           int64
 	AppendMs       int64
 	Bytes          int64
 	MaxTimestampMs int64
 }
 
+const batchInfoLen = 48
+
 // PutBatchInfo adds a batch index entry to b.
 func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
-	v := make([]byte, 24)
+	var v [batchInfoLen]byte
 	binary.BigEndian.PutUint64(v[0:], uint64(bi.AppendMs))
 	binary.BigEndian.PutUint64(v[8:], uint64(bi.Bytes))
 	binary.BigEndian.PutUint64(v[16:], uint64(bi.MaxTimestampMs))
-	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v)
+	binary.BigEndian.PutUint64(v[24:], bi.Index)
+	binary.BigEndian.PutUint64(v[32:], uint64(bi.Skip))
+	binary.BigEndian.PutUint64(v[40:], uint64(bi.Count))
+	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v[:])
+}
+
+func decodeBatchInfo(k, v []byte) (BatchInfo, error) {
+	if len(v) != batchInfoLen {
+		return BatchInfo{}, fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
+	}
+	return BatchInfo{
+		FirstOffset:    int64(binary.BigEndian.Uint64(k[len(k)-8:])),
+		AppendMs:       int64(binary.BigEndian.Uint64(v[0:])),
+		Bytes:          int64(binary.BigEndian.Uint64(v[8:])),
+		MaxTimestampMs: int64(binary.BigEndian.Uint64(v[16:])),
+		Index:          binary.BigEndian.Uint64(v[24:]),
+		Skip:           int64(binary.BigEndian.Uint64(v[32:])),
+		Count:          int64(binary.BigEndian.Uint64(v[40:])),
+	}, nil
 }
 
 // Batches calls fn with batch index entries from offset from on, in order,
 // until fn returns ErrStop or another error (returned).
 func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
 	return p.db.scan(p.key.u64Key('t', uint64(from)), p.key.key('t'+1), func(k, v []byte) error {
-		if len(v) != 24 {
-			return fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
+		bi, err := decodeBatchInfo(k, v)
+		if err != nil {
+			return err
 		}
-		return fn(BatchInfo{
-			FirstOffset:    int64(binary.BigEndian.Uint64(k[len(k)-8:])),
-			AppendMs:       int64(binary.BigEndian.Uint64(v[0:])),
-			Bytes:          int64(binary.BigEndian.Uint64(v[8:])),
-			MaxTimestampMs: int64(binary.BigEndian.Uint64(v[16:])),
-		})
+		return fn(bi)
 	})
 }
 
 // DeleteBelow adds to b the removal of every record and batch index entry
-// below offset before.
+// below offset before. The Raft entries that held them go at the next
+// CompactLog (see DataFloor).
 func (p *Partition) DeleteBelow(b *Batch, before int64) {
 	b.deleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
 	b.deleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -81,33 +82,80 @@ func TestLogPersistsAcrossReopen(t *testing.T) {
 	}
 }
 
-// TestCorruptionDetected: a flipped byte in a stored record is an
+// TestCorruptionDetected: a flipped byte in a stored batch (a record
+// batch in its Raft entry, or a compacted record under its own key) is an
 // ErrCorrupt on read, never returned data.
 func TestCorruptionDetected(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
 	defer db.Close()
 	p, _ := db.Partition(PartitionKey{Partition: 1})
-	b := NewBatch()
-	p.PutRecord(b, 0, []byte("hello record"))
-	if err := db.Write(b); err != nil {
-		t.Fatal(err)
+	appendLog(t, db, p, 2, 1) // offset 0 compacted, offset 1 in its entry
+	for _, key := range [][]byte{p.key.u64Key('r', 0), p.key.u64Key('l', 2)} {
+		raw, err := db.db.GetBytes(db.ro, key)
+		if err != nil || raw == nil {
+			t.Fatal(key, raw, err)
+		}
+		raw[len(raw)-1] ^= 0x01
+		wo := grocksdb.NewDefaultWriteOptions()
+		if err := db.db.Put(wo, key, raw); err != nil {
+			t.Fatal(err)
+		}
+		wo.Destroy()
 	}
-	key := p.key.u64Key('r', 0)
-	raw, err := db.db.GetBytes(db.ro, key)
+	for off := int64(0); off < 2; off++ {
+		got, err := readLog(p, off, off+1)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("offset %d: want ErrCorrupt, got %q, %v", off, got, err)
+		}
+	}
+}
+
+// appendLog appends n one-record batches to p as the data plane does: each
+// record is the whole data of its Raft entry (index = offset + 1), found
+// through the batch index; the first compacted records are also copied
+// under their own keys, as key compaction moves the records it keeps.
+func appendLog(t *testing.T, db *DB, p *Partition, n, compacted int) {
+	t.Helper()
+	st, err := p.AppliedState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw[len(raw)-1] ^= 0x01
-	wo := grocksdb.NewDefaultWriteOptions()
-	defer wo.Destroy()
-	if err := db.db.Put(wo, key, raw); err != nil {
+	var ents []raft.Entry
+	b := NewBatch()
+	for i := 0; i < n; i++ {
+		off := st.NextOffset
+		rec := []byte(fmt.Sprintf("record-%d", off))
+		ents = append(ents, raft.Entry{Term: 1, Index: uint64(off) + 1, Data: rec})
+		if off < int64(compacted) {
+			p.PutRecord(b, off, rec)
+		}
+		p.PutBatchInfo(b, BatchInfo{FirstOffset: off, Count: 1, Index: uint64(off) + 1, Bytes: int64(len(rec))})
+		st.NextOffset++
+		st.Applied = uint64(off) + 1
+	}
+	st.CompactedUpTo = max(st.CompactedUpTo, int64(compacted))
+	p.PersistRaft(b, raft.HardState{Term: 1, Commit: st.Applied}, ents)
+	p.PutAppliedState(b, st)
+	if err := db.Commit(b, true); err != nil {
 		t.Fatal(err)
 	}
-	err = p.ReadRecords(0, 1, func(int64, []byte) error { return nil })
-	if !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("want ErrCorrupt, got %v", err)
-	}
+	p.CommitRaft(raft.HardState{Term: 1, Commit: st.Applied}, ents)
+}
+
+// readLog reads [from, to) of a log written by appendLog as strings.
+func readLog(p *Partition, from, to int64) ([]string, error) {
+	var out []string
+	err := p.ReadLog(from, to, func(off int64, rec []byte) error {
+		out = append(out, fmt.Sprintf("%d:%s", off, rec))
+		return nil
+	}, func(bi BatchInfo, entry []byte) error {
+		if bi.FirstOffset >= from {
+			out = append(out, fmt.Sprintf("%d:%s", bi.FirstOffset, entry))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // TestGroupCommitSharesSyncs: concurrent writers are all durable after
@@ -125,6 +173,7 @@ func TestGroupCommitSharesSyncs(t *testing.T) {
 			for r := 0; r < rounds; r++ {
 				b := NewBatch()
 				p.PutRecord(b, int64(r), []byte{byte(w), byte(r)})
+				p.PutAppliedState(b, AppliedState{CompactedUpTo: int64(r + 1)})
 				if err := db.Write(b); err != nil {
 					t.Error(err)
 					return
@@ -147,13 +196,13 @@ func TestGroupCommitSharesSyncs(t *testing.T) {
 	t.Logf("%d writers served by %d fsyncs", served, syncs)
 	p, _ := db.Partition(PartitionKey{Partition: 3})
 	n := 0
-	_ = p.ReadRecords(0, rounds, func(off int64, rec []byte) error {
+	_ = p.ReadLog(0, rounds, func(off int64, rec []byte) error {
 		if !bytes.Equal(rec, []byte{3, byte(off)}) {
 			t.Errorf("record %d = %v", off, rec)
 		}
 		n++
 		return nil
-	})
+	}, nil)
 	if n != rounds {
 		t.Fatalf("read %d records, want %d", n, rounds)
 	}
@@ -180,8 +229,8 @@ func TestDeleteRemovesOnlyItsPartition(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		appendLog(t, db, p, 1, 0)
 		b := NewBatch()
-		p.PutRecord(b, 0, []byte("r"))
 		p.PutGroupOffset(b, "g", 1)
 		if err := db.Write(b); err != nil {
 			t.Fatal(err)
@@ -192,9 +241,11 @@ func TestDeleteRemovesOnlyItsPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := func(p *Partition) int {
-		n := 0
-		_ = p.ReadRecords(0, 10, func(int64, []byte) error { n++; return nil })
-		return n
+		recs, err := readLog(p, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
 	}
 	if count(parts[255]) != 0 {
 		t.Fatal("partition 255 kept its records")
@@ -245,4 +296,101 @@ func TestRecentEntriesMatchStorage(t *testing.T) {
 	if len(again) != 2 || string(again[0].Data) != "C" || string(again[1].Data) != "D" {
 		t.Fatalf("stored entries differ: %+v", again)
 	}
+}
+
+// countKeys counts p's keys of one kind.
+func countKeys(t *testing.T, db *DB, p *Partition, kind byte) int {
+	t.Helper()
+	n := 0
+	if err := db.scan(p.key.key(kind), p.key.key(kind+1), func(_, _ []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRecordsStoredOnce: a record is stored once, in its Raft entry, and
+// read through the batch index; only key compaction moves the records it
+// keeps under their own keys. Compacting the Raft log keeps the entries
+// that still hold records and deletes the rest; after retention they go.
+func TestRecordsStoredOnce(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 7})
+	appendLog(t, db, p, 100, 30)
+	want := func(from, to int64) []string {
+		var out []string
+		for o := from; o < to; o++ {
+			out = append(out, fmt.Sprintf("%d:record-%d", o, o))
+		}
+		return out
+	}
+	check := func(from, to int64) {
+		t.Helper()
+		got, err := readLog(p, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want(from, to)) {
+			t.Fatalf("[%d, %d): got %v", from, to, got)
+		}
+	}
+	check(0, 100)
+	check(45, 60)
+	check(29, 31)
+	if n := countKeys(t, db, p, 'r'); n != 30 {
+		t.Fatalf("%d records under their own keys, want only the 30 compacted ones", n)
+	}
+
+	// Compact the Raft log to 100: entries 31..100 hold records 30..99.
+	floor, found, err := p.DataFloor(30)
+	if err != nil || !found || floor != 31 {
+		t.Fatalf("data floor %d %v %v, want 31", floor, found, err)
+	}
+	b := NewBatch()
+	p.CompactLog(b, 100, 1, floor, nil)
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	p.CommitCompaction(100, 1)
+	if n := countKeys(t, db, p, 'l'); n != 70 {
+		t.Fatalf("%d entries left, want the 70 holding records", n)
+	}
+	db.Close()
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err = db.Partition(PartitionKey{Partition: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := p.FirstIndex(); fi != 101 {
+		t.Fatalf("first index %d after reopen, want 101", fi)
+	}
+	if li, _ := p.LastIndex(); li != 100 {
+		t.Fatalf("last index %d after reopen, want 100", li)
+	}
+	check(0, 100)
+
+	// Retention drops offsets below 60; the next log compaction deletes
+	// the entries that held them.
+	st, _ := p.AppliedState()
+	st.LogStartOffset = 60
+	b = NewBatch()
+	p.DeleteBelow(b, 60)
+	p.PutAppliedState(b, st)
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	floor, _, _ = p.DataFloor(60)
+	b = NewBatch()
+	p.CompactLog(b, 100, 1, floor, nil)
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if n := countKeys(t, db, p, 'l'); n != 40 {
+		t.Fatalf("%d entries left after retention, want 40", n)
+	}
+	if n := countKeys(t, db, p, 'r'); n != 0 {
+		t.Fatalf("%d compacted records left below the log start", n)
+	}
+	check(60, 100)
 }
