@@ -366,10 +366,9 @@ func (d *DB) BeginSnapshotInstall(k PartitionKey, meta SnapshotMeta) (*SnapshotI
 	if len(meta.ConfState.Voters) == 0 {
 		return nil, fmt.Errorf("storage: snapshot install: bad meta: no voters")
 	}
-	d.mu.RLock()
-	closed := d.closed
-	d.mu.RUnlock()
-	if closed {
+	d.mu.RLock() // the SST writer copies d.opts: keep Close away
+	defer d.mu.RUnlock()
+	if d.closed {
 		return nil, ErrClosed
 	}
 	if _, busy := d.installing.LoadOrStore(k, true); busy {
@@ -533,7 +532,9 @@ func (i *SnapshotInstall) put(suffix, value []byte) error {
 // 's' = (meta.Index, meta.Term) and its own HardState, durably; if it
 // fails, or the process dies first, the partition is exactly as before.
 // It returns the partition reopened; Partition values opened before are
-// stale. Either way the install is over.
+// stale. Either way the install is over. Commit blocks the DB's writers
+// while RocksDB flushes a memtable overlapping the partition and records
+// the ingestion; the file itself is linked, not copied.
 func (i *SnapshotInstall) Commit() (*Partition, error) {
 	if i.finished {
 		return nil, errors.New("storage: snapshot install: already committed or aborted")
@@ -552,7 +553,11 @@ func (i *SnapshotInstall) Commit() (*Partition, error) {
 		return nil, err
 	}
 	i.finish()
-	return i.db.Partition(i.key)
+	p, err := i.db.Partition(i.key)
+	if err != nil {
+		return nil, fmt.Errorf("storage: snapshot installed, but reopening the partition failed: %w", err)
+	}
+	return p, nil
 }
 
 func (i *SnapshotInstall) ingest() error {
