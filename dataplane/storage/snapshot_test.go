@@ -667,3 +667,77 @@ func BenchmarkSnapshotStream(b *testing.B) {
 		}
 	}
 }
+
+// TestSnapshotInstallConcurrentReaders: a reader iterating the partition
+// while snapshots are installed sees, in each pass, exactly the old state
+// or exactly one snapshot, never a mix (an iterator reads one version).
+func TestSnapshotInstallConcurrentReaders(t *testing.T) {
+	a, b := openTest(t, t.TempDir()), openTest(t, t.TempDir())
+	defer a.Close()
+	defer b.Close()
+	var metas [2]SnapshotMeta
+	var chunks [2][][]byte
+	var srcs [2][]kv
+	for j := range 2 {
+		k := PartitionKey{TopicID: [8]byte{0xe}, Partition: uint32(j)}
+		fillPartition(t, a, k, fmt.Sprintf("s%d", j), 3, 50, uint64(40+j), 30, 25, 300+100*j, []uint64{1, 2, 3})
+		p, err := a.Partition(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs[j] = dumpPartition(t, a, k)
+		r, err := p.OpenSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		metas[j], chunks[j] = r.Meta(), streamAll(t, r, 4096)
+		r.Close()
+	}
+	fillPartition(t, b, snapDstKey, "old", 5, 70, 60, 10, 5, 300, []uint64{1, 2})
+	old := dumpPartition(t, b, snapDstKey)
+	var hs string
+	for _, e := range old {
+		if e.suffix == "h" {
+			hs = e.value
+		}
+	}
+	states := [][]kv{old, wantInstalled(srcs[0], metas[0], hs), wantInstalled(srcs[1], metas[1], hs)}
+
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		seen := map[int]bool{}
+		for {
+			select {
+			case <-stop:
+				if len(seen) < 2 {
+					errc <- fmt.Errorf("the reader saw %d states only", len(seen))
+				} else {
+					errc <- nil
+				}
+				return
+			default:
+			}
+			got := dumpPartition(t, b, snapDstKey)
+			found := -1
+			for i, s := range states {
+				if sameKVs(got, s) {
+					found = i
+				}
+			}
+			if found < 0 {
+				errc <- fmt.Errorf("a reader saw a mix: vs old %s", diffKVs(got, old))
+				<-stop
+				return
+			}
+			seen[found] = true
+		}
+	}()
+	for i := range 10 {
+		install(t, b, snapDstKey, metas[i%2], chunks[i%2])
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
