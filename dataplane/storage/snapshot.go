@@ -19,10 +19,12 @@ package storage
 //     (after the file itself and the DB directory are synced), so after a
 //     crash the file is either wholly part of the DB or not at all: RocksDB
 //     deletes an unreferenced table file at the next open;
-//   - the file gets one global sequence number above every key in the DB
-//     (it overlaps the partition's keys, so RocksDB flushes an overlapping
-//     memtable and assigns last sequence + 1), so its tombstones delete
-//     every older key of the partition, in the memtable or at any level;
+//   - every key of the file gets one global sequence number: when its
+//     range (the tombstones' included) overlaps the memtable, RocksDB
+//     flushes it first, and when it overlaps any key or tombstone, the
+//     number is last sequence + 1, so the tombstones delete every older key
+//     of the partition at any level (overlapping nothing, there is nothing
+//     to delete);
 //   - a range tombstone deletes only keys with a smaller sequence number,
 //     so the point keys of the same file, at the same sequence number,
 //     survive it (RocksDB made this so ingestion can atomically replace a
