@@ -62,7 +62,7 @@ type Replica struct {
 	// compaction to delete (entries holding records stay while a batch
 	// refers to them). Bounded by maxNoData; past it they are left for
 	// retention to remove with their neighbours.
-	noData []uint64
+	noData    []uint64
 	trimIndex uint64 // Raft index of the last proposed trim
 
 	// Published position.
@@ -740,8 +740,8 @@ func (r *Replica) handleReady() error {
 		}
 		// What must be durable goes through the node's committer and its
 		// shared fsync. A HardState that changed only its commit index
-		// need not be durable: it rides in the apply batch, written
-		// directly (one write per cycle, not waiting behind anyone's fsync).
+		// need not be durable: it rides in the apply batch, written with
+		// DB.Write (one write per cycle, not waiting for any fsync).
 		var b *storage.Batch
 		switch {
 		case rd.MustSync:

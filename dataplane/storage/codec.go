@@ -57,16 +57,7 @@ func decodeConfState(v []byte) (raft.ConfState, error) {
 	return raft.ConfState{Voters: lists[0], Learners: lists[1], VotersOutgoing: lists[2]}, nil
 }
 
-// Entry value: term[8] index[8] type[1] data.
-func encodeEntry(e raft.Entry) []byte {
-	v := make([]byte, 17+len(e.Data))
-	binary.BigEndian.PutUint64(v[0:], e.Term)
-	binary.BigEndian.PutUint64(v[8:], e.Index)
-	v[16] = byte(e.Type)
-	copy(v[17:], e.Data)
-	return v
-}
-
+// decodeEntry decodes an entry value (see Batch.putEntry).
 func decodeEntry(v []byte) (raft.Entry, error) {
 	if len(v) < 17 {
 		return raft.Entry{}, fmt.Errorf("%w: entry of %d bytes", ErrCorrupt, len(v))

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/daftka/daftka/raft"
 	"github.com/linxGnu/grocksdb"
 )
 
@@ -119,14 +120,11 @@ func (d *DB) closeRocks() {
 	d.opts.Destroy()
 }
 
-// Write applies b atomically on its own, without waiting for an fsync.
+// Write applies b atomically, without waiting for an fsync: through the
+// committer, merged with the other batches waiting (one writer into
+// RocksDB), so it returns once b is written and readable.
 func (d *DB) Write(b *Batch) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.closed {
-		return ErrClosed
-	}
-	return writeRaw(d.db, d.wo, b.wire(), b.count)
+	return d.syncer.commit(b, false)
 }
 
 // Commit writes b and, with sync, returns once it is durable. Concurrent
@@ -219,6 +217,24 @@ func (b *Batch) put(key, value []byte) {
 	b.count++
 }
 
+// putEntry adds key → a Raft entry's value, term[8] index[8] type[1]
+// data, encoded in place: the entry's data (a produce command holding
+// records) is copied once, into the batch.
+func (b *Batch) putEntry(key []byte, e *raft.Entry) {
+	var hdr [17]byte
+	binary.BigEndian.PutUint64(hdr[0:], e.Term)
+	binary.BigEndian.PutUint64(hdr[8:], e.Index)
+	hdr[16] = byte(e.Type)
+	b.data = append(b.data, 0x01)
+	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
+	b.data = append(b.data, key...)
+	b.data = binary.AppendUvarint(b.data, uint64(4+len(hdr)+len(e.Data)))
+	b.data = binary.BigEndian.AppendUint32(b.data, crc32.Update(crc32.Checksum(hdr[:], castagnoli), castagnoli, e.Data))
+	b.data = append(b.data, hdr[:]...)
+	b.data = append(b.data, e.Data...)
+	b.count++
+}
+
 func (b *Batch) delete(key []byte) {
 	b.data = append(b.data, 0x00)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
@@ -233,13 +249,6 @@ func (b *Batch) deleteRange(begin, end []byte) {
 	b.data = binary.AppendUvarint(b.data, uint64(len(end)))
 	b.data = append(b.data, end...)
 	b.count++
-}
-
-// wire returns the batch in wire format, header filled in.
-func (b *Batch) wire() []byte {
-	binary.LittleEndian.PutUint64(b.data[0:8], 0)
-	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
-	return b.data
 }
 
 // seal prefixes v with its CRC32C.

@@ -345,8 +345,10 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	if ents[0].Index <= last {
 		b.deleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
 	}
+	key := p.key.u64Key('l', 0)
 	for i := range ents {
-		b.put(p.key.u64Key('l', ents[i].Index), encodeEntry(ents[i]))
+		binary.BigEndian.PutUint64(key[len(key)-8:], ents[i].Index)
+		b.putEntry(key, &ents[i])
 	}
 }
 
