@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +66,11 @@ type Result struct {
 	Syncs   uint64 // fsyncs of the log
 	Elapsed time.Duration
 	CPU     time.Duration // process user+system CPU time in the window
-	Phases  []Phase       // writers' time per step of a cycle in the window
+	// DiskBytes is what the process sent to the storage layer in the
+	// window (/proc/self/io write_bytes, counted when pages are dirtied:
+	// WAL, files, RocksDB's flushes and compactions).
+	DiskBytes uint64
+	Phases    []Phase // writers' time per step of a cycle in the window
 	// SyncTime is the time spent in the fsync calls themselves, when the
 	// backend measures it (0 otherwise).
 	SyncTime time.Duration
@@ -103,6 +109,11 @@ func (r Result) RecordsPerSync() float64 { return float64(r.Records) / float64(m
 
 // RecordsPerCycle is records per writer cycle.
 func (r Result) RecordsPerCycle() float64 { return float64(r.Records) / float64(max(1, r.Cycles)) }
+
+// WriteAmp is the bytes sent to disk per acknowledged payload byte.
+func (r Result) WriteAmp() float64 {
+	return float64(r.DiskBytes) / float64(max(1, r.Records*uint64(r.Config.RecordSize)))
+}
 
 // CPUPerRecord is process CPU time per acknowledged record.
 func (r Result) CPUPerRecord() time.Duration {
@@ -307,12 +318,12 @@ func Run(c Config) (Result, error) {
 		return 0
 	}
 	r0, c0, s0, cpu0, ph0 := snap()
-	st0 := st()
+	st0, io0 := st(), writeBytes()
 	t0 := time.Now()
 	sleep(c.Duration)
 	r1, c1, s1, cpu1, ph1 := snap()
-	st1 := st()
-	res := Result{Config: c, Records: r1 - r0, Cycles: c1 - c0, Syncs: s1 - s0, Elapsed: time.Since(t0), CPU: cpu1 - cpu0, SyncTime: st1 - st0}
+	st1, io1 := st(), writeBytes()
+	res := Result{Config: c, Records: r1 - r0, Cycles: c1 - c0, Syncs: s1 - s0, Elapsed: time.Since(t0), CPU: cpu1 - cpu0, SyncTime: st1 - st0, DiskBytes: io1 - io0}
 	for i := range ph1 {
 		res.Phases = append(res.Phases, Phase{Name: ph1[i].Name, Total: ph1[i].Total - ph0[i].Total})
 	}
@@ -331,4 +342,20 @@ func Run(c Config) (Result, error) {
 	}
 	runtime.GC()
 	return res, nil
+}
+
+// writeBytes is the process's write_bytes from /proc/self/io (0 where
+// there is none).
+func writeBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

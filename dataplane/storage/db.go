@@ -217,6 +217,13 @@ func (b *Batch) put(key, value []byte) {
 	b.count++
 }
 
+// grow makes room for n more bytes of operations.
+func (b *Batch) grow(n int) {
+	if cap(b.data)-len(b.data) < n {
+		b.data = append(make([]byte, 0, len(b.data)+n), b.data...)
+	}
+}
+
 // putEntry adds key → a Raft entry's value, term[8] index[8] type[1]
 // data, encoded in place: the entry's data (a produce command holding
 // records) is copied once, into the batch.

@@ -346,6 +346,11 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 		b.deleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
 	}
 	key := p.key.u64Key('l', 0)
+	need := 0
+	for i := range ents {
+		need += len(ents[i].Data) + len(key) + 32 // op, lengths, CRC, entry header
+	}
+	b.grow(need)
 	for i := range ents {
 		binary.BigEndian.PutUint64(key[len(key)-8:], ents[i].Index)
 		b.putEntry(key, &ents[i])

@@ -96,8 +96,8 @@ func main() {
 
 	fmt.Printf("%d rounds of %v (after %v warmup), %d producers in total, %d × %d B records per request, flush interval %v; median (min–max)\n\n",
 		*rounds, *duration, *warmup, *producers, *batch, 1024, *flush)
-	fmt.Println("| partitions | mode | records/s | MB/s | fsyncs/s | records/fsync | CPU µs/record | MB/s ÷ raw (same round) |")
-	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| partitions | mode | records/s | MB/s | fsyncs/s | records/fsync | CPU µs/record | disk B / payload B | MB/s ÷ raw (same round) |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range parts {
 		for _, m := range all {
 			rs := results[key{n, m}]
@@ -108,12 +108,13 @@ func main() {
 				}
 				return stat(v, format)
 			}
-			fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s |\n", n, m,
+			fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, m,
 				col(storagebench.Result.RecordsPerSec, "%.0f"),
 				col(storagebench.Result.MBPerSec, "%.1f"),
 				col(storagebench.Result.SyncsPerSec, "%.0f"),
 				col(storagebench.Result.RecordsPerSync, "%.1f"),
 				col(func(r storagebench.Result) float64 { return float64(r.CPUPerRecord().Nanoseconds()) / 1e3 }, "%.1f"),
+				col(storagebench.Result.WriteAmp, "%.2f"),
 				stat(ratios[key{n, m}], "%.2f"))
 		}
 	}
