@@ -739,9 +739,10 @@ func (r *Replica) handleReady() error {
 			r.logBytes += int64(len(rd.Entries[i].Data))
 		}
 		// What must be durable goes through the node's committer and its
-		// shared fsync. A HardState that changed only its commit index
-		// need not be durable: it rides in the apply batch, written with
-		// DB.Write (one write per cycle, not waiting for any fsync).
+		// shared fsync. A HardState that changed only its commit index is
+		// not written at all: the commit index need not be durable (a
+		// leader re-establishes it), and on open the partition raises the
+		// stored one to the applied index, which is (storage.DB.Partition).
 		var b *storage.Batch
 		switch {
 		case rd.MustSync:
@@ -751,9 +752,9 @@ func (r *Replica) handleReady() error {
 				return err
 			}
 			r.store.CommitRaft(rd.HardState, rd.Entries)
-		case len(rd.Entries) > 0 || !rd.HardState.IsEmpty():
+		case len(rd.Entries) > 0:
 			b = storage.NewBatch()
-			r.store.PersistRaft(b, rd.HardState, rd.Entries)
+			r.store.PersistRaft(b, raft.HardState{}, rd.Entries)
 		}
 		if b != nil || len(rd.CommittedEntries) > 0 {
 			if b == nil {

@@ -103,13 +103,10 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 		b.add(1, &t)
 		b.add(2, &t)
 		p.CommitRaft(raft.HardState{}, ents)
-		// Ready 2: the commit index moved (no sync), and the committed
-		// entries are applied.
-		// As the replica does: the commit-only HardState rides in the
-		// apply batch, written directly.
+		// Ready 2: the commit index moved, which the replica does not
+		// write, and the committed entries are applied.
 		hs := raft.HardState{Term: 1, Vote: 1, Commit: last}
 		ab := storage.NewBatch()
-		p.PersistRaft(ab, hs, nil)
 		b.add(3, &t)
 		for i, r := range reqs {
 			st.Applied = ents[i].Index

@@ -14,9 +14,10 @@
 //     PersistRaft(entries) (one Raft entry per request, the request's
 //     encoded produce command, which holds its records: the only copy of
 //     them) through the node-wide committer, DB.Commit(sync), + CommitRaft.
-//     Ready 2 and apply, in one DB.Write without sync: the HardState with
-//     the new commit index, one batch index entry per request (where its
-//     records are) and PutAppliedState. Then the requests are acknowledged.
+//     Ready 2 (the commit index moved, which the replica does not write)
+//     and apply, in one DB.Write without sync: one batch index entry per
+//     request (where its records are) and PutAppliedState. Then the
+//     requests are acknowledged.
 //   - raw (baseline): the writer frames its requests' produce commands
 //     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with
 //     one write(2) to ONE file shared by every partition (O_APPEND), then

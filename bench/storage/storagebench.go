@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
@@ -132,10 +133,12 @@ type request struct {
 // encodeProduce mirrors dataplane's produce command layout:
 // kind[1] crc[4] appendMs(varint) count(uvarint) { len(uvarint) record }
 // with record = ts(varint) key(nullable) value(nullable) headers(uvarint).
-func encodeProduce(n, size int, now time.Time) ([]byte, [][]byte) {
+// Values are random (rng), so incompressible: RocksDB's compression saves
+// nothing and costs CPU, as with real payloads that producers compress.
+func encodeProduce(n, size int, now time.Time, rng *rand.Rand) ([]byte, [][]byte) {
 	value := make([]byte, size)
 	for i := range value {
-		value[i] = byte('a' + i%26)
+		value[i] = byte(rng.Uint32())
 	}
 	b := make([]byte, 5, 16+n*(size+16))
 	b[0] = 1
@@ -274,11 +277,11 @@ func Run(c Config) (Result, error) {
 		}()
 	}
 	for i := range c.Partitions {
-		for range perPart {
+		for p := range perPart {
 			producers.Add(1)
 			go func() {
 				defer producers.Done()
-				data, recs := encodeProduce(c.RecordsPerRequest, c.RecordSize, time.Now())
+				data, recs := encodeProduce(c.RecordsPerRequest, c.RecordSize, time.Now(), rand.New(rand.NewPCG(uint64(i), uint64(p))))
 				r := &request{data: data, recs: recs, done: make(chan error, 1)}
 				for {
 					select {

@@ -70,6 +70,14 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 			return nil, err
 		}
 	}
+	// The replica does not write a HardState whose only change is the
+	// commit index; every applied entry is committed, so the applied
+	// index is a commit index to restart from.
+	if st, err := p.AppliedState(); err != nil {
+		return nil, err
+	} else if st.Applied > p.hs.Commit && !p.hs.IsEmpty() {
+		p.hs.Commit = st.Applied
+	}
 	if v, err := d.get(k.key('c')); err != nil {
 		return nil, err
 	} else if v != nil {

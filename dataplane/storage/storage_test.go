@@ -394,3 +394,30 @@ func TestRecordsStoredOnce(t *testing.T) {
 	}
 	check(60, 100)
 }
+
+// TestOpenRaisesCommitToApplied: the replica does not write commit-only
+// HardState changes, so a reopened partition restarts Raft from the
+// applied index when the stored commit index is older (every applied entry
+// is committed; Raft refuses an applied index beyond its commit).
+func TestOpenRaisesCommitToApplied(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 2})
+	appendLog(t, db, p, 10, 0)
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{Term: 2, Vote: 1, Commit: 3}, nil)
+	if err := db.Commit(b, true); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err := db.Partition(PartitionKey{Partition: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _, _ := p.InitialState()
+	if hs.Commit != 10 || hs.Term != 2 || hs.Vote != 1 {
+		t.Fatalf("hard state after reopen: %+v, want term 2 vote 1 commit 10", hs)
+	}
+}
