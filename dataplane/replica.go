@@ -205,8 +205,9 @@ func (r *Replica) checkRetention(now time.Time) error {
 	return nil
 }
 
-// maxNoData bounds Replica.noData.
-const maxNoData = 1 << 20
+// maxNoData bounds Replica.noData (512 KiB per replica; more than the
+// default snapshot.interval_ops entries between two log compactions).
+const maxNoData = 1 << 16
 
 // maybeCompactLog compacts the Raft log up to the applied index once
 // SnapshotIntervalOps entries or SnapshotMaxLogBytes bytes have been
@@ -230,6 +231,7 @@ func (r *Replica) maybeCompactLog(force bool) error {
 		return nil
 	}
 	if _, cs, _ := r.store.InitialState(); len(cs.Voters) != 1 || len(cs.Learners) != 0 || len(cs.VotersOutgoing) != 0 {
+		r.noData = r.noData[:0] // no compaction to delete them: retention will
 		return nil
 	}
 	term, err := r.store.Term(st.Applied)
