@@ -615,6 +615,25 @@ func backpressure(format string, args ...any) error {
 // Fetch returns committed records from offset on (OffsetEarliest: from the
 // log start), waiting up to wait for one when there is none yet.
 func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes int, wait time.Duration) (daftka.FetchResult, error) {
+	for {
+		res, err := r.fetch(ctx, offset, maxRecords, maxBytes, wait)
+		var te *storage.TrimmedError
+		if !errors.As(err, &te) {
+			return res, err
+		}
+		// Retention moved the log start after the position was read: the
+		// earliest offset is now te's; a given offset is out of range.
+		if offset != daftka.OffsetEarliest {
+			hwm := max(r.Position().HighWatermark, te.LogStartOffset)
+			return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
+				Message:        fmt.Sprintf("offset %d is outside [%d, %d]", offset, te.LogStartOffset, hwm),
+				LogStartOffset: te.LogStartOffset, HighWatermark: hwm}
+		}
+		offset = te.LogStartOffset
+	}
+}
+
+func (r *Replica) fetch(ctx context.Context, offset int64, maxRecords, maxBytes int, wait time.Duration) (daftka.FetchResult, error) {
 	pos, changed := r.positionAndChange()
 	if offset == daftka.OffsetEarliest {
 		offset = pos.LogStartOffset
@@ -655,6 +674,10 @@ func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 		res.NextOffset = off + 1
 		return nil
 	})
+	var te *storage.TrimmedError
+	if errors.As(err, &te) {
+		return daftka.FetchResult{}, err
+	}
 	if err != nil {
 		r.log.Error("fetch failed", "offset", offset, "err", err)
 		return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
@@ -862,12 +885,12 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 	}
 	produced := st.NextOffset - r.state.NextOffset
 	r.state = st
-	if err := r.maybeCompactLog(freed); err != nil {
-		return err
-	}
 	r.publish(func(p *Position) {
 		p.HighWatermark, p.SizeBytes, p.LogStartOffset = st.NextOffset, st.SizeBytes, st.LogStartOffset
 	})
+	if err := r.maybeCompactLog(freed); err != nil {
+		return err
+	}
 	if produced > 0 {
 		r.e.recordsCommitted.Add(int(produced))
 	}
@@ -946,6 +969,11 @@ func (r *Replica) OffsetForTimestamp(ctx context.Context, ts time.Time) (int64, 
 				}
 				return nil
 			})
+		}
+		var te *storage.TrimmedError
+		if errors.As(err, &te) {
+			from = te.LogStartOffset // retention moved on meanwhile
+			continue
 		}
 		if err != nil {
 			r.log.Error("time lookup failed", "err", err)

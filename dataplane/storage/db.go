@@ -80,21 +80,44 @@ func Open(dir string, o Options) (*DB, error) {
 	return d, nil
 }
 
-var nodeIDKey = []byte("Nid")
+var (
+	nodeIDKey = []byte("Nid")
+	formatKey = []byte("Nfmt")
+)
 
+// format is the version of the data layout (doc.go). 2: records stored
+// once, in Raft entries, found through 48-byte batch index entries.
+const format = "2"
+
+// checkNodeID records the node id and the data format in a new data dir,
+// and refuses a dir of another node or another format.
 func (d *DB) checkNodeID(id uint64) error {
 	v, err := d.get(nodeIDKey)
 	if err != nil {
 		return err
 	}
+	f, err := d.get(formatKey)
+	if err != nil {
+		return err
+	}
 	if v == nil {
+		b := NewBatch()
+		b.put(nodeIDKey, []byte(strconv.FormatUint(id, 10)))
+		b.put(formatKey, []byte(format))
 		wo := grocksdb.NewDefaultWriteOptions()
 		defer wo.Destroy()
 		wo.SetSync(true)
-		return d.db.Put(wo, nodeIDKey, seal([]byte(strconv.FormatUint(id, 10))))
+		binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+		return writeRaw(d.db, wo, b.data, b.count)
 	}
 	if string(v) != strconv.FormatUint(id, 10) {
 		return fmt.Errorf("storage: data dir belongs to node %s, not node %d", v, id)
+	}
+	if string(f) != format {
+		if f == nil {
+			f = []byte("1")
+		}
+		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s only (no migration yet: remove the dir to start empty)", f, format)
 	}
 	return nil
 }
@@ -167,7 +190,13 @@ func (d *DB) get(key []byte) ([]byte, error) {
 	if d.closed {
 		return nil, ErrClosed
 	}
-	v, err := d.db.GetBytes(d.ro, key)
+	return d.getWith(d.ro, key)
+}
+
+// getWith is get with the caller's read options (e.g. a snapshot); d.mu
+// held.
+func (d *DB) getWith(ro *grocksdb.ReadOptions, key []byte) ([]byte, error) {
+	v, err := d.db.GetBytes(ro, key)
 	if err != nil {
 		return nil, fmt.Errorf("storage: get: %w", err)
 	}

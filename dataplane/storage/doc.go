@@ -14,6 +14,7 @@
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
 //	'P' topicID[8] partition[4] 't' offset[8] batch index: entry index, skip, count, append time, bytes, max timestamp
 //	'N' 'id'                                  node id that owns this data dir
+//	'N' 'fmt'                                 data format version (refused if not this build's)
 //
 // Records are stored once: in the Raft entry of their produce command,
 // found through the batch index (ReadLog). Log compaction keeps the
@@ -22,8 +23,10 @@
 // Every value carries a CRC32C (Castagnoli) that is verified on read; a
 // mismatch is ErrCorrupt, never returned data.
 //
-// Group commit: writers call DB.Write without sync, then DB.Sync, which
-// returns once an fsync of the WAL that began after their write has
-// completed. One fsync serves every writer waiting at that moment. See
-// Syncer for how long a batch may linger (storage.flush_interval_ms).
+// Group commit: every write goes through the node's committer (syncer.go):
+// DB.Commit(b, sync) and DB.Write merge with all batches waiting into one
+// RocksDB write; a durable one returns once a WAL fsync that began after
+// that write has completed, one fsync serving every durable batch written
+// before it. See syncer for how long a batch may linger
+// (storage.flush_interval_ms).
 package storage

@@ -487,41 +487,30 @@ func (d *DB) scan(lo, hi []byte, fn func(key, value []byte) error) error {
 	}
 	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
-	err := d.scanWith(ro, lo, hi, fn)
+	err := d.scanWith(ro, lo, hi, false, fn)
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
 }
 
-// scanWith is scan with the caller's read options (e.g. a snapshot) and
-// d.mu held; it returns ErrStop when fn does.
-func (d *DB) scanWith(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, value []byte) error) error {
+// scanWith is scan with the caller's read options (e.g. a snapshot), in
+// key order or, with reverse, from the last key down; d.mu held. It
+// returns ErrStop when fn does.
+func (d *DB) scanWith(ro *grocksdb.ReadOptions, lo, hi []byte, reverse bool, fn func(key, value []byte) error) error {
 	ro.SetIterateUpperBound(hi)
 	it := d.db.NewIterator(ro)
 	defer it.Close()
-	for it.Seek(lo); it.Valid(); it.Next() {
-		k := it.Key().Data()
-		v, err := unseal(k, it.Value().Data())
-		if err != nil {
-			return err
-		}
-		if err := fn(k, v); err != nil {
-			return err
-		}
+	next := it.Next
+	if reverse {
+		it.SeekToLast()
+		next = it.Prev
+	} else {
+		it.Seek(lo)
 	}
-	return it.Err()
-}
-
-// scanReverse calls fn with the keys in [lo, hi) from the last down, with
-// d.mu held; it returns ErrStop when fn does.
-func (d *DB) scanReverse(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, value []byte) error) error {
-	ro.SetIterateUpperBound(hi)
-	it := d.db.NewIterator(ro)
-	defer it.Close()
-	for it.SeekToLast(); it.Valid(); it.Prev() {
+	for ; it.Valid(); next() {
 		k := it.Key().Data()
-		if string(k) < string(lo) {
+		if reverse && string(k) < string(lo) {
 			break
 		}
 		v, err := unseal(k, it.Value().Data())
@@ -535,6 +524,14 @@ func (d *DB) scanReverse(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, v
 	return it.Err()
 }
 
+// TrimmedError: a read started below the log start, which retention moved
+// after the caller looked.
+type TrimmedError struct{ LogStartOffset int64 }
+
+func (e *TrimmedError) Error() string {
+	return fmt.Sprintf("storage: the log now starts at offset %d", e.LogStartOffset)
+}
+
 // ReadLog reads the committed log in [from, to) at one consistent point:
 // for records below the applied state's CompactedUpTo, record is called
 // with each one stored under its offset (compaction leaves gaps); from
@@ -542,7 +539,8 @@ func (d *DB) scanReverse(ro *grocksdb.ReadOptions, lo, hi []byte, fn func(key, v
 // and the data of the Raft entry that holds them (records are stored only
 // there; the caller decodes them). Calls are in offset order, until a
 // callback returns ErrStop (not reported) or another error (returned).
-// Slices are valid only during the call.
+// Slices are valid only during the call. A from below the log start is a
+// *TrimmedError.
 func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte) error, batch func(bi BatchInfo, entry []byte) error) error {
 	if from >= to {
 		return nil
@@ -566,16 +564,7 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 }
 
 func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
-	get := func(key []byte) ([]byte, error) {
-		v, err := p.db.db.GetBytes(ro, key)
-		if err != nil {
-			return nil, fmt.Errorf("storage: get: %w", err)
-		}
-		if v == nil {
-			return nil, nil
-		}
-		return unseal(key, v)
-	}
+	get := func(key []byte) ([]byte, error) { return p.db.getWith(ro, key) }
 	var st AppliedState
 	if v, err := get(p.key.key('m')); err != nil {
 		return err
@@ -584,9 +573,12 @@ func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record fun
 			return err
 		}
 	}
+	if from < st.LogStartOffset {
+		return &TrimmedError{LogStartOffset: st.LogStartOffset}
+	}
 	if from < st.CompactedUpTo {
 		hi := p.key.u64Key('r', uint64(min(to, st.CompactedUpTo)))
-		err := p.db.scanWith(ro, p.key.u64Key('r', uint64(from)), hi, func(k, v []byte) error {
+		err := p.db.scanWith(ro, p.key.u64Key('r', uint64(from)), hi, false, func(k, v []byte) error {
 			return record(int64(binary.BigEndian.Uint64(k[len(k)-8:])), v)
 		})
 		if err != nil {
@@ -600,7 +592,7 @@ func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record fun
 	// The batch holding from starts at or before it.
 	tlo := p.key.u64Key('t', uint64(from))
 	start := tlo
-	if err := p.db.scanReverse(ro, p.key.key('t'), tlo, func(k, _ []byte) error {
+	if err := p.db.scanWith(ro, p.key.key('t'), tlo, true, func(k, _ []byte) error {
 		start = append([]byte(nil), k...)
 		return ErrStop
 	}); err != nil && !errors.Is(err, ErrStop) {
@@ -631,7 +623,7 @@ func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record fun
 	const group = 64
 	hi := p.key.u64Key('t', uint64(to))
 	for {
-		err := p.db.scanWith(ro, start, hi, func(k, v []byte) error {
+		err := p.db.scanWith(ro, start, hi, false, func(k, v []byte) error {
 			bi, err := decodeBatchInfo(k, v)
 			if err != nil {
 				return err

@@ -110,9 +110,10 @@ const (
 )
 
 // snapshotSkip reports whether a key suffix (kind first) stays out of a
-// snapshot at index: 'h', 's', 'c', and log entries above index. A log key
-// of the wrong length is an error.
-func snapshotSkip(suffix []byte, index uint64) (skip bool, err error) {
+// snapshot at index: 'h', 's', 'c', and log entries above index or below
+// floor (the first entry that holds records still read from it; 0 when
+// unknown, as to a receiver). A log key of the wrong length is an error.
+func snapshotSkip(suffix []byte, floor, index uint64) (skip bool, err error) {
 	if len(suffix) == 0 {
 		return false, fmt.Errorf("%w: empty key suffix in a partition", ErrCorrupt)
 	}
@@ -123,7 +124,8 @@ func snapshotSkip(suffix []byte, index uint64) (skip bool, err error) {
 		if len(suffix) != 9 {
 			return false, fmt.Errorf("%w: log key suffix of %d bytes", ErrCorrupt, len(suffix))
 		}
-		return binary.BigEndian.Uint64(suffix[1:]) > index, nil
+		i := binary.BigEndian.Uint64(suffix[1:])
+		return i > index || i < floor, nil
 	}
 	return false, nil
 }
@@ -135,6 +137,7 @@ type SnapshotReader struct {
 	db     *DB
 	prefix []byte
 	meta   SnapshotMeta
+	floor  uint64 // entries below it hold no records anyone reads
 	snap   *grocksdb.Snapshot
 	ro     *grocksdb.ReadOptions
 	it     *grocksdb.Iterator
@@ -161,16 +164,7 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 			r.release()
 		}
 	}()
-	get := func(key []byte) ([]byte, error) {
-		v, err := d.db.GetBytes(r.ro, key)
-		if err != nil {
-			return nil, fmt.Errorf("storage: snapshot: get: %w", err)
-		}
-		if v == nil {
-			return nil, nil
-		}
-		return unseal(key, v)
-	}
+	get := func(key []byte) ([]byte, error) { return d.getWith(r.ro, key) }
 	m, err := get(p.key.key('m'))
 	if err != nil {
 		return nil, err
@@ -210,6 +204,25 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 			return nil, err
 		}
 	}
+	// Records are read from entries only from the batch at
+	// max(LogStartOffset, CompactedUpTo) on (ReadLog): older entries, which
+	// a log that is not compacted keeps, are not worth sending.
+	st, err := decodeAppliedState(m)
+	if err != nil {
+		return nil, err
+	}
+	r.floor = r.meta.Index + 1
+	tlo := p.key.u64Key('t', uint64(max(st.LogStartOffset, st.CompactedUpTo)))
+	if err := d.scanWith(r.ro, tlo, p.key.key('t'+1), false, func(k, v []byte) error {
+		bi, err := decodeBatchInfo(k, v)
+		if err != nil {
+			return err
+		}
+		r.floor = min(r.floor, bi.Index)
+		return ErrStop
+	}); err != nil && !errors.Is(err, ErrStop) {
+		return nil, err
+	}
 	r.ro.SetIterateUpperBound(prefixEnd(r.prefix))
 	r.it = d.db.NewIterator(r.ro)
 	r.it.Seek(r.prefix)
@@ -241,12 +254,14 @@ func (r *SnapshotReader) Next(maxBytes int) ([]byte, error) {
 	for r.it.Valid() {
 		k := r.it.Key().Data()
 		suffix := k[prefixLen:]
-		skip, err := snapshotSkip(suffix, r.meta.Index)
+		skip, err := snapshotSkip(suffix, r.floor, r.meta.Index)
 		if err != nil {
 			return nil, err
 		}
 		if skip {
-			if suffix[0] == 'l' {
+			if suffix[0] == 'l' && binary.BigEndian.Uint64(suffix[1:]) < r.floor {
+				r.it.Seek(append(append([]byte(nil), k[:prefixLen+1]...), binary.BigEndian.AppendUint64(nil, r.floor)...))
+			} else if suffix[0] == 'l' {
 				r.it.Seek(lBound) // every later entry is above the index too
 			} else {
 				r.it.Next()
@@ -473,7 +488,7 @@ func (i *SnapshotInstall) Add(chunk []byte) error {
 		if err != nil {
 			return err
 		}
-		skip, err := snapshotSkip(suffix, i.meta.Index)
+		skip, err := snapshotSkip(suffix, 0, i.meta.Index)
 		if err != nil {
 			return fmt.Errorf("storage: snapshot chunk %d: %w", seq, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -393,6 +394,11 @@ func TestRecordsStoredOnce(t *testing.T) {
 		t.Fatalf("%d compacted records left below the log start", n)
 	}
 	check(60, 100)
+	// A reader that looked before the trim learns the new log start.
+	var te *TrimmedError
+	if _, err := readLog(p, 50, 100); !errors.As(err, &te) || te.LogStartOffset != 60 {
+		t.Fatalf("read below the log start: %v, want a TrimmedError at 60", err)
+	}
 }
 
 // TestOpenRaisesCommitToApplied: the replica does not write commit-only
@@ -419,5 +425,72 @@ func TestOpenRaisesCommitToApplied(t *testing.T) {
 	hs, _, _ := p.InitialState()
 	if hs.Commit != 10 || hs.Term != 2 || hs.Vote != 1 {
 		t.Fatalf("hard state after reopen: %+v, want term 2 vote 1 commit 10", hs)
+	}
+}
+
+// TestSnapshotCarriesStoredOnceLog: a snapshot of a partition whose records
+// live partly under their own keys (compacted) and partly in Raft entries
+// below the compaction point installs into another DB, which then reads
+// every record at its offset; entries below the data floor, which no batch
+// refers to, are not sent.
+func TestSnapshotCarriesStoredOnceLog(t *testing.T) {
+	src := openTest(t, t.TempDir())
+	defer src.Close()
+	dst := openTest(t, t.TempDir())
+	defer dst.Close()
+	k := PartitionKey{Partition: 4}
+	p, _ := src.Partition(k)
+	b := NewBatch()
+	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
+	mustWrite(t, src, b)
+	appendLog(t, src, p, 100, 30) // entries 1..100; offsets 0..29 compacted
+	b = NewBatch()
+	p.CompactLog(b, 60, 1, 1, nil) // Raft forgets up to 60, nothing deleted
+	mustWrite(t, src, b)
+	p.CommitCompaction(60, 1)
+
+	r, err := p.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := streamAll(t, r, 4096)
+	meta := r.Meta()
+	r.Close()
+	if meta.Index != 100 || meta.Term != 1 {
+		t.Fatalf("meta %+v", meta)
+	}
+	q := install(t, dst, k, meta, chunks)
+	if n := countKeys(t, dst, q, 'l'); n != 70 {
+		t.Fatalf("%d entries installed, want the 70 holding uncompacted records", n)
+	}
+	got, err := readLog(q, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range got {
+		if g != fmt.Sprintf("%d:record-%d", i, i) {
+			t.Fatalf("record %d after install: %s", i, g)
+		}
+	}
+	if len(got) != 100 {
+		t.Fatalf("%d records after install", len(got))
+	}
+}
+
+// TestOpenRefusesOtherFormat: a data dir written in another data format
+// (or before formats were recorded) is refused at open with a clear error,
+// never read as if it were this one.
+func TestOpenRefusesOtherFormat(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	wo := grocksdb.NewDefaultWriteOptions()
+	defer wo.Destroy()
+	if err := db.db.Delete(wo, formatKey); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err := Open(dir, Options{NodeID: 1})
+	if err == nil || !strings.Contains(err.Error(), "data format 1") {
+		t.Fatalf("opening a format-1 dir: %v", err)
 	}
 }
