@@ -615,12 +615,15 @@ func backpressure(format string, args ...any) error {
 // Fetch returns committed records from offset on (OffsetEarliest: from the
 // log start), waiting up to wait for one when there is none yet.
 func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes int, wait time.Duration) (daftka.FetchResult, error) {
+	var logStart int64 // learned from a TrimmedError
 	for {
 		res, err := r.fetch(ctx, offset, maxRecords, maxBytes, wait)
 		var te *storage.TrimmedError
 		if !errors.As(err, &te) {
+			res.LogStartOffset = max(res.LogStartOffset, logStart)
 			return res, err
 		}
+		logStart = te.LogStartOffset
 		// Retention moved the log start after the position was read: the
 		// earliest offset is now te's; a given offset is out of range.
 		if offset != daftka.OffsetEarliest {

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -156,4 +157,52 @@ func TestCompactionMovesRecordsAndFreesEntries(t *testing.T) {
 	latest(75)
 	produce(75, 80)
 	latest(80)
+}
+
+// TestFetchAfterUnpublishedTrim: a fetch that read the position before a
+// trim landed (the trim is in storage, the position not yet published)
+// gets 416 with the new log start for an offset now below it, and reads
+// from the new log start for "earliest" — never records from elsewhere
+// with the old bounds.
+func TestFetchAfterUnpublishedTrim(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000)
+	defer func() { e.Close(); db.Close() }()
+	id := PartitionID{Topic: "t", TopicID: "00112233445566bb", Partition: 0}
+	ctx := context.Background()
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := r.Produce(ctx, "", 0, []daftka.ProduceRecord{{Value: []byte(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The trim as apply writes it, without the publication that follows.
+	st, err := r.store.AppliedState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.LogStartOffset = 5
+	b := storage.NewBatch()
+	r.store.DeleteBelow(b, 5)
+	r.store.PutAppliedState(b, st)
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if pos := r.Position(); pos.LogStartOffset != 0 {
+		t.Fatalf("position moved: %+v", pos)
+	}
+	_, err = r.Fetch(ctx, 2, 100, 1<<20, 0)
+	var de *daftka.Error
+	if !errors.As(err, &de) || de.Code != daftka.CodeOffsetOutOfRange || de.LogStartOffset != 5 || de.HighWatermark != 10 {
+		t.Fatalf("fetch at 2 after the trim: %v", err)
+	}
+	res, err := r.Fetch(ctx, daftka.OffsetEarliest, 100, 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Records) != 5 || res.Records[0].Offset != 5 || string(res.Records[0].Value) != "5" || res.NextOffset != 10 || res.LogStartOffset != 5 {
+		t.Fatalf("fetch earliest after the trim: %+v", res)
+	}
 }
