@@ -27,6 +27,10 @@
 //     RocksDB WAL, and one fsync covers every partition's writes of a round;
 //     a file per partition would need one fsync per partition per round.
 //
+//   - vlog: an experiment, not a storage mode of the node (see
+//     vlogBackend): payload appended to a shared file, Raft entries holding
+//     pointers to it, both fsynced per round. Run it with -modes rocks,vlog.
+//
 // MB/s counts acknowledged record payload only (1 KiB per record).
 // fsyncs/s and records/fsync come from DB.SyncStats (ours) and the copy's
 // counters (raw).

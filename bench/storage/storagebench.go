@@ -186,6 +186,7 @@ type Phase struct {
 var backends = map[string]func(c Config) (backend, error){
 	"raw":   newRawBackend,
 	"rocks": newRocksBackend,
+	"vlog":  newVlogBackend, // an experiment: see vlogBackend
 }
 
 // Modes lists the registered modes.
