@@ -283,15 +283,18 @@ func (r *Replica) checkCompaction(now time.Time) {
 		return
 	}
 	// A pass moves the records it keeps from the new range into one write:
-	// bound that range by maxCompactMoveBytes (whole batches, at least one).
+	// bound that range by maxCompactMoveBytes and, so that this check reads
+	// little, by maxRetentionScan batches (whole batches, at least one).
 	upTo := st.NextOffset
 	var bytes int64
+	n := 0
 	err := r.store.Batches(max(st.CompactedUpTo, st.LogStartOffset), func(bi storage.BatchInfo) error {
-		if bytes > 0 && bytes+bi.Bytes > maxCompactMoveBytes {
+		if n > 0 && (bytes+bi.Bytes > maxCompactMoveBytes || n >= maxRetentionScan) {
 			upTo = bi.FirstOffset
 			return storage.ErrStop
 		}
 		bytes += bi.Bytes
+		n++
 		return nil
 	})
 	if err != nil {
