@@ -2,15 +2,18 @@ package storagebench
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/daftka/daftka/dataplane/storage"
 	"github.com/daftka/daftka/raft"
+	"golang.org/x/sys/unix"
 )
 
 // processCPU is the process's user+system CPU time so far.
@@ -186,35 +189,86 @@ func (b *rawBackend) writer(int) (func([]*request) error, error) {
 // record payloads out of RocksDB would buy; it has none of what the real
 // design needs (recovery of a pointer whose payload did not reach the disk,
 // segment files and their garbage collection).
+//
+// Variants, for the question of where payloads should live: vlog appends
+// every partition's payload to one shared file (fdatasync per round);
+// vlog-pp gives each partition its own file and fdatasyncs, concurrently,
+// every file written since the last round; vlog-fs has per-partition files
+// too and makes them durable with one syncfs(2) per round (which flushes
+// the whole filesystem, other processes' files included).
 type vlogBackend struct {
-	db  *storage.DB
-	f   *os.File
-	gs  *groupSyncer
-	off atomic.Int64
+	db      *storage.DB
+	shared  *os.File
+	perPart bool
+	gs      *groupSyncer
+	off     atomic.Int64
+
+	mu    sync.Mutex
+	files []*os.File
+	dirty map[*os.File]struct{}
 	phaseTimes
 }
 
-func newVlogBackend(c Config) (backend, error) {
-	db, err := storage.Open(filepath.Join(c.Dir, "rocks"), storage.Options{NodeID: 1, FlushInterval: c.FlushInterval})
-	if err != nil {
-		return nil, err
+func newVlogBackend(variant string) func(c Config) (backend, error) {
+	return func(c Config) (backend, error) {
+		db, err := storage.Open(filepath.Join(c.Dir, "rocks"), storage.Options{NodeID: 1, FlushInterval: c.FlushInterval})
+		if err != nil {
+			return nil, err
+		}
+		b := &vlogBackend{db: db, perPart: variant != "shared", dirty: map[*os.File]struct{}{}}
+		f, err := os.OpenFile(filepath.Join(c.Dir, "payload.log"), os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		b.shared = f
+		fd := int(f.Fd())
+		flush := func() error { return syscall.Fdatasync(fd) }
+		switch variant {
+		case "files":
+			flush = b.syncDirty
+		case "syncfs":
+			flush = func() error { return unix.Syncfs(fd) }
+		}
+		b.gs = newGroupSyncer(flush, c.FlushInterval)
+		b.init("build", "write-payload", "persist+sync", "write-apply")
+		return b, nil
 	}
-	f, err := os.OpenFile(filepath.Join(c.Dir, "payload.log"), os.O_WRONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		db.Close()
-		return nil, err
+}
+
+// syncDirty fdatasyncs, concurrently, every partition file written since
+// the last call.
+func (b *vlogBackend) syncDirty() error {
+	b.mu.Lock()
+	files := make([]*os.File, 0, len(b.dirty))
+	for f := range b.dirty {
+		files = append(files, f)
 	}
-	fd := int(f.Fd())
-	b := &vlogBackend{db: db, f: f, gs: newGroupSyncer(func() error { return syscall.Fdatasync(fd) }, c.FlushInterval)}
-	b.init("build", "write-payload", "persist+sync", "write-apply")
-	return b, nil
+	clear(b.dirty)
+	b.mu.Unlock()
+	errs := make(chan error, len(files))
+	for _, f := range files {
+		go func() { errs <- syscall.Fdatasync(int(f.Fd())) }()
+	}
+	var first error
+	for range files {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (b *vlogBackend) syncs() uint64 { s, _ := b.db.SyncStats(); return s }
 
 func (b *vlogBackend) close() error {
 	b.gs.close()
-	err := b.f.Close()
+	err := b.shared.Close()
+	for _, f := range b.files {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if cerr := b.db.Close(); err == nil {
 		err = cerr
 	}
@@ -225,6 +279,16 @@ func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
 	p, err := b.db.Partition(partitionKey(i))
 	if err != nil {
 		return nil, err
+	}
+	f, off := b.shared, &b.off
+	if b.perPart {
+		if f, err = os.OpenFile(filepath.Join(filepath.Dir(b.shared.Name()), fmt.Sprintf("payload-%d.log", i)), os.O_WRONLY|os.O_CREATE, 0o644); err != nil {
+			return nil, err
+		}
+		off = new(atomic.Int64)
+		b.mu.Lock()
+		b.files = append(b.files, f)
+		b.mu.Unlock()
 	}
 	st, err := p.AppliedState()
 	if err != nil {
@@ -243,7 +307,7 @@ func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
 		for _, r := range reqs {
 			buf = append(buf, r.data...)
 		}
-		base := b.off.Add(int64(len(buf))) - int64(len(buf))
+		base := off.Add(int64(len(buf))) - int64(len(buf))
 		pos := base
 		for _, r := range reqs {
 			ptrs = binary.BigEndian.AppendUint64(ptrs, uint64(pos))
@@ -258,8 +322,13 @@ func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
 		wb := storage.NewBatch()
 		p.PersistRaft(wb, raft.HardState{}, ents)
 		b.add(0, &t)
-		if _, err := b.f.WriteAt(buf, base); err != nil {
+		if _, err := f.WriteAt(buf, base); err != nil {
 			return err
+		}
+		if b.perPart {
+			b.mu.Lock()
+			b.dirty[f] = struct{}{}
+			b.mu.Unlock()
 		}
 		b.add(1, &t)
 		fileSynced := make(chan error, 1)

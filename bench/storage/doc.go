@@ -18,6 +18,7 @@
 //     and apply, in one DB.Write without sync: one batch index entry per
 //     request (where its records are) and PutAppliedState. Then the
 //     requests are acknowledged.
+//
 //   - raw (baseline): the writer frames its requests' produce commands
 //     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with
 //     one write(2) to ONE file shared by every partition (O_APPEND), then
@@ -27,9 +28,10 @@
 //     RocksDB WAL, and one fsync covers every partition's writes of a round;
 //     a file per partition would need one fsync per partition per round.
 //
-//   - vlog: an experiment, not a storage mode of the node (see
-//     vlogBackend): payload appended to a shared file, Raft entries holding
-//     pointers to it, both fsynced per round. Run it with -modes rocks,vlog.
+//   - vlog, vlog-pp, vlog-fs: experiments, not storage modes of the node
+//     (see vlogBackend): payload appended to a shared file (or a file per
+//     partition), Raft entries holding pointers to it, both made durable
+//     per round. Run them with -modes rocks,vlog,vlog-pp,vlog-fs.
 //
 // MB/s counts acknowledged record payload only (1 KiB per record).
 // fsyncs/s and records/fsync come from DB.SyncStats (ours) and the copy's

@@ -186,7 +186,10 @@ type Phase struct {
 var backends = map[string]func(c Config) (backend, error){
 	"raw":   newRawBackend,
 	"rocks": newRocksBackend,
-	"vlog":  newVlogBackend, // an experiment: see vlogBackend
+	// Experiments, not storage modes of the node: see vlogBackend.
+	"vlog":    newVlogBackend("shared"),
+	"vlog-pp": newVlogBackend("files"),
+	"vlog-fs": newVlogBackend("syncfs"),
 }
 
 // Modes lists the registered modes.
