@@ -237,6 +237,17 @@ func decodeCommand(data []byte) (command, error) {
 	if binary.BigEndian.Uint32(data[1:5]) != crc32.Checksum(data[5:], castagnoli) {
 		return command{}, fmt.Errorf("dataplane: command checksum mismatch")
 	}
+	return parseCommand(data)
+}
+
+// parseCommand is decodeCommand without the checksum, for a command read
+// back from storage, which has just verified its own CRC32C over the same
+// bytes (reading a large batch for one record would otherwise checksum it
+// twice).
+func parseCommand(data []byte) (command, error) {
+	if len(data) < 5 {
+		return command{}, errBadCommand
+	}
 	r := reader{b: data[5:]}
 	c := command{kind: data[0]}
 	switch c.kind {

@@ -401,7 +401,7 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 // reported) or another error (returned). rec is valid only during the call.
 func (r *Replica) readRecords(from, to int64, fn func(off int64, rec []byte) error) error {
 	return r.store.ReadLog(from, to, fn, func(bi storage.BatchInfo, entry []byte) error {
-		cmd, err := decodeCommand(entry)
+		cmd, err := parseCommand(entry) // ReadLog verified the entry's CRC32C
 		if err != nil {
 			return fmt.Errorf("batch at offset %d (entry %d): %w", bi.FirstOffset, bi.Index, err)
 		}

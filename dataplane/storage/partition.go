@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -553,17 +554,19 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 	}
 	snap := d.db.NewSnapshot()
 	defer d.db.ReleaseSnapshot(snap)
-	ro := grocksdb.NewDefaultReadOptions()
+	ro, roEntries := grocksdb.NewDefaultReadOptions(), grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
+	defer roEntries.Destroy()
 	ro.SetSnapshot(snap)
-	err := p.readLog(ro, from, to, record, batch)
+	roEntries.SetSnapshot(snap)
+	err := p.readLog(ro, roEntries, from, to, record, batch)
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
 }
 
-func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
+func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
 	get := func(key []byte) ([]byte, error) { return p.db.getWith(ro, key) }
 	var st AppliedState
 	if v, err := get(p.key.key('m')); err != nil {
@@ -598,55 +601,63 @@ func (p *Partition) readLog(ro *grocksdb.ReadOptions, from, to int64, record fun
 	}); err != nil && !errors.Is(err, ErrStop) {
 		return err
 	}
-	var infos []BatchInfo
-	flush := func() error {
-		for _, bi := range infos {
-			v, err := get(p.key.u64Key('l', bi.Index))
-			if err != nil {
-				return err
-			}
-			if v == nil {
-				return fmt.Errorf("storage: entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
-			}
-			if len(v) < 17 || binary.BigEndian.Uint64(v[8:]) != bi.Index {
-				return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
-			}
-			if err := batch(bi, v[17:]); err != nil {
-				return err
-			}
-		}
-		infos = infos[:0]
-		return nil
-	}
-	// Iterators are not nested: batch index entries are read in groups,
-	// then their Raft entries.
-	const group = 64
-	hi := p.key.u64Key('t', uint64(to))
-	for {
-		err := p.db.scanWith(ro, start, hi, false, func(k, v []byte) error {
-			bi, err := decodeBatchInfo(k, v)
-			if err != nil {
-				return err
-			}
-			if bi.FirstOffset+bi.Count <= from {
-				return nil
-			}
-			if infos = append(infos, bi); len(infos) == group {
-				return ErrStop
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, ErrStop) {
+	return p.readBatches(ro, roEntries, start, p.key.u64Key('t', uint64(to)), from, batch)
+}
+
+// readBatches walks the batch index from start (below hi) and, with a
+// second iterator at the same snapshot, the Raft entries the batches name
+// (usually consecutive, so the entry iterator mostly steps), calling batch
+// with each entry's data in place (not copied) once verified.
+func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi []byte, from int64, batch func(BatchInfo, []byte) error) error {
+	ro.SetIterateUpperBound(hi)
+	ti := p.db.db.NewIterator(ro)
+	defer ti.Close()
+	roEntries.SetIterateUpperBound(p.key.key('l' + 1))
+	ei := p.db.db.NewIterator(roEntries)
+	defer ei.Close()
+	want := p.key.u64Key('l', 0)
+	at := func() bool { return ei.Valid() && bytes.Equal(ei.Key().Data(), want) }
+	for ti.Seek(start); ti.Valid(); ti.Next() {
+		k := ti.Key().Data()
+		v, err := unseal(k, ti.Value().Data())
+		if err != nil {
 			return err
 		}
-		full := len(infos) == group
-		if full {
-			start = p.key.u64Key('t', uint64(infos[group-1].FirstOffset+1))
+		bi, err := decodeBatchInfo(k, v)
+		if err != nil {
+			return err
 		}
-		if err := flush(); err != nil || !full {
+		if bi.FirstOffset+bi.Count <= from {
+			continue
+		}
+		binary.BigEndian.PutUint64(want[len(want)-8:], bi.Index)
+		if ei.Valid() && bytes.Compare(ei.Key().Data(), want) < 0 {
+			ei.Next()
+		}
+		if !at() {
+			ei.Seek(want)
+		}
+		if !at() {
+			if err := ei.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("storage: entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
+		}
+		ev, err := unseal(want, ei.Value().Data())
+		if err != nil {
+			return err
+		}
+		if len(ev) < 17 || binary.BigEndian.Uint64(ev[8:]) != bi.Index {
+			return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
+		}
+		if err := batch(bi, ev[17:]); err != nil {
 			return err
 		}
 	}
+	if err := ti.Err(); err != nil {
+		return err
+	}
+	return ei.Err()
 }
 
 // Delete removes every key of the replica and waits until that is durable.
