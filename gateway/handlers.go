@@ -26,6 +26,16 @@ func pathTopic(r *http.Request) (string, *problem) {
 	return t, nil
 }
 
+// pathTopicNoQuery is pathTopic for a request that takes no query
+// parameters: a bad topic name is reported first, then any query.
+func pathTopicNoQuery(r *http.Request) (string, *problem) {
+	t, p := pathTopic(r)
+	if p == nil {
+		p = noQuery(r)
+	}
+	return t, p
+}
+
 func pathTopicPartition(r *http.Request) (string, int32, *problem) {
 	t, p := pathTopic(r)
 	if p != nil {
@@ -114,10 +124,7 @@ func (g *gateway) listTopics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *gateway) describeTopic(w http.ResponseWriter, r *http.Request) {
-	topic, p := pathTopic(r)
-	if p == nil {
-		p = noQuery(r)
-	}
+	topic, p := pathTopicNoQuery(r)
 	if p != nil {
 		g.fail(w, r, p)
 		return
@@ -133,10 +140,7 @@ func (g *gateway) describeTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *gateway) deleteTopic(w http.ResponseWriter, r *http.Request) {
-	topic, p := pathTopic(r)
-	if p == nil {
-		p = noQuery(r)
-	}
+	topic, p := pathTopicNoQuery(r)
 	if p != nil {
 		g.fail(w, r, p)
 		return
@@ -151,10 +155,7 @@ func (g *gateway) deleteTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *gateway) patchConfig(w http.ResponseWriter, r *http.Request) {
-	topic, p := pathTopic(r)
-	if p == nil {
-		p = noQuery(r)
-	}
+	topic, p := pathTopicNoQuery(r)
 	if p != nil {
 		g.fail(w, r, p)
 		return
@@ -199,10 +200,7 @@ func (g *gateway) describePartition(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *gateway) produce(w http.ResponseWriter, r *http.Request) {
-	topic, p := pathTopic(r)
-	if p == nil {
-		p = noQuery(r)
-	}
+	topic, p := pathTopicNoQuery(r)
 	if p != nil {
 		g.fail(w, r, p)
 		return

@@ -190,20 +190,33 @@ func (ps *jsonParser) object(depth int) (jsonValue, *problem) {
 			return jsonValue{}, p
 		}
 		v.obj = append(v.obj, jsonMember{key: key, val: val})
-		ps.skipSpace()
-		if ps.i >= len(ps.b) {
-			return jsonValue{}, ps.fail("")
+		end, p := ps.next('}', "expected ',' or '}' in an object")
+		if p != nil {
+			return jsonValue{}, p
 		}
-		switch ps.b[ps.i] {
-		case ',':
-			ps.i++
-			ps.skipSpace()
-		case '}':
-			ps.i++
+		if end {
 			return v, nil
-		default:
-			return jsonValue{}, ps.fail("expected ',' or '}' in an object")
 		}
+	}
+}
+
+// next reads what follows a member or an element: ',' (more follow) or
+// close (end is true); anything else fails with msg.
+func (ps *jsonParser) next(close byte, msg string) (end bool, p *problem) {
+	ps.skipSpace()
+	if ps.i >= len(ps.b) {
+		return false, ps.fail("")
+	}
+	switch ps.b[ps.i] {
+	case ',':
+		ps.i++
+		ps.skipSpace()
+		return false, nil
+	case close:
+		ps.i++
+		return true, nil
+	default:
+		return false, ps.fail(msg)
 	}
 }
 
@@ -220,19 +233,12 @@ func (ps *jsonParser) array(depth int) (jsonValue, *problem) {
 			return jsonValue{}, p
 		}
 		v.arr = append(v.arr, val)
-		ps.skipSpace()
-		if ps.i >= len(ps.b) {
-			return jsonValue{}, ps.fail("")
+		end, p := ps.next(']', "expected ',' or ']' in an array")
+		if p != nil {
+			return jsonValue{}, p
 		}
-		switch ps.b[ps.i] {
-		case ',':
-			ps.i++
-			ps.skipSpace()
-		case ']':
-			ps.i++
+		if end {
 			return v, nil
-		default:
-			return jsonValue{}, ps.fail("expected ',' or ']' in an array")
 		}
 	}
 }
