@@ -67,7 +67,7 @@ func newRocksBackend(c Config) (backend, error) {
 		return nil, err
 	}
 	b := &rocksBackend{db: db}
-	b.init("build", "write-raft", "sync", "write-hs", "write-apply")
+	b.init("build", "write-raft+sync", "write-apply")
 	return b, nil
 }
 
@@ -75,15 +75,7 @@ func (b *rocksBackend) syncs() uint64 { s, _ := b.db.SyncStats(); return s }
 func (b *rocksBackend) close() error  { return b.db.Close() }
 
 func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
-	p, err := b.db.Partition(partitionKey(i))
-	if err != nil {
-		return nil, err
-	}
-	st, err := p.AppliedState()
-	if err != nil {
-		return nil, err
-	}
-	last, err := p.LastIndex()
+	p, st, last, err := openPartition(b.db, i)
 	if err != nil {
 		return nil, err
 	}
@@ -103,32 +95,48 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 		if err := b.db.Commit(wb, true); err != nil {
 			return err
 		}
-		b.add(1, &t)
-		b.add(2, &t)
 		p.CommitRaft(raft.HardState{}, ents)
+		b.add(1, &t)
 		// Ready 2: the commit index moved, which the replica does not
 		// write, and the committed entries are applied.
-		hs := raft.HardState{Term: 1, Vote: 1, Commit: last}
-		ab := storage.NewBatch()
-		b.add(3, &t)
-		for i, r := range reqs {
-			st.Applied = ents[i].Index
-			// Records stay in their entry: apply writes the batch index
-			// entry that finds them.
-			bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(r.recs)), Index: ents[i].Index}
-			for _, rec := range r.recs {
-				bi.Bytes += int64(len(rec))
-			}
-			st.NextOffset += bi.Count
-			st.SizeBytes += bi.Bytes
-			p.PutBatchInfo(ab, bi)
-		}
-		p.PutAppliedState(ab, st)
-		err := b.db.Write(ab)
-		p.CommitRaft(hs, nil)
-		b.add(4, &t)
+		err := apply(b.db, p, &st, reqs, ents)
+		p.CommitRaft(raft.HardState{Term: 1, Vote: 1, Commit: last}, nil)
+		b.add(2, &t)
 		return err
 	}, nil
+}
+
+// openPartition opens partition i with its applied state and last index.
+func openPartition(db *storage.DB, i int) (*storage.Partition, storage.AppliedState, uint64, error) {
+	p, err := db.Partition(partitionKey(i))
+	if err != nil {
+		return nil, storage.AppliedState{}, 0, err
+	}
+	st, err := p.AppliedState()
+	if err != nil {
+		return nil, storage.AppliedState{}, 0, err
+	}
+	last, err := p.LastIndex()
+	return p, st, last, err
+}
+
+// apply writes what a replica's apply writes for a cycle's entries, one
+// per request: records stay in their entry, so a batch index entry that
+// finds them, and the applied state, in one write without sync.
+func apply(db *storage.DB, p *storage.Partition, st *storage.AppliedState, reqs []*request, ents []raft.Entry) error {
+	ab := storage.NewBatch()
+	for i, r := range reqs {
+		st.Applied = ents[i].Index
+		bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(r.recs)), Index: ents[i].Index}
+		for _, rec := range r.recs {
+			bi.Bytes += int64(len(rec))
+		}
+		st.NextOffset += bi.Count
+		st.SizeBytes += bi.Bytes
+		p.PutBatchInfo(ab, bi)
+	}
+	p.PutAppliedState(ab, *st)
+	return db.Write(ab)
 }
 
 // rawBackend appends every partition's batches to one file and
@@ -276,7 +284,7 @@ func (b *vlogBackend) close() error {
 }
 
 func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
-	p, err := b.db.Partition(partitionKey(i))
+	p, st, last, err := openPartition(b.db, i)
 	if err != nil {
 		return nil, err
 	}
@@ -289,14 +297,6 @@ func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
 		b.mu.Lock()
 		b.files = append(b.files, f)
 		b.mu.Unlock()
-	}
-	st, err := p.AppliedState()
-	if err != nil {
-		return nil, err
-	}
-	last, err := p.LastIndex()
-	if err != nil {
-		return nil, err
 	}
 	var buf []byte
 	var ents []raft.Entry
@@ -342,19 +342,7 @@ func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
 		}
 		p.CommitRaft(raft.HardState{}, ents)
 		b.add(2, &t)
-		ab := storage.NewBatch()
-		for i, r := range reqs {
-			st.Applied = ents[i].Index
-			bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(r.recs)), Index: ents[i].Index}
-			for _, rec := range r.recs {
-				bi.Bytes += int64(len(rec))
-			}
-			st.NextOffset += bi.Count
-			st.SizeBytes += bi.Bytes
-			p.PutBatchInfo(ab, bi)
-		}
-		p.PutAppliedState(ab, st)
-		err = b.db.Write(ab)
+		err = apply(b.db, p, &st, reqs, ents)
 		b.add(3, &t)
 		return err
 	}, nil

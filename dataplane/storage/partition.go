@@ -567,9 +567,8 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 }
 
 func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
-	get := func(key []byte) ([]byte, error) { return p.db.getWith(ro, key) }
 	var st AppliedState
-	if v, err := get(p.key.key('m')); err != nil {
+	if v, err := p.db.getWith(ro, p.key.key('m')); err != nil {
 		return err
 	} else if v != nil {
 		if st, err = decodeAppliedState(v); err != nil {
