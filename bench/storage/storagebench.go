@@ -133,13 +133,8 @@ type request struct {
 // encodeProduce mirrors dataplane's produce command layout:
 // kind[1] crc[4] appendMs(varint) count(uvarint) { len(uvarint) record }
 // with record = ts(varint) key(nullable) value(nullable) headers(uvarint).
-// Values are random (rng), so incompressible: RocksDB's compression saves
-// nothing and costs CPU, as with real payloads that producers compress.
-func encodeProduce(n, size int, now time.Time, rng *rand.Rand) ([]byte, [][]byte) {
-	value := make([]byte, size)
-	for i := range value {
-		value[i] = byte(rng.Uint32())
-	}
+// The values are filled by refill.
+func encodeProduce(n, size int, now time.Time) ([]byte, [][]byte) {
 	b := make([]byte, 5, 16+n*(size+16))
 	b[0] = 1
 	b = binary.AppendVarint(b, now.UnixMilli())
@@ -150,18 +145,38 @@ func encodeProduce(n, size int, now time.Time, rng *rand.Rand) ([]byte, [][]byte
 		body = binary.AppendVarint(body, now.UnixMilli())
 		body = binary.AppendUvarint(body, 0) // null key
 		body = binary.AppendUvarint(body, uint64(size)+1)
-		body = append(body, value...)
+		body = append(body, make([]byte, size)...)
 		body = binary.AppendUvarint(body, 0) // no headers
 		b = binary.AppendUvarint(b, uint64(len(body)))
 		spans[i] = [2]int{len(b), len(b) + len(body)}
 		b = append(b, body...)
 	}
-	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
 	recs := make([][]byte, n)
 	for i, s := range spans {
 		recs[i] = b[s[0]:s[1]:s[1]]
 	}
 	return b, recs
+}
+
+// poolSize is the random bytes every value is cut from: far larger than
+// any compressor's window or block, so values do not compress, neither
+// within a request nor across requests.
+const poolSize = 16 << 20
+
+// refill gives every record of a command a fresh value, the next size
+// bytes of pool after *off, and reseals the command's CRC. Values are
+// random and never repeat within poolSize bytes, so they are
+// incompressible, as payloads that producers compress are: RocksDB's
+// compression saves nothing on them and costs CPU.
+func refill(data []byte, recs [][]byte, size int, pool []byte, off *int) {
+	for _, rec := range recs {
+		if *off+size > len(pool) {
+			*off = 0
+		}
+		copy(rec[len(rec)-1-size:len(rec)-1], pool[*off:*off+size])
+		*off += size
+	}
+	binary.BigEndian.PutUint32(data[1:5], crc32.Checksum(data[5:], castagnoli))
 }
 
 // backend is one storage under test.
@@ -280,14 +295,23 @@ func Run(c Config) (Result, error) {
 			}
 		}()
 	}
+	pool := make([]byte, poolSize)
+	prng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(pool); i += 8 {
+		binary.LittleEndian.PutUint64(pool[i:], prng.Uint64())
+	}
 	for i := range c.Partitions {
 		for p := range perPart {
 			producers.Add(1)
 			go func() {
 				defer producers.Done()
-				data, recs := encodeProduce(c.RecordsPerRequest, c.RecordSize, time.Now(), rand.New(rand.NewPCG(uint64(i), uint64(p))))
+				data, recs := encodeProduce(c.RecordsPerRequest, c.RecordSize, time.Now())
 				r := &request{data: data, recs: recs, done: make(chan error, 1)}
+				off := rand.New(rand.NewPCG(uint64(i), uint64(p))).IntN(poolSize)
 				for {
+					// Safe to overwrite: every backend copied the
+					// previous request before acknowledging it.
+					refill(data, recs, c.RecordSize, pool, &off)
 					select {
 					case queues[i] <- r:
 					case <-stop:
