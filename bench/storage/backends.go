@@ -2,18 +2,15 @@ package storagebench
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/daftka/daftka/dataplane/storage"
 	"github.com/daftka/daftka/raft"
-	"golang.org/x/sys/unix"
 )
 
 // processCPU is the process's user+system CPU time so far.
@@ -183,167 +180,6 @@ func (b *rawBackend) writer(int) (func([]*request) error, error) {
 		b.add(1, &t)
 		err := b.gs.sync()
 		b.add(2, &t)
-		return err
-	}, nil
-}
-
-// vlogBackend is an experiment, not a storage mode of the node: the design
-// docs/benchmarks.md names for meeting the target ("What would meet the
-// target"). Each cycle appends its requests' commands (the payload) to ONE
-// shared file, as raw does, and persists Raft entries that hold only a
-// pointer to them (file offset, length, CRC32C) through dataplane/storage;
-// the cycle waits for both the RocksDB WAL fsync and the file's fdatasync,
-// which run concurrently. Apply is rocks mode's. It measures what keeping
-// record payloads out of RocksDB would buy; it has none of what the real
-// design needs (recovery of a pointer whose payload did not reach the disk,
-// segment files and their garbage collection).
-//
-// Variants, for the question of where payloads should live: vlog appends
-// every partition's payload to one shared file (fdatasync per round);
-// vlog-pp gives each partition its own file and fdatasyncs, concurrently,
-// every file written since the last round; vlog-fs has per-partition files
-// too and makes them durable with one syncfs(2) per round (which flushes
-// the whole filesystem, other processes' files included).
-type vlogBackend struct {
-	db      *storage.DB
-	shared  *os.File
-	perPart bool
-	gs      *groupSyncer
-	off     atomic.Int64
-
-	mu    sync.Mutex
-	files []*os.File
-	dirty map[*os.File]struct{}
-	phaseTimes
-}
-
-func newVlogBackend(variant string) func(c Config) (backend, error) {
-	return func(c Config) (backend, error) {
-		db, err := storage.Open(filepath.Join(c.Dir, "rocks"), storage.Options{NodeID: 1, FlushInterval: c.FlushInterval})
-		if err != nil {
-			return nil, err
-		}
-		b := &vlogBackend{db: db, perPart: variant != "shared", dirty: map[*os.File]struct{}{}}
-		f, err := os.OpenFile(filepath.Join(c.Dir, "payload.log"), os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
-			db.Close()
-			return nil, err
-		}
-		b.shared = f
-		fd := int(f.Fd())
-		flush := func() error { return syscall.Fdatasync(fd) }
-		switch variant {
-		case "files":
-			flush = b.syncDirty
-		case "syncfs":
-			flush = func() error { return unix.Syncfs(fd) }
-		}
-		b.gs = newGroupSyncer(flush, c.FlushInterval)
-		b.init("build", "write-payload", "persist+sync", "write-apply")
-		return b, nil
-	}
-}
-
-// syncDirty fdatasyncs, concurrently, every partition file written since
-// the last call.
-func (b *vlogBackend) syncDirty() error {
-	b.mu.Lock()
-	files := make([]*os.File, 0, len(b.dirty))
-	for f := range b.dirty {
-		files = append(files, f)
-	}
-	clear(b.dirty)
-	b.mu.Unlock()
-	errs := make(chan error, len(files))
-	for _, f := range files {
-		go func() { errs <- syscall.Fdatasync(int(f.Fd())) }()
-	}
-	var first error
-	for range files {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
-}
-
-func (b *vlogBackend) syncs() uint64 { s, _ := b.db.SyncStats(); return s }
-
-func (b *vlogBackend) close() error {
-	b.gs.close()
-	err := b.shared.Close()
-	for _, f := range b.files {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if cerr := b.db.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func (b *vlogBackend) writer(i int) (func([]*request) error, error) {
-	p, st, last, err := openPartition(b.db, i)
-	if err != nil {
-		return nil, err
-	}
-	f, off := b.shared, &b.off
-	if b.perPart {
-		if f, err = os.OpenFile(filepath.Join(filepath.Dir(b.shared.Name()), fmt.Sprintf("payload-%d.log", i)), os.O_WRONLY|os.O_CREATE, 0o644); err != nil {
-			return nil, err
-		}
-		off = new(atomic.Int64)
-		b.mu.Lock()
-		b.files = append(b.files, f)
-		b.mu.Unlock()
-	}
-	var buf []byte
-	var ents []raft.Entry
-	var ptrs []byte
-	return func(reqs []*request) error {
-		t := time.Now()
-		buf, ptrs, ents = buf[:0], ptrs[:0], ents[:0]
-		for _, r := range reqs {
-			buf = append(buf, r.data...)
-		}
-		base := off.Add(int64(len(buf))) - int64(len(buf))
-		pos := base
-		for _, r := range reqs {
-			ptrs = binary.BigEndian.AppendUint64(ptrs, uint64(pos))
-			ptrs = binary.BigEndian.AppendUint32(ptrs, uint32(len(r.data)))
-			ptrs = binary.BigEndian.AppendUint32(ptrs, crc32.Checksum(r.data, castagnoli))
-			pos += int64(len(r.data))
-		}
-		for j := range reqs {
-			last++
-			ents = append(ents, raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: ptrs[16*j : 16*j+16]})
-		}
-		wb := storage.NewBatch()
-		p.PersistRaft(wb, raft.HardState{}, ents)
-		b.add(0, &t)
-		if _, err := f.WriteAt(buf, base); err != nil {
-			return err
-		}
-		if b.perPart {
-			b.mu.Lock()
-			b.dirty[f] = struct{}{}
-			b.mu.Unlock()
-		}
-		b.add(1, &t)
-		fileSynced := make(chan error, 1)
-		go func() { fileSynced <- b.gs.sync() }()
-		err := b.db.Commit(wb, true)
-		if ferr := <-fileSynced; err == nil {
-			err = ferr
-		}
-		if err != nil {
-			return err
-		}
-		p.CommitRaft(raft.HardState{}, ents)
-		b.add(2, &t)
-		err = apply(b.db, p, &st, reqs, ents)
-		b.add(3, &t)
 		return err
 	}, nil
 }

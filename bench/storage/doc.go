@@ -10,14 +10,17 @@
 // first waiting request, then every other request already queued (up to
 // 1024), and writes them as one cycle.
 //
-//   - rocks (ours): what a single-voter replica writes per cycle. Ready 1:
-//     PersistRaft(entries) (one Raft entry per request, the request's
-//     encoded produce command, which holds its records: the only copy of
-//     them) through the node-wide committer, DB.Commit(sync), + CommitRaft.
-//     Ready 2 (the commit index moved, which the replica does not write)
-//     and apply, in one DB.Write without sync: one batch index entry per
-//     request (where its records are) and PutAppliedState. Then the
-//     requests are acknowledged.
+//   - rocks (ours, named for the RocksDB it also writes): what a
+//     single-voter replica writes per cycle. Ready 1: PersistRaft(entries)
+//     (one Raft entry per request, the request's encoded produce command,
+//     which holds its records: the only copy of them) through the
+//     node-wide committer, DB.Commit(sync): the commands go to the payload
+//     log (dataplane/storage/plog.go), RocksDB gets a pointer per entry,
+//     and the WAL fsync and the segment's fdatasync run concurrently; then
+//     CommitRaft. Ready 2 (the commit index moved, which the replica does
+//     not write) and apply, in one DB.Write without sync: one batch index
+//     entry per request (where its records are) and PutAppliedState. Then
+//     the requests are acknowledged.
 //
 //   - raw (baseline): the writer frames its requests' produce commands
 //     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with
@@ -27,11 +30,6 @@
 //     file, because that is what "batched like ours" means: our node has one
 //     RocksDB WAL, and one fsync covers every partition's writes of a round;
 //     a file per partition would need one fsync per partition per round.
-//
-//   - vlog, vlog-pp, vlog-fs: experiments, not storage modes of the node
-//     (see vlogBackend): payload appended to a shared file (or a file per
-//     partition), Raft entries holding pointers to it, both made durable
-//     per round. Run them with -modes rocks,vlog,vlog-pp,vlog-fs.
 //
 // MB/s counts acknowledged record payload only (1 KiB per record).
 // fsyncs/s and records/fsync come from DB.SyncStats (ours) and the copy's
@@ -50,5 +48,7 @@
 // docs/benchmarks.md has the results and the diagnosis. The experiments
 // behind its proposals ran on a copy of dataplane/storage that was removed
 // once the committer proposal landed in the package itself (git history:
-// bench/storage/internal/rockscopy, experiments.go, combine.go).
+// bench/storage/internal/rockscopy, experiments.go, combine.go), and, for
+// the payload log, as modes vlog, vlog-pp and vlog-fs of this package,
+// removed once plog.go landed (git history: backends.go).
 package storagebench

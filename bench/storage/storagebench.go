@@ -201,10 +201,6 @@ type Phase struct {
 var backends = map[string]func(c Config) (backend, error){
 	"raw":   newRawBackend,
 	"rocks": newRocksBackend,
-	// Experiments, not storage modes of the node: see vlogBackend.
-	"vlog":    newVlogBackend("shared"),
-	"vlog-pp": newVlogBackend("files"),
-	"vlog-fs": newVlogBackend("syncfs"),
 }
 
 // Modes lists the registered modes.

@@ -57,7 +57,8 @@ func decodeConfState(v []byte) (raft.ConfState, error) {
 	return raft.ConfState{Voters: lists[0], Learners: lists[1], VotersOutgoing: lists[2]}, nil
 }
 
-// decodeEntry decodes an entry value (see Batch.putEntry).
+// decodeEntry decodes an entry value (see Batch.putEntry); the data of one
+// that points into the payload log is left out (DB.loadEntry reads it).
 func decodeEntry(v []byte) (raft.Entry, error) {
 	if len(v) < 17 {
 		return raft.Entry{}, fmt.Errorf("%w: entry of %d bytes", ErrCorrupt, len(v))
@@ -65,9 +66,9 @@ func decodeEntry(v []byte) (raft.Entry, error) {
 	e := raft.Entry{
 		Term:  binary.BigEndian.Uint64(v[0:]),
 		Index: binary.BigEndian.Uint64(v[8:]),
-		Type:  raft.EntryType(v[16]),
+		Type:  raft.EntryType(v[16] &^ ptrFlag),
 	}
-	if len(v) > 17 {
+	if len(v) > 17 && v[16]&ptrFlag == 0 {
 		e.Data = append([]byte(nil), v[17:]...)
 	}
 	return e, nil

@@ -31,6 +31,9 @@ type Options struct {
 	FlushInterval time.Duration
 	// SyncQueue bounds the writers waiting for an fsync (default 65536).
 	SyncQueue int
+	// SegmentBytes is when a payload log segment is sealed (default
+	// 128 MiB; see plog.go).
+	SegmentBytes int64
 }
 
 // DB is one node's RocksDB.
@@ -40,6 +43,9 @@ type DB struct {
 	wo     *grocksdb.WriteOptions
 	ro     *grocksdb.ReadOptions
 	syncer *syncer
+	plog   *plog
+	gcKick chan struct{} // wakes the payload collector
+	gcDone chan struct{}
 
 	dir        string   // the RocksDB directory
 	installing sync.Map // PartitionKey → true: snapshot installs in progress
@@ -72,11 +78,17 @@ func Open(dir string, o Options) (*DB, error) {
 		d.closeRocks()
 		return nil, err
 	}
+	if d.plog, err = openPlog(d.db, dir, o.SegmentBytes); err != nil {
+		d.closeRocks()
+		return nil, err
+	}
 	queue := o.SyncQueue
 	if queue <= 0 {
 		queue = 65536
 	}
-	d.syncer = newSyncer(d.db, o.FlushInterval, queue)
+	d.syncer = newSyncer(d.db, d.plog, o.FlushInterval, queue)
+	d.gcKick, d.gcDone = make(chan struct{}, 1), make(chan struct{})
+	go d.collectLoop()
 	return d, nil
 }
 
@@ -86,8 +98,9 @@ var (
 )
 
 // format is the version of the data layout (doc.go). 2: records stored
-// once, in Raft entries, found through 48-byte batch index entries.
-const format = "2"
+// once, in Raft entries, found through 48-byte batch index entries. 3: the
+// data of Raft entries in the payload log (plog.go), pointers in RocksDB.
+const format = "3"
 
 // checkNodeID records the node id and the data format in a new data dir,
 // and refuses a dir of another node or another format.
@@ -131,7 +144,10 @@ func (d *DB) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	close(d.gcKick)
+	<-d.gcDone
 	d.syncer.close()
+	d.plog.close()
 	d.closeRocks()
 	return nil
 }
@@ -216,9 +232,18 @@ func (d *DB) getWith(ro *grocksdb.ReadOptions, key []byte) ([]byte, error) {
 //	DeleteRange:  0x0F varstring(begin) varstring(end)
 //
 // (default column family; varstring = uvarint length, bytes).
+//
+// The data of large Raft entries goes to the payload log instead (see
+// appendFrame): the batch carries their frames, and its operations hold
+// pointers that the committer completes once it knows where the frames
+// go.
 type Batch struct {
 	data  []byte // the header's 12 bytes, then the operations
 	count uint32
+
+	payload    [][]byte // payload log frames
+	payloadLen int64
+	ptrs       []int // where in data each pointer value (CRC first) starts
 }
 
 const batchHeader = 12
@@ -230,10 +255,10 @@ func NewBatch() *Batch { return &Batch{data: make([]byte, batchHeader, 256)} }
 func (b *Batch) Count() int { return int(b.count) }
 
 // Discard drops a batch that will not be written.
-func (b *Batch) Discard() { b.data, b.count = nil, 0 }
+func (b *Batch) Discard() { *b = Batch{} }
 
-// Len is the batch's size in bytes.
-func (b *Batch) Len() int { return len(b.data) }
+// Len is the batch's size in bytes, payload log frames included.
+func (b *Batch) Len() int { return len(b.data) + int(b.payloadLen) }
 
 // put adds key → CRC32C(value) value.
 func (b *Batch) put(key, value []byte) {
@@ -255,8 +280,13 @@ func (b *Batch) grow(n int) {
 
 // putEntry adds key → a Raft entry's value, term[8] index[8] type[1]
 // data, encoded in place: the entry's data (a produce command holding
-// records) is copied once, into the batch.
+// records) is copied once, into the batch. Data of minPayload bytes or
+// more goes to the payload log, and the value is a pointer to it.
 func (b *Batch) putEntry(key []byte, e *raft.Entry) {
+	if len(e.Data) >= minPayload {
+		b.appendFrame(key, e.Term, e.Index, byte(e.Type), e.Data)
+		return
+	}
 	var hdr [17]byte
 	binary.BigEndian.PutUint64(hdr[0:], e.Term)
 	binary.BigEndian.PutUint64(hdr[8:], e.Index)

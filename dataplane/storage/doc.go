@@ -1,12 +1,16 @@
 // Package storage is a node's durable home for every partition replica it
 // hosts: one RocksDB instance (so one write-ahead log, so one fsync covers
-// every partition's writes of a cycle), each replica owning a key prefix.
+// every partition's writes of a cycle), each replica owning a key prefix,
+// and one payload log beside it (plog.go: node-wide segment files that
+// hold the data of Raft entries, written once, fdatasynced with the WAL).
 //
 // Key layout (all integers big-endian, so keys sort by number):
 //
 //	'P' topicID[8] partition[4] 'c'           ConfState of the replica's Raft group
 //	'P' topicID[8] partition[4] 'h'           Raft HardState
-//	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry (a produce command's holds its records)
+//	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry: term, index, type, then its data inline
+//	                                          (under 64 bytes) or a pointer into the payload log
+//	                                          (segment, offset, length); a produce command holds its records
 //	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
 //	'P' topicID[8] partition[4] 's'           log compaction point (index, term)
 //	'P' topicID[8] partition[4] 'r' offset[8] record kept by key compaction (below CompactedUpTo)
@@ -15,9 +19,11 @@
 //	'P' topicID[8] partition[4] 't' offset[8] batch index: entry index, skip, count, append time, bytes, max timestamp
 //	'N' 'id'                                  node id that owns this data dir
 //	'N' 'fmt'                                 data format version (refused if not this build's)
+//	'N' 'plogm' segment[8]                    payload log: a sealed segment's manifest (partitions, index ranges, bytes)
+//	'N' 'plogw'                               payload log: watermark (segment, offset durable when written)
 //
-// Records are stored once: in the Raft entry of their produce command,
-// found through the batch index (ReadLog). Log compaction keeps the
+// Records are stored once: in the Raft entry of their produce command
+// (its data in the payload log), found through the batch index (ReadLog). Log compaction keeps the
 // entries that still hold records (CompactLog, DataFloor).
 //
 // Every value carries a CRC32C (Castagnoli) that is verified on read; a

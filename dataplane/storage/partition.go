@@ -108,6 +108,13 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 		}
 		p.lastIdx, p.lastTerm = last, lastTerm
 	}
+	// A follower may have stored a commit index past entries it had not
+	// yet synced; after a power loss those can be gone (Open deletes the
+	// entries whose payload the disk lost). The commit index is not
+	// state a node must keep: clamp it to the log.
+	if p.hs.Commit > p.lastIdx {
+		p.hs.Commit = p.lastIdx
+	}
 	return p, nil
 }
 
@@ -220,8 +227,10 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	var out []raft.Entry
 	var size uint64
 	want := lo
-	err := p.db.scan(p.key.u64Key('l', lo), p.key.u64Key('l', hi), func(_, v []byte) error {
-		e, err := decodeEntry(v)
+	gen := p.db.plog.gate.enter()
+	defer p.db.plog.gate.exit(gen)
+	err := p.db.scan(p.key.u64Key('l', lo), p.key.u64Key('l', hi), func(k, v []byte) error {
+		e, err := p.db.loadEntry(k, v)
 		if err != nil {
 			return err
 		}
@@ -357,7 +366,10 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	key := p.key.u64Key('l', 0)
 	need := 0
 	for i := range ents {
-		need += len(ents[i].Data) + len(key) + 32 // op, lengths, CRC, entry header
+		need += len(key) + 4 + ptrValueLen + 8 // op, lengths, CRC, entry header and pointer
+		if len(ents[i].Data) < minPayload {
+			need += len(ents[i].Data)
+		}
 	}
 	b.grow(need)
 	for i := range ents {
@@ -552,6 +564,10 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 	if d.closed {
 		return ErrClosed
 	}
+	// In the gate before the snapshot: the payload segments it refers to
+	// stay until the read is over.
+	gen := d.plog.gate.enter()
+	defer d.plog.gate.exit(gen)
 	snap := d.db.NewSnapshot()
 	defer d.db.ReleaseSnapshot(snap)
 	ro, roEntries := grocksdb.NewDefaultReadOptions(), grocksdb.NewDefaultReadOptions()
@@ -615,6 +631,7 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi [
 	ei := p.db.db.NewIterator(roEntries)
 	defer ei.Close()
 	want := p.key.u64Key('l', 0)
+	var buf []byte // payloads read from the payload log
 	at := func() bool { return ei.Valid() && bytes.Equal(ei.Key().Data(), want) }
 	for ti.Seek(start); ti.Valid(); ti.Next() {
 		k := ti.Key().Data()
@@ -649,7 +666,11 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi [
 		if len(ev) < 17 || binary.BigEndian.Uint64(ev[8:]) != bi.Index {
 			return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
 		}
-		if err := batch(bi, ev[17:]); err != nil {
+		data, err := p.db.entryData(want, ev, &buf)
+		if err != nil {
+			return err
+		}
+		if err := batch(bi, data); err != nil {
 			return err
 		}
 	}
@@ -787,10 +808,11 @@ func (d *DB) dropRange(lo, hi []byte) error {
 		return err
 	}
 	d.mu.RLock()
-	defer d.mu.RUnlock()
 	if !d.closed {
 		d.db.CompactRange(grocksdb.Range{Start: lo, Limit: hi})
 	}
+	d.mu.RUnlock()
+	d.kickCollector() // the payload segments it leaves dead
 	return nil
 }
 

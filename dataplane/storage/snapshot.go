@@ -141,6 +141,7 @@ type SnapshotReader struct {
 	snap   *grocksdb.Snapshot
 	ro     *grocksdb.ReadOptions
 	it     *grocksdb.Iterator
+	gen    uint64 // in the payload log's reader gate until released
 	seq    uint32
 	done   bool
 	closed bool
@@ -156,7 +157,8 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 	if d.closed {
 		return nil, ErrClosed
 	}
-	r := &SnapshotReader{db: d, prefix: p.key.prefix(), snap: d.db.NewSnapshot(), ro: grocksdb.NewDefaultReadOptions()}
+	gen := d.plog.gate.enter() // before the snapshot: see ReadLog
+	r := &SnapshotReader{db: d, prefix: p.key.prefix(), gen: gen, snap: d.db.NewSnapshot(), ro: grocksdb.NewDefaultReadOptions()}
 	r.ro.SetSnapshot(r.snap)
 	ok := false
 	defer func() {
@@ -269,8 +271,15 @@ func (r *SnapshotReader) Next(maxBytes int) ([]byte, error) {
 			continue
 		}
 		v := r.it.Value().Data()
-		if _, err := unseal(k, v); err != nil {
+		uv, err := unseal(k, v)
+		if err != nil {
 			return nil, err
+		}
+		if suffix[0] == 'l' && len(uv) > 16 && uv[16]&ptrFlag != 0 {
+			// The receiver has its own payload log: send the data.
+			if v, err = r.db.inlineEntry(k, uv); err != nil {
+				return nil, err
+			}
 		}
 		n := uvarintLen(len(suffix)) + len(suffix) + uvarintLen(len(v)) + len(v)
 		if count > 0 && len(buf)+n > maxBytes {
@@ -325,6 +334,7 @@ func (r *SnapshotReader) release() {
 	}
 	r.ro.Destroy()
 	r.db.db.ReleaseSnapshot(r.snap)
+	r.db.plog.gate.exit(r.gen)
 }
 
 // stagingDir holds the SST files of installs in progress, next to the DB

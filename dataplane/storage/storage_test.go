@@ -112,6 +112,12 @@ func TestCorruptionDetected(t *testing.T) {
 	}
 }
 
+// recordText is the record at off that appendLog writes: long enough for
+// its entry's data to go to the payload log.
+func recordText(off int64) string {
+	return fmt.Sprintf("record-%d", off) + strings.Repeat(".", minPayload)
+}
+
 // appendLog appends n one-record batches to p as the data plane does: each
 // record is the whole data of its Raft entry (index = offset + 1), found
 // through the batch index; the first compacted records are also copied
@@ -126,7 +132,7 @@ func appendLog(t *testing.T, db *DB, p *Partition, n, compacted int) {
 	b := NewBatch()
 	for i := 0; i < n; i++ {
 		off := st.NextOffset
-		rec := []byte(fmt.Sprintf("record-%d", off))
+		rec := []byte(recordText(off))
 		ents = append(ents, raft.Entry{Term: 1, Index: uint64(off) + 1, Data: rec})
 		if off < int64(compacted) {
 			p.PutRecord(b, off, rec)
@@ -321,7 +327,7 @@ func TestRecordsStoredOnce(t *testing.T) {
 	want := func(from, to int64) []string {
 		var out []string
 		for o := from; o < to; o++ {
-			out = append(out, fmt.Sprintf("%d:record-%d", o, o))
+			out = append(out, fmt.Sprintf("%d:%s", o, recordText(o)))
 		}
 		return out
 	}
@@ -468,7 +474,7 @@ func TestSnapshotCarriesStoredOnceLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, g := range got {
-		if g != fmt.Sprintf("%d:record-%d", i, i) {
+		if g != fmt.Sprintf("%d:%s", i, recordText(int64(i))) {
 			t.Fatalf("record %d after install: %s", i, g)
 		}
 	}

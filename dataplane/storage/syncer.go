@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 // fsync simply form the next group.
 type syncer struct {
 	db            *grocksdb.DB
+	plog          *plog
 	wo            *grocksdb.WriteOptions
 	flushInterval time.Duration
 	reqs          chan *commitReq
@@ -39,6 +41,10 @@ type syncer struct {
 
 	mu          sync.Mutex
 	pending     []*commitReq // written, waiting for an fsync
+	dirty       []*segment   // payload segments written since the last fsync began
+	dirtyMark   watermark    // where the last round handed to the syncer ended
+	synced      watermark    // every payload before it is durable
+	wmWritten   watermark    // the last watermark written to RocksDB (writer-owned)
 	syncCount   uint64
 	writerCount uint64
 }
@@ -53,8 +59,8 @@ type commitReq struct {
 // for the next round.
 const maxRoundBytes = 64 << 20
 
-func newSyncer(db *grocksdb.DB, flushInterval time.Duration, queue int) *syncer {
-	s := &syncer{db: db, wo: grocksdb.NewDefaultWriteOptions(), flushInterval: flushInterval,
+func newSyncer(db *grocksdb.DB, pl *plog, flushInterval time.Duration, queue int) *syncer {
+	s := &syncer{db: db, plog: pl, wo: grocksdb.NewDefaultWriteOptions(), flushInterval: flushInterval,
 		reqs: make(chan *commitReq, queue), quit: make(chan struct{}), written: make(chan struct{}, 1),
 		writerDone: make(chan struct{}), done: make(chan struct{})}
 	go s.write()
@@ -85,9 +91,19 @@ func (s *syncer) commit(b *Batch, sync bool) error {
 	}
 }
 
+// close stops the goroutines once they have written and synced what they
+// took, then records the final watermark durably, so that a reopen tells
+// any damage in the last segment from a torn tail exactly.
 func (s *syncer) close() {
 	close(s.quit)
 	<-s.done
+	if s.synced != s.wmWritten {
+		b := NewBatch()
+		b.put(plogWatermarkKey, s.synced.encode())
+		binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+		s.wo.SetSync(true)
+		writeRaw(s.db, s.wo, b.data, b.count) //nolint:errcheck // best effort: the watermark only narrows what a reopen may cut
+	}
 	s.wo.Destroy()
 }
 
@@ -103,6 +119,8 @@ func (s *syncer) write() {
 	round := make([]*commitReq, 0, 256)
 	var carry *commitReq // the request that did not fit the last round
 	merged := make([]byte, batchHeader, 1<<20)
+	var frames [][]byte
+	meta := Batch{data: make([]byte, batchHeader, 256)}
 	for {
 		round = round[:0]
 		if carry != nil {
@@ -132,18 +150,55 @@ func (s *syncer) write() {
 				break drain
 			}
 		}
-		// One write for every batch of the round.
+		// One write for every batch of the round; their payload log frames
+		// first, in the same order, so the pointers can be completed.
 		merged = merged[:batchHeader]
+		frames = frames[:0]
 		var count uint32
 		for _, r := range round {
-			if r.b != nil && r.b.count > 0 {
-				merged = append(merged, r.b.data[batchHeader:]...)
-				count += r.b.count
+			if r.b != nil {
+				frames = append(frames, r.b.payload...)
 			}
 		}
-		binary.LittleEndian.PutUint64(merged[0:8], 0)
-		binary.LittleEndian.PutUint32(merged[8:12], count)
-		err := writeRaw(s.db, s.wo, merged, count)
+		var seg *segment
+		var base int64
+		var err error
+		meta.data, meta.count = meta.data[:batchHeader], 0 // a sealed segment's manifest, the watermark
+		if len(frames) > 0 {
+			seg, base, err = s.plog.append(s.db, frames, &meta)
+		}
+		s.mu.Lock()
+		synced := s.synced
+		s.mu.Unlock()
+		if synced != s.wmWritten {
+			meta.put(plogWatermarkKey, synced.encode())
+		}
+		merged = append(merged, meta.data[batchHeader:]...)
+		count += meta.count
+		if err == nil {
+			at := base
+			for _, r := range round {
+				if r.b == nil || r.b.count == 0 {
+					continue
+				}
+				pos := len(merged) - batchHeader
+				merged = append(merged, r.b.data[batchHeader:]...)
+				count += r.b.count
+				if len(r.b.ptrs) > 0 {
+					patch(merged[pos:], r.b.ptrs, seg.id, at)
+					at += r.b.payloadLen
+				}
+			}
+			binary.LittleEndian.PutUint64(merged[0:8], 0)
+			binary.LittleEndian.PutUint32(merged[8:12], count)
+			err = writeRaw(s.db, s.wo, merged, count)
+		}
+		if err == nil {
+			s.wmWritten = synced
+			if seg != nil {
+				s.plog.wrote(seg, frames, base+totalLen(frames))
+			}
+		}
 		durable := false
 		for _, r := range round {
 			if !r.sync || err != nil {
@@ -152,16 +207,25 @@ func (s *syncer) write() {
 				durable = true
 			}
 		}
-		if !durable {
+		if !durable && seg == nil {
 			continue
 		}
 		s.mu.Lock()
 		for _, r := range round {
-			if r.sync {
+			if r.sync && err == nil {
 				s.pending = append(s.pending, r)
 			}
 		}
+		if seg != nil && err == nil {
+			if !slices.Contains(s.dirty, seg) {
+				s.dirty = append(s.dirty, seg)
+			}
+			s.dirtyMark = watermark{seg: seg.id, off: seg.size}
+		}
 		s.mu.Unlock()
+		if !durable {
+			continue
+		}
 		select {
 		case s.written <- struct{}{}:
 		default:
@@ -184,9 +248,11 @@ func (s *syncer) syncLoop() {
 			// The writer has stopped: make what it wrote durable, then stop.
 			s.mu.Lock()
 			group, s.pending = s.pending, nil
+			segs, mark := s.dirty, s.dirtyMark
+			s.dirty = nil
 			s.mu.Unlock()
 			if len(group) > 0 {
-				s.fsync(group, &lastSync)
+				s.fsync(group, segs, mark, &lastSync)
 			}
 			return
 		}
@@ -218,22 +284,44 @@ func (s *syncer) syncLoop() {
 		}
 		s.mu.Lock()
 		group, s.pending = s.pending, group[:0]
+		segs, mark := s.dirty, s.dirtyMark
+		s.dirty = nil
 		s.mu.Unlock()
 		if len(group) == 0 {
 			continue
 		}
 		last = len(group)
-		s.fsync(group, &lastSync)
+		s.fsync(group, segs, mark, &lastSync)
 		clear(group)
 	}
 }
 
-// fsync makes every write before it durable and answers group.
-func (s *syncer) fsync(group []*commitReq, lastSync *time.Duration) {
+// fsync makes every write before it durable and answers group: the WAL's
+// fsync and, concurrently, the fdatasync of the payload segments written
+// (a request is answered only once both are done).
+func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, lastSync *time.Duration) {
 	start := time.Now()
+	var segErr error
+	var wg sync.WaitGroup
+	if len(segs) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			segErr = syncSegments(segs)
+		}()
+	}
 	err := s.db.FlushWAL(true)
+	wg.Wait()
+	if err == nil {
+		err = segErr
+	}
 	*lastSync = time.Since(start)
 	s.mu.Lock()
+	if err == nil {
+		if mark.seg > s.synced.seg || mark.seg == s.synced.seg && mark.off > s.synced.off {
+			s.synced = mark
+		}
+	}
 	s.syncCount++
 	s.writerCount += uint64(len(group))
 	s.mu.Unlock()
@@ -246,7 +334,15 @@ func (r *commitReq) size() int {
 	if r.b == nil {
 		return 0
 	}
-	return len(r.b.data)
+	return r.b.Len()
+}
+
+func totalLen(frames [][]byte) int64 {
+	var n int64
+	for _, f := range frames {
+		n += int64(len(f))
+	}
+	return n
 }
 
 func (s *syncer) failQueued() {

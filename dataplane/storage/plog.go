@@ -1,0 +1,825 @@
+package storage
+
+// The payload log: where the data of Raft entries (a produce command's
+// records) is written, once, instead of into RocksDB.
+//
+// Why: RocksDB writes a value three times or more (its WAL, the memtable's
+// flush, compactions) and checksums it in software on each pass; for a
+// log of incompressible records that is what bounded the node at a third
+// of the disk's rate (docs/benchmarks.md, "Storage"). Here a payload is
+// appended to a node-wide segment file, and RocksDB keeps a 37-byte
+// pointer in the entry's place: the payload is written once, and one
+// fdatasync of the active segment, concurrent with the WAL's fsync, makes
+// a whole group-commit round durable.
+//
+// Segments: <db dir>.plog/<id, 16 hex digits>.seg, appended by the
+// committer's writer only. A frame is
+//
+//	len[4] crc32c(body)[4] body: topicID[8] partition[4] index[8] data
+//
+// A segment is sealed (fdatasynced, then its manifest — which partitions'
+// entries it holds, index range and bytes — written to RocksDB under
+// 'N' 'plog' id[8]) when it reaches Options.SegmentBytes; the next one is
+// created and the directory synced before anything is written to it.
+//
+// Durability: a round's requests are answered only once both the WAL's
+// fsync and the fdatasync of every segment the round wrote have
+// completed, so an entry that was acknowledged (or counted by a leader)
+// has its payload on disk. After a power loss, the WAL may hold pointers
+// whose payload never reached the disk, but only into segments without a
+// manifest (sealed ones were synced whole). Open scans those segments
+// frame by frame, truncates the last one after its last whole frame, and
+// deletes, for every partition, the log entries that point past it: none
+// of them was acknowledged (see repairTail).
+//
+// Reclaiming: a sealed segment is dead when, for every partition in its
+// manifest, the partition's lowest stored log entry is above the
+// segment's highest entry of that partition (log compaction, retention,
+// key compaction and deletion all delete entries). collect makes the
+// deletions durable, waits until no reader that could still see the dead
+// entries (ReadLog, Entries, snapshot readers) is open, then unlinks.
+// Known limit: a segment stays while any one partition still holds an
+// entry in it, so a partition with long retention and little traffic pins
+// the segments it wrote to (rewriting its live entries forward is the
+// remedy, not built yet).
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/daftka/daftka/raft"
+	"github.com/linxGnu/grocksdb"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// frameHeader: len[4] crc[4] topicID[8] partition[4] index[8].
+	frameHeader = 28
+	// ptrValueLen: term[8] index[8] type|ptrFlag[1] segment[8] offset[8] frame length[4].
+	ptrValueLen = 37
+	// ptrFlag marks a log entry value that points into the payload log.
+	ptrFlag = 0x80
+	// minPayload: entries with less data stay inline in RocksDB (empty
+	// entries, configuration changes, tiny produce commands).
+	minPayload = 64
+	// defaultSegmentBytes is when a segment is sealed.
+	defaultSegmentBytes = 128 << 20
+	// maxFrame bounds a frame read back (a corrupt length is refused).
+	maxFrame = 1 << 30
+)
+
+var (
+	plogManifestPrefix = []byte("Nplogm")
+	plogWatermarkKey   = []byte("Nplogw")
+)
+
+// pinned, in a manifest, keeps the segment for good: one with damage past
+// which its manifest could not be read.
+var pinned = PartitionKey{TopicID: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Partition: math.MaxUint32}
+
+// watermark: every frame of segment seg below off was durable when a
+// round wrote it into RocksDB (the WAL is sequential, so the last one
+// that survived a crash is a floor of what the segments kept).
+type watermark struct {
+	seg uint64
+	off int64
+}
+
+func (w watermark) encode() []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, w.seg), uint64(w.off))
+}
+
+func loadWatermark(db *grocksdb.DB) (watermark, error) {
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	v, err := db.GetBytes(ro, plogWatermarkKey)
+	if err != nil || v == nil {
+		return watermark{}, err
+	}
+	if v, err = unseal(plogWatermarkKey, v); err != nil {
+		return watermark{}, err
+	}
+	if len(v) != 16 {
+		return watermark{}, fmt.Errorf("%w: payload log watermark of %d bytes", ErrCorrupt, len(v))
+	}
+	return watermark{seg: binary.BigEndian.Uint64(v), off: int64(binary.BigEndian.Uint64(v[8:]))}, nil
+}
+
+func manifestKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), plogManifestPrefix...), id)
+}
+
+// span is one partition's part of a segment.
+type span struct {
+	minIdx, maxIdx uint64
+	bytes          int64
+}
+
+type segment struct {
+	id   uint64
+	f    *os.File
+	size int64 // bytes of whole frames (writer-owned once open)
+}
+
+type plog struct {
+	dir      string
+	segBytes int64
+
+	mu     sync.Mutex
+	segs   map[uint64]*segment
+	active *segment
+	// manifests of sealed segments not yet deleted; the active one's is
+	// activeMan (writer-owned).
+	manifests map[uint64]map[PartitionKey]span
+	activeMan map[PartitionKey]span
+	doomed    []doomedSeg // dead, waiting for older readers to leave
+
+	gate      readerGate
+	collectMu sync.Mutex // one ReclaimPayload at a time
+	iov       [][]byte   // writer's scratch
+}
+
+type doomedSeg struct {
+	id   uint64
+	mark uint64
+}
+
+func segName(id uint64) string { return fmt.Sprintf("%016x.seg", id) }
+
+// readerGate lets a segment be deleted only once every reader that began
+// before it was found dead has finished.
+type readerGate struct {
+	mu   sync.Mutex
+	gen  uint64
+	open map[uint64]int
+}
+
+func (g *readerGate) enter() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open == nil {
+		g.open = map[uint64]int{}
+	}
+	g.open[g.gen]++
+	return g.gen
+}
+
+func (g *readerGate) exit(gen uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open[gen]--; g.open[gen] <= 0 {
+		delete(g.open, gen)
+	}
+}
+
+// advance returns a mark: readers entered so far have gen <= mark.
+func (g *readerGate) advance() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gen++
+	return g.gen - 1
+}
+
+// clear reports whether every reader with gen <= mark has exited.
+func (g *readerGate) clear(mark uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for gen := range g.open {
+		if gen <= mark {
+			return false
+		}
+	}
+	return true
+}
+
+// openPlog opens the payload log next to the DB directory, repairing the
+// tail after a crash (see the file comment). Called by Open before the
+// committer starts.
+func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
+	if segBytes <= 0 {
+		segBytes = defaultSegmentBytes
+	}
+	l := &plog{dir: filepath.Clean(dbDir) + ".plog", segBytes: segBytes, segs: map[uint64]*segment{},
+		manifests: map[uint64]map[PartitionKey]span{}}
+	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: payload log: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.close()
+		}
+	}()
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: payload log: %w", err)
+	}
+	var ids []uint64
+	for _, e := range ents {
+		name, found := strings.CutSuffix(e.Name(), ".seg")
+		id, perr := strconv.ParseUint(name, 16, 64)
+		if !found || perr != nil || len(name) != 16 {
+			return nil, fmt.Errorf("storage: payload log: unexpected file %s in %s", e.Name(), l.dir)
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	stored, err := loadManifests(db)
+	if err != nil {
+		return nil, err
+	}
+	wo := grocksdb.NewDefaultWriteOptions()
+	defer wo.Destroy()
+	wo.SetSync(true)
+	wm, err := loadWatermark(db)
+	if err != nil {
+		return nil, err
+	}
+	fix := NewBatch()
+	for id := range stored {
+		if !slices.Contains(ids, id) {
+			fix.delete(manifestKey(id)) // deleted by collect before the key was
+		}
+	}
+	// Segments without a manifest were being written at the crash (the
+	// last one) or sealed just before it: scan them.
+	validEnd := map[uint64]int64{}
+	sealActive := false
+	for i, id := range ids {
+		f, err := os.OpenFile(filepath.Join(l.dir, segName(id)), os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("storage: payload log: %w", err)
+		}
+		seg := &segment{id: id, f: f}
+		l.segs[id] = seg
+		if m, has := stored[id]; has {
+			l.manifests[id] = m
+			st, err := f.Stat()
+			if err != nil {
+				return nil, fmt.Errorf("storage: payload log: %w", err)
+			}
+			seg.size = st.Size()
+			continue
+		}
+		end, man, err := scanSegment(f)
+		if err != nil {
+			return nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("storage: payload log: %w", err)
+		}
+		size := st.Size()
+		// Where a bad frame may be a torn write of the crash: past the
+		// watermark of the last segment. Anywhere else (below it, or in a
+		// segment sealed whole), it is corruption of acknowledged data:
+		// nothing is cut, the segment is kept whole and for good (its
+		// manifest may miss what lies past the damage), and reading the
+		// damaged entry reports ErrCorrupt.
+		torn := i == len(ids)-1 && (wm.seg < id || end >= wm.off)
+		switch {
+		case end == size || torn:
+			seg.size, validEnd[id] = end, end
+			if i == len(ids)-1 {
+				if err := f.Truncate(end); err != nil {
+					return nil, fmt.Errorf("storage: payload log: %w", err)
+				}
+				l.active, l.activeMan = seg, man
+				continue
+			}
+		default:
+			seg.size = size
+			man[pinned] = span{maxIdx: math.MaxUint64}
+			if i == len(ids)-1 {
+				l.active, l.activeMan, sealActive = seg, man, true
+				continue
+			}
+		}
+		l.manifests[id] = man
+		fix.put(manifestKey(id), encodeManifest(man))
+	}
+	var last uint64
+	if len(ids) > 0 {
+		last = ids[len(ids)-1]
+	}
+	if err := repairTail(db, fix, validEnd); err != nil {
+		return nil, err
+	}
+	binary.LittleEndian.PutUint32(fix.data[8:12], fix.count)
+	if err := writeRaw(db, wo, fix.data, fix.count); err != nil {
+		return nil, err
+	}
+	if l.active == nil || l.active.size >= l.segBytes || sealActive {
+		if l.active != nil {
+			l.manifests[l.active.id] = l.activeMan
+			if err := l.putManifest(db, wo, l.active.id, l.activeMan); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := l.create(last + 1); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return l, nil
+}
+
+func (l *plog) putManifest(db *grocksdb.DB, wo *grocksdb.WriteOptions, id uint64, man map[PartitionKey]span) error {
+	b := NewBatch()
+	b.put(manifestKey(id), encodeManifest(man))
+	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+	return writeRaw(db, wo, b.data, b.count)
+}
+
+// create makes segment id the active one: the file is created and the
+// directory synced before anything points into it.
+func (l *plog) create(id uint64) (*segment, error) {
+	f, err := os.OpenFile(filepath.Join(l.dir, segName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("storage: payload log: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	seg := &segment{id: id, f: f}
+	l.mu.Lock()
+	l.segs[id], l.active, l.activeMan = seg, seg, map[PartitionKey]span{}
+	l.mu.Unlock()
+	return seg, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("storage: payload log: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("storage: payload log: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// scanSegment reads frames from the start while they are whole and their
+// checksum holds, returning where the last whole frame ends and what the
+// frames hold.
+func scanSegment(f *os.File) (int64, map[PartitionKey]span, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+	}
+	man := map[PartitionKey]span{}
+	var off int64
+	hdr := make([]byte, 8)
+	var body []byte
+	for off+frameHeader <= st.Size() {
+		if _, err := f.ReadAt(hdr, off); err != nil {
+			return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+		}
+		n := int64(binary.BigEndian.Uint32(hdr))
+		if n < frameHeader-8 || off+8+n > st.Size() {
+			break
+		}
+		body = slices.Grow(body[:0], int(n))[:n]
+		if _, err := f.ReadAt(body, off+8); err != nil {
+			return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+		}
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(hdr[4:]) {
+			break
+		}
+		var pk PartitionKey
+		copy(pk.TopicID[:], body[0:8])
+		pk.Partition = binary.BigEndian.Uint32(body[8:12])
+		addSpan(man, pk, binary.BigEndian.Uint64(body[12:20]), 8+n)
+		off += 8 + n
+	}
+	return off, man, nil
+}
+
+func addSpan(man map[PartitionKey]span, pk PartitionKey, index uint64, bytes int64) {
+	s, ok := man[pk]
+	if !ok {
+		s = span{minIdx: index, maxIdx: index}
+	}
+	s.minIdx, s.maxIdx, s.bytes = min(s.minIdx, index), max(s.maxIdx, index), s.bytes+bytes
+	man[pk] = s
+}
+
+func encodeManifest(man map[PartitionKey]span) []byte {
+	v := make([]byte, 0, 36*len(man))
+	for pk, s := range man {
+		v = append(v, pk.TopicID[:]...)
+		v = binary.BigEndian.AppendUint32(v, pk.Partition)
+		v = binary.BigEndian.AppendUint64(v, s.minIdx)
+		v = binary.BigEndian.AppendUint64(v, s.maxIdx)
+		v = binary.BigEndian.AppendUint64(v, uint64(s.bytes))
+	}
+	return v
+}
+
+func loadManifests(db *grocksdb.DB) (map[uint64]map[PartitionKey]span, error) {
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound(prefixEnd(plogManifestPrefix))
+	it := db.NewIterator(ro)
+	defer it.Close()
+	out := map[uint64]map[PartitionKey]span{}
+	for it.Seek(plogManifestPrefix); it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return nil, err
+		}
+		if len(k) != len(plogManifestPrefix)+8 || len(v)%36 != 0 {
+			return nil, fmt.Errorf("%w: payload log manifest %x", ErrCorrupt, k)
+		}
+		man := map[PartitionKey]span{}
+		for ; len(v) > 0; v = v[36:] {
+			var pk PartitionKey
+			copy(pk.TopicID[:], v[0:8])
+			pk.Partition = binary.BigEndian.Uint32(v[8:12])
+			man[pk] = span{minIdx: binary.BigEndian.Uint64(v[12:]), maxIdx: binary.BigEndian.Uint64(v[20:]), bytes: int64(binary.BigEndian.Uint64(v[28:]))}
+		}
+		out[binary.BigEndian.Uint64(k[len(plogManifestPrefix):])] = man
+	}
+	return out, it.Err()
+}
+
+// repairTail adds to fix the deletion of every log entry that points past
+// the payload the disk kept, validEnd of a segment that had no manifest.
+// Pointers are written in log order, so per partition they are found
+// walking back from the last entry, stopping at the first entry that is
+// inline, points into a sealed segment or below validEnd. None of those
+// entries was acknowledged or counted: answers wait for the fdatasync of
+// the segments a round wrote. (A pointer into a segment that is missing
+// altogether is left alone: segments are created and their directory
+// synced before anything is written into them, so that is not a crash but
+// a lost file, and reading the entry reports it.)
+func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound([]byte{'P' + 1})
+	it := db.NewIterator(ro)
+	defer it.Close()
+	for it.Seek([]byte{'P'}); it.Valid(); {
+		k := it.Key().Data()
+		if len(k) < prefixLen {
+			return fmt.Errorf("%w: short partition key %x", ErrCorrupt, k)
+		}
+		prefix := append([]byte(nil), k[:prefixLen]...)
+		logEnd := append(append([]byte(nil), prefix...), 'l'+1)
+		it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
+		bad := uint64(0)
+		for ; it.Valid(); it.Prev() {
+			k := it.Key().Data()
+			if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
+				break
+			}
+			v, err := unseal(k, it.Value().Data())
+			if err != nil {
+				return err
+			}
+			if len(v) != ptrValueLen || v[16]&ptrFlag == 0 {
+				break
+			}
+			seg, off, n := binary.BigEndian.Uint64(v[17:]), int64(binary.BigEndian.Uint64(v[25:])), int64(binary.BigEndian.Uint32(v[33:]))
+			if end, scanned := validEnd[seg]; !scanned || off+n <= end {
+				break
+			}
+			bad = binary.BigEndian.Uint64(k[prefixLen+1:])
+		}
+		if bad > 0 {
+			lo := append(append(append([]byte(nil), prefix...), 'l'), binary.BigEndian.AppendUint64(nil, bad)...)
+			fix.deleteRange(lo, logEnd)
+		}
+		next := prefixEnd(prefix)
+		if next == nil {
+			break
+		}
+		it.Seek(next)
+	}
+	return it.Err()
+}
+
+// appendFrame adds e's data to b as a frame of the payload log, and the
+// entry's value as a pointer, which the writer completes (patch).
+func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byte) {
+	frame := make([]byte, frameHeader+len(data))
+	binary.BigEndian.PutUint32(frame[0:], uint32(frameHeader-8+len(data)))
+	copy(frame[8:20], key[1:prefixLen])
+	binary.BigEndian.PutUint64(frame[20:], index)
+	copy(frame[frameHeader:], data)
+	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(frame[8:], castagnoli))
+	b.data = append(b.data, 0x01)
+	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
+	b.data = append(b.data, key...)
+	b.data = binary.AppendUvarint(b.data, 4+ptrValueLen)
+	b.ptrs = append(b.ptrs, len(b.data))
+	var v [4 + ptrValueLen]byte
+	binary.BigEndian.PutUint64(v[4:], term)
+	binary.BigEndian.PutUint64(v[12:], index)
+	v[20] = typ | ptrFlag
+	binary.BigEndian.PutUint64(v[29:], uint64(b.payloadLen)) // relative until patched
+	binary.BigEndian.PutUint32(v[37:], uint32(len(frame)))
+	b.data = append(b.data, v[:]...)
+	b.count++
+	b.payload = append(b.payload, frame)
+	b.payloadLen += int64(len(frame))
+}
+
+// patch completes the pointers of a batch whose operations start at
+// data[at:] (the batch's own bytes after its header) and whose frames go
+// to seg at base: segment id, absolute offset, value checksum.
+func patch(data []byte, ptrs []int, seg uint64, base int64) {
+	for _, p := range ptrs {
+		v := data[p : p+4+ptrValueLen]
+		binary.BigEndian.PutUint64(v[21:], seg)
+		binary.BigEndian.PutUint64(v[29:], binary.BigEndian.Uint64(v[29:])+uint64(base))
+		binary.BigEndian.PutUint32(v[0:], crc32.Checksum(v[4:], castagnoli))
+	}
+}
+
+// append writes the frames of a round at the end of the active segment,
+// sealing it first if it is full (seal adds the manifest to sealOps). It
+// returns the segment and the offset the frames start at. Writer only.
+func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segment, int64, error) {
+	seg := l.active
+	if seg.size >= l.segBytes {
+		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
+			return nil, 0, fmt.Errorf("storage: payload log: seal %s: %w", segName(seg.id), err)
+		}
+		l.mu.Lock()
+		man := l.activeMan
+		l.manifests[seg.id] = man
+		l.mu.Unlock()
+		sealOps.put(manifestKey(seg.id), encodeManifest(man))
+		var err error
+		if seg, err = l.create(seg.id + 1); err != nil {
+			return nil, 0, err
+		}
+	}
+	base := seg.size
+	off := base
+	iov := append(l.iov[:0], frames...)
+	for len(iov) > 0 {
+		w, err := unix.Pwritev(int(seg.f.Fd()), iov[:min(len(iov), 1024)], off) // 1024: IOV_MAX
+		if err == nil && w == 0 {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("storage: payload log: write %s: %w", segName(seg.id), err)
+		}
+		off += int64(w)
+		for w > 0 { // drop what was written
+			if w >= len(iov[0]) {
+				w -= len(iov[0])
+				iov = iov[1:]
+			} else {
+				iov[0], w = iov[0][w:], 0
+			}
+		}
+	}
+	l.iov = iov[:0]
+	return seg, base, nil
+}
+
+// wrote records, after the round's RocksDB write, what the frames hold.
+// Writer only.
+func (l *plog) wrote(seg *segment, frames [][]byte, end int64) {
+	for _, f := range frames {
+		var pk PartitionKey
+		copy(pk.TopicID[:], f[8:16])
+		pk.Partition = binary.BigEndian.Uint32(f[16:20])
+		addSpan(l.activeMan, pk, binary.BigEndian.Uint64(f[20:28]), int64(len(f)))
+	}
+	seg.size = end
+}
+
+// syncSegments fdatasyncs the segments the syncer's group wrote. A segment
+// deleted meanwhile held only dead entries.
+func syncSegments(segs []*segment) error {
+	for _, s := range segs {
+		if err := unix.Fdatasync(int(s.f.Fd())); err != nil && !errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("storage: payload log: fdatasync %s: %w", segName(s.id), err)
+		}
+	}
+	return nil
+}
+
+// read returns the data of the frame at (seg, off, n), which must be entry
+// index of the partition whose key prefix is prefix, read into *buf (grown
+// as needed, reusable once the data is no longer needed).
+func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]byte) ([]byte, error) {
+	l.mu.Lock()
+	s := l.segs[seg]
+	l.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("%w: entry %d of partition %x points into payload segment %s, which is gone", ErrCorrupt, index, prefix[1:], segName(seg))
+	}
+	if n < frameHeader || n > maxFrame {
+		return nil, fmt.Errorf("%w: entry %d of partition %x: payload frame of %d bytes", ErrCorrupt, index, prefix[1:], n)
+	}
+	buf := slices.Grow((*bufp)[:0], n)[:n]
+	*bufp = buf
+	if _, err := s.f.ReadAt(buf, off); err != nil {
+		return nil, fmt.Errorf("storage: payload log: read %s at %d: %w", segName(seg), off, err)
+	}
+	if int(binary.BigEndian.Uint32(buf)) != n-8 || crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(buf[4:]) ||
+		string(buf[8:20]) != string(prefix[1:prefixLen]) || binary.BigEndian.Uint64(buf[20:]) != index {
+		return nil, fmt.Errorf("%w: payload of entry %d of partition %x (segment %s at %d)", ErrCorrupt, index, prefix[1:], segName(seg), off)
+	}
+	return buf[frameHeader:], nil
+}
+
+func (l *plog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.segs {
+		s.f.Close()
+	}
+	l.segs = map[uint64]*segment{}
+}
+
+// entryData returns the data of a stored (unsealed) entry value under key:
+// in place when inline, else read from the payload log into *buf.
+func (d *DB) entryData(key, v []byte, buf *[]byte) ([]byte, error) {
+	if len(v) < 17 || len(key) != prefixLen+9 {
+		return nil, fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), key)
+	}
+	if v[16]&ptrFlag == 0 {
+		return v[17:], nil
+	}
+	if len(v) != ptrValueLen {
+		return nil, fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), key)
+	}
+	return d.plog.read(key[:prefixLen], binary.BigEndian.Uint64(v[8:]), binary.BigEndian.Uint64(v[17:]),
+		int64(binary.BigEndian.Uint64(v[25:])), int(binary.BigEndian.Uint32(v[33:])), buf)
+}
+
+// loadEntry decodes a stored (unsealed) entry value under key, with its
+// data (read from the payload log when the value points there).
+func (d *DB) loadEntry(key, v []byte) (raft.Entry, error) {
+	e, err := decodeEntry(v)
+	if err != nil || v[16]&ptrFlag == 0 {
+		return e, err
+	}
+	var buf []byte
+	if e.Data, err = d.entryData(key, v, &buf); err != nil {
+		return raft.Entry{}, err
+	}
+	return e, nil
+}
+
+// inlineEntry turns a stored (unsealed) entry value that points into the
+// payload log into the inline form, sealed: what a snapshot carries to
+// another node. Inline values come back as they are (sealed).
+func (d *DB) inlineEntry(key, v []byte) ([]byte, error) {
+	var buf []byte
+	data, err := d.entryData(key, v, &buf)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 4+17+len(data))
+	copy(out[4:21], v[:17])
+	out[20] &^= ptrFlag
+	copy(out[21:], data)
+	binary.BigEndian.PutUint32(out, crc32.Checksum(out[4:], castagnoli))
+	return out, nil
+}
+
+// firstStoredIndex is the index of the partition's lowest stored log
+// entry, math.MaxUint64 when it has none.
+func (d *DB) firstStoredIndex(pk PartitionKey) (uint64, error) {
+	lo := pk.key('l')
+	first := uint64(math.MaxUint64)
+	err := d.scan(lo, pk.key('l'+1), func(k, _ []byte) error {
+		if len(k) == len(lo)+8 {
+			first = binary.BigEndian.Uint64(k[len(lo):])
+		}
+		return ErrStop
+	})
+	return first, err
+}
+
+// collectLoop reclaims dead payload segments every 10 s, and when kicked
+// (a topic deleted). It stops when Close closes gcKick.
+func (d *DB) collectLoop() {
+	defer close(d.gcDone)
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-d.gcKick:
+			if !ok {
+				return
+			}
+		case <-t.C:
+		}
+		d.ReclaimPayload() //nolint:errcheck // retried at the next pass
+	}
+}
+
+// kickCollector asks for a collection pass soon.
+func (d *DB) kickCollector() {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return
+	}
+	select {
+	case d.gcKick <- struct{}{}:
+	default:
+	}
+}
+
+// ReclaimPayload deletes the sealed payload segments that no stored log
+// entry refers to any more (see the file comment), once no reader that
+// began before they were found dead is open, and returns how many it
+// deleted. It runs by itself every 10 s; tests call it to see the effect.
+func (d *DB) ReclaimPayload() (int, error) {
+	l := d.plog
+	l.collectMu.Lock()
+	defer l.collectMu.Unlock()
+	l.mu.Lock()
+	cands := map[uint64]map[PartitionKey]span{}
+	for id, man := range l.manifests {
+		cands[id] = man
+	}
+	for _, ds := range l.doomed {
+		delete(cands, ds.id)
+	}
+	l.mu.Unlock()
+	floors := map[PartitionKey]uint64{}
+	var dead []uint64
+	for id, man := range cands {
+		live := false
+		for pk, s := range man {
+			f, ok := floors[pk]
+			if !ok {
+				var err error
+				if f, err = d.firstStoredIndex(pk); err != nil {
+					return 0, err
+				}
+				floors[pk] = f
+			}
+			if s.maxIdx >= f {
+				live = true
+				break
+			}
+		}
+		if !live {
+			dead = append(dead, id)
+		}
+	}
+	if len(dead) > 0 {
+		// The deletions that made them dead must survive a crash before
+		// the payload does not.
+		if err := d.Sync(); err != nil {
+			return 0, err
+		}
+		mark := l.gate.advance()
+		l.mu.Lock()
+		for _, id := range dead {
+			l.doomed = append(l.doomed, doomedSeg{id: id, mark: mark})
+		}
+		l.mu.Unlock()
+	}
+	l.mu.Lock()
+	var gone []*segment
+	keep := l.doomed[:0]
+	for _, ds := range l.doomed {
+		if !l.gate.clear(ds.mark) {
+			keep = append(keep, ds)
+			continue
+		}
+		gone = append(gone, l.segs[ds.id])
+		delete(l.segs, ds.id)
+		delete(l.manifests, ds.id)
+	}
+	l.doomed = keep
+	l.mu.Unlock()
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	b := NewBatch()
+	for _, s := range gone {
+		s.f.Close()
+		if err := os.Remove(filepath.Join(l.dir, segName(s.id))); err != nil {
+			return 0, fmt.Errorf("storage: payload log: %w", err)
+		}
+		b.delete(manifestKey(s.id))
+	}
+	return len(gone), d.Write(b)
+}
