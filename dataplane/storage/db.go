@@ -64,6 +64,11 @@ func Open(dir string, o Options) (*DB, error) {
 	opts.SetCompression(grocksdb.LZ4Compression)
 	opts.IncreaseParallelism(2)
 	opts.SetMaxOpenFiles(1024)
+	// Small memtables: RocksDB holds only small values (pointers, batch
+	// index, state), and a skiplist insert into a 64 MiB memtable (the
+	// default) of them is a walk of cache misses. 8 MiB measured better at
+	// 256 partitions (docs/benchmarks.md, "Storage").
+	opts.SetWriteBufferSize(8 << 20)
 	db, err := grocksdb.OpenDb(opts, dir)
 	if err != nil {
 		opts.Destroy()

@@ -31,8 +31,9 @@
 //
 // Group commit: every write goes through the node's committer (syncer.go):
 // DB.Commit(b, sync) and DB.Write merge with all batches waiting into one
-// RocksDB write; a durable one returns once a WAL fsync that began after
-// that write has completed, one fsync serving every durable batch written
-// before it. See syncer for how long a batch may linger
+// RocksDB write (their entries' data into one payload log write before
+// it); a durable one returns once a WAL fsync and an fdatasync of the
+// payload segments written, both begun after that write, have completed,
+// one pair serving every durable batch written before it. See syncer for how long a batch may linger
 // (storage.flush_interval_ms).
 package storage

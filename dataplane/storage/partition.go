@@ -74,9 +74,11 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 	// The replica does not write a HardState whose only change is the
 	// commit index; every applied entry is committed, so the applied
 	// index is a commit index to restart from.
-	if st, err := p.AppliedState(); err != nil {
+	st, err := p.AppliedState()
+	if err != nil {
 		return nil, err
-	} else if st.Applied > p.hs.Commit && !p.hs.IsEmpty() {
+	}
+	if st.Applied > p.hs.Commit && !p.hs.IsEmpty() {
 		p.hs.Commit = st.Applied
 	}
 	if v, err := d.get(k.key('c')); err != nil {
@@ -108,10 +110,15 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 		}
 		p.lastIdx, p.lastTerm = last, lastTerm
 	}
+	// Applied entries were durable before they were applied; a log that
+	// ends before them lost acknowledged data.
+	if st.Applied > p.lastIdx {
+		return nil, fmt.Errorf("%w: partition %x applied up to index %d, but its log ends at %d", ErrCorrupt, p.key.prefix()[1:], st.Applied, p.lastIdx)
+	}
 	// A follower may have stored a commit index past entries it had not
 	// yet synced; after a power loss those can be gone (Open deletes the
 	// entries whose payload the disk lost). The commit index is not
-	// state a node must keep: clamp it to the log.
+	// state a node must keep: clamp it to the log (never below applied).
 	if p.hs.Commit > p.lastIdx {
 		p.hs.Commit = p.lastIdx
 	}

@@ -145,6 +145,8 @@ type plog struct {
 	activeMan map[PartitionKey]span
 	doomed    []doomedSeg // dead, waiting for older readers to leave
 
+	openMark  watermark // durable at open: the syncer's starting point
+	closed    bool      // (l.mu) after close: ReclaimPayload stops
 	gate      readerGate
 	collectMu sync.Mutex // one ReclaimPayload at a time
 	iov       [][]byte   // writer's scratch
@@ -255,6 +257,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	// Segments without a manifest were being written at the crash (the
 	// last one) or sealed just before it: scan them.
 	validEnd := map[uint64]int64{}
+	var scanned []*segment // fdatasynced before Open returns
 	sealActive := false
 	for i, id := range ids {
 		f, err := os.OpenFile(filepath.Join(l.dir, segName(id)), os.O_RDWR, 0)
@@ -280,38 +283,41 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: payload log: %w", err)
 		}
-		size := st.Size()
-		// Where a bad frame may be a torn write of the crash: past the
-		// watermark of the last segment. Anywhere else (below it, or in a
-		// segment sealed whole), it is corruption of acknowledged data:
-		// nothing is cut, the segment is kept whole and for good (its
-		// manifest may miss what lies past the damage), and reading the
-		// damaged entry reports ErrCorrupt.
-		torn := i == len(ids)-1 && (wm.seg < id || end >= wm.off)
-		switch {
-		case end == size || torn:
+		scanned = append(scanned, seg)
+		// A bad frame, or an end short of the file, may be the torn write
+		// of a crash only in the last segment past its watermark.
+		// Anywhere else (below it, or in a segment sealed whole) it is
+		// damage to acknowledged data: nothing is cut, the segment is kept
+		// whole and for good (its manifest may miss what lies past the
+		// damage), and reading a damaged entry reports ErrCorrupt.
+		last := i == len(ids)-1
+		damaged := end < st.Size() && !last || last && wm.seg == id && end < wm.off
+		if damaged {
+			seg.size = st.Size()
+			man[pinned] = span{maxIdx: math.MaxUint64}
+			if last {
+				l.active, l.activeMan, sealActive = seg, man, true
+				continue
+			}
+		} else {
 			seg.size, validEnd[id] = end, end
-			if i == len(ids)-1 {
+			if last {
 				if err := f.Truncate(end); err != nil {
 					return nil, fmt.Errorf("storage: payload log: %w", err)
 				}
 				l.active, l.activeMan = seg, man
 				continue
 			}
-		default:
-			seg.size = size
-			man[pinned] = span{maxIdx: math.MaxUint64}
-			if i == len(ids)-1 {
-				l.active, l.activeMan, sealActive = seg, man, true
-				continue
-			}
 		}
 		l.manifests[id] = man
 		fix.put(manifestKey(id), encodeManifest(man))
 	}
-	var last uint64
-	if len(ids) > 0 {
-		last = ids[len(ids)-1]
+	// What this open accepted is the log from now on (a single voter
+	// commits it at its next term): make it durable before anything can
+	// rely on it, since a SIGKILL keeps unsynced pages that a later power
+	// loss would not.
+	if err := syncSegments(scanned); err != nil {
+		return nil, err
 	}
 	if err := repairTail(db, fix, validEnd); err != nil {
 		return nil, err
@@ -321,23 +327,33 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		return nil, err
 	}
 	if l.active == nil || l.active.size >= l.segBytes || sealActive {
+		next := uint64(1)
 		if l.active != nil {
+			next = l.active.id + 1
 			l.manifests[l.active.id] = l.activeMan
-			if err := l.putManifest(db, wo, l.active.id, l.activeMan); err != nil {
+			if err := l.putManifest(db, wo, manifestKey(l.active.id), encodeManifest(l.activeMan)); err != nil {
 				return nil, err
 			}
+		} else if len(ids) > 0 {
+			next = ids[len(ids)-1] + 1
 		}
-		if _, err := l.create(last + 1); err != nil {
+		if _, err := l.create(next); err != nil {
 			return nil, err
 		}
+	}
+	// Everything in the segments is durable now.
+	l.openMark = watermark{seg: l.active.id, off: l.active.size}
+	if err := l.putManifest(db, wo, plogWatermarkKey, l.openMark.encode()); err != nil {
+		return nil, err
 	}
 	ok = true
 	return l, nil
 }
 
-func (l *plog) putManifest(db *grocksdb.DB, wo *grocksdb.WriteOptions, id uint64, man map[PartitionKey]span) error {
+// putManifest writes key → v (a manifest, the watermark) with wo.
+func (l *plog) putManifest(db *grocksdb.DB, wo *grocksdb.WriteOptions, key, v []byte) error {
 	b := NewBatch()
-	b.put(manifestKey(id), encodeManifest(man))
+	b.put(key, v)
 	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
 	return writeRaw(db, wo, b.data, b.count)
 }
@@ -351,6 +367,7 @@ func (l *plog) create(id uint64) (*segment, error) {
 	}
 	if err := syncDir(l.dir); err != nil {
 		f.Close()
+		os.Remove(f.Name()) //nolint:errcheck // nothing points into it; the next try creates it anew
 		return nil, err
 	}
 	seg := &segment{id: id, f: f}
@@ -458,15 +475,16 @@ func loadManifests(db *grocksdb.DB) (map[uint64]map[PartitionKey]span, error) {
 }
 
 // repairTail adds to fix the deletion of every log entry that points past
-// the payload the disk kept, validEnd of a segment that had no manifest.
-// Pointers are written in log order, so per partition they are found
-// walking back from the last entry, stopping at the first entry that is
-// inline, points into a sealed segment or below validEnd. None of those
-// entries was acknowledged or counted: answers wait for the fdatasync of
-// the segments a round wrote. (A pointer into a segment that is missing
-// altogether is left alone: segments are created and their directory
-// synced before anything is written into them, so that is not a crash but
-// a lost file, and reading the entry reports it.)
+// the payload the disk kept, validEnd of a segment that had no manifest,
+// and of every entry after it. Per partition it walks back from the last
+// entry over inline entries and such pointers, and stops at a pointer into
+// a sealed segment or below validEnd, or at the applied index (applied
+// entries were committed, so durable). None of the entries cut was
+// acknowledged or counted: answers wait for the fdatasync of the segments
+// a round wrote. (A pointer into a segment that is missing altogether is
+// left alone: segments are created and their directory synced before
+// anything is written into them, so that is not a crash but a lost file,
+// and reading the entry reports it.)
 func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
@@ -480,6 +498,19 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 		}
 		prefix := append([]byte(nil), k[:prefixLen]...)
 		logEnd := append(append([]byte(nil), prefix...), 'l'+1)
+		var applied uint64
+		if v, err := db.GetBytes(ro, append(append([]byte(nil), prefix...), 'm')); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		} else if v != nil {
+			st, err := unseal(prefix, v)
+			if err != nil {
+				return err
+			}
+			if len(st) < 8 {
+				return fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(st))
+			}
+			applied = binary.BigEndian.Uint64(st)
+		}
 		it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
 		bad := uint64(0)
 		for ; it.Valid(); it.Prev() {
@@ -487,18 +518,28 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
 				break
 			}
+			index := binary.BigEndian.Uint64(k[prefixLen+1:])
+			if index <= applied {
+				break
+			}
 			v, err := unseal(k, it.Value().Data())
 			if err != nil {
 				return err
 			}
-			if len(v) != ptrValueLen || v[16]&ptrFlag == 0 {
-				break
+			if len(v) < 17 {
+				return fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
+			}
+			if v[16]&ptrFlag == 0 {
+				continue // inline: what is before it decides
+			}
+			if len(v) != ptrValueLen {
+				return fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
 			}
 			seg, off, n := binary.BigEndian.Uint64(v[17:]), int64(binary.BigEndian.Uint64(v[25:])), int64(binary.BigEndian.Uint32(v[33:]))
 			if end, scanned := validEnd[seg]; !scanned || off+n <= end {
 				break
 			}
-			bad = binary.BigEndian.Uint64(k[prefixLen+1:])
+			bad = index
 		}
 		if bad > 0 {
 			lo := append(append(append([]byte(nil), prefix...), 'l'), binary.BigEndian.AppendUint64(nil, bad)...)
@@ -560,19 +601,24 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segmen
 		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
 			return nil, 0, fmt.Errorf("storage: payload log: seal %s: %w", segName(seg.id), err)
 		}
-		l.mu.Lock()
-		man := l.activeMan
-		l.manifests[seg.id] = man
-		l.mu.Unlock()
-		sealOps.put(manifestKey(seg.id), encodeManifest(man))
+		sealed, man := seg, l.activeMan
 		var err error
 		if seg, err = l.create(seg.id + 1); err != nil {
 			return nil, 0, err
 		}
+		l.mu.Lock()
+		l.manifests[sealed.id] = man
+		l.mu.Unlock()
+		sealOps.put(manifestKey(sealed.id), encodeManifest(man))
 	}
 	base := seg.size
 	off := base
-	iov := append(l.iov[:0], frames...)
+	all := append(l.iov[:0], frames...)
+	defer func() {
+		clear(all) // let the round's payload go
+		l.iov = all[:0]
+	}()
+	iov := all
 	for len(iov) > 0 {
 		w, err := unix.Pwritev(int(seg.f.Fd()), iov[:min(len(iov), 1024)], off) // 1024: IOV_MAX
 		if err == nil && w == 0 {
@@ -591,7 +637,6 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segmen
 			}
 		}
 	}
-	l.iov = iov[:0]
 	return seg, base, nil
 }
 
@@ -633,7 +678,9 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 	}
 	buf := slices.Grow((*bufp)[:0], n)[:n]
 	*bufp = buf
-	if _, err := s.f.ReadAt(buf, off); err != nil {
+	if _, err := s.f.ReadAt(buf, off); errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: entry %d of partition %x points past the end of payload segment %s", ErrCorrupt, index, prefix[1:], segName(seg))
+	} else if err != nil {
 		return nil, fmt.Errorf("storage: payload log: read %s at %d: %w", segName(seg), off, err)
 	}
 	if int(binary.BigEndian.Uint32(buf)) != n-8 || crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(buf[4:]) ||
@@ -646,6 +693,7 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 func (l *plog) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.closed = true
 	for _, s := range l.segs {
 		s.f.Close()
 	}
@@ -753,6 +801,10 @@ func (d *DB) ReclaimPayload() (int, error) {
 	l.collectMu.Lock()
 	defer l.collectMu.Unlock()
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
 	cands := map[uint64]map[PartitionKey]span{}
 	for id, man := range l.manifests {
 		cands[id] = man
@@ -797,6 +849,10 @@ func (d *DB) ReclaimPayload() (int, error) {
 		l.mu.Unlock()
 	}
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
 	var gone []*segment
 	keep := l.doomed[:0]
 	for _, ds := range l.doomed {
@@ -814,12 +870,14 @@ func (d *DB) ReclaimPayload() (int, error) {
 		return 0, nil
 	}
 	b := NewBatch()
+	var errs []error
 	for _, s := range gone {
 		s.f.Close()
 		if err := os.Remove(filepath.Join(l.dir, segName(s.id))); err != nil {
-			return 0, fmt.Errorf("storage: payload log: %w", err)
+			errs = append(errs, fmt.Errorf("storage: payload log: %w", err))
+			continue // the file stays, its manifest too: Open finds both
 		}
 		b.delete(manifestKey(s.id))
 	}
-	return len(gone), d.Write(b)
+	return len(gone) - len(errs), errors.Join(append(errs, d.Write(b))...)
 }

@@ -508,8 +508,13 @@ func (i *SnapshotInstall) Add(chunk []byte) error {
 		if prev != nil && bytes.Compare(suffix, prev) <= 0 {
 			return fmt.Errorf("storage: snapshot chunk %d: key %x not after %x", seq, suffix, prev)
 		}
-		if _, err := unseal(suffix, value); err != nil {
+		uv, err := unseal(suffix, value)
+		if err != nil {
 			return fmt.Errorf("storage: snapshot chunk %d: %w", seq, err)
+		}
+		if suffix[0] == 'l' && (len(uv) < 17 || uv[16]&ptrFlag != 0) {
+			// A pointer would name the sender's payload log, not ours.
+			return fmt.Errorf("%w: snapshot chunk %d: log entry %x is not inline", ErrCorrupt, seq, suffix[1:])
 		}
 		pairs = append(pairs, pair{suffix, value})
 		prev = suffix

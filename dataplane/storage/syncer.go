@@ -62,7 +62,7 @@ const maxRoundBytes = 64 << 20
 func newSyncer(db *grocksdb.DB, pl *plog, flushInterval time.Duration, queue int) *syncer {
 	s := &syncer{db: db, plog: pl, wo: grocksdb.NewDefaultWriteOptions(), flushInterval: flushInterval,
 		reqs: make(chan *commitReq, queue), quit: make(chan struct{}), written: make(chan struct{}, 1),
-		writerDone: make(chan struct{}), done: make(chan struct{})}
+		writerDone: make(chan struct{}), done: make(chan struct{}), synced: pl.openMark, wmWritten: pl.openMark}
 	go s.write()
 	go s.syncLoop()
 	return s
@@ -199,6 +199,7 @@ func (s *syncer) write() {
 				s.plog.wrote(seg, frames, base+totalLen(frames))
 			}
 		}
+		clear(frames) // let the round's payload go
 		durable := false
 		for _, r := range round {
 			if !r.sync || err != nil {
@@ -283,13 +284,16 @@ func (s *syncer) syncLoop() {
 			}
 		}
 		s.mu.Lock()
+		if len(s.pending) == 0 {
+			// A stale wake-up (the group was taken by the last fsync): the
+			// dirty segments stay for the next one.
+			s.mu.Unlock()
+			continue
+		}
 		group, s.pending = s.pending, group[:0]
 		segs, mark := s.dirty, s.dirtyMark
 		s.dirty = nil
 		s.mu.Unlock()
-		if len(group) == 0 {
-			continue
-		}
 		last = len(group)
 		s.fsync(group, segs, mark, &lastSync)
 		clear(group)
@@ -317,7 +321,14 @@ func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, last
 	}
 	*lastSync = time.Since(start)
 	s.mu.Lock()
-	if err == nil {
+	if err != nil {
+		// Not durable: the next fsync tries these segments again.
+		for _, seg := range segs {
+			if !slices.Contains(s.dirty, seg) {
+				s.dirty = append(s.dirty, seg)
+			}
+		}
+	} else {
 		if mark.seg > s.synced.seg || mark.seg == s.synced.seg && mark.off > s.synced.off {
 			s.synced = mark
 		}

@@ -1,0 +1,351 @@
+package storage
+
+// Recovery tests for the payload log, from a review of its first version
+// (each failed then). Power loss is simulated the way plog_test.go does
+// it: a Close (which, like a SIGKILL, leaves unsynced segment pages in the
+// file but does not fdatasync them), then cutting or zeroing the pages no
+// fdatasync ever covered.
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/daftka/daftka/raft"
+)
+
+// unsyncedEntries returns n entries after li whose data goes to the
+// payload log, like appendLog's (index = offset + 1).
+func unsyncedEntries(li uint64, n int) []raft.Entry {
+	var ents []raft.Entry
+	for i := li + 1; i <= li+uint64(n); i++ {
+		ents = append(ents, raft.Entry{Term: 1, Index: i, Data: []byte(recordText(int64(i - 1)))})
+	}
+	return ents
+}
+
+// TestRepairLooksPastInlineTail: when the unsynced tail of a Ready ends
+// with a small entry (a group-offset command, a no-op, a conf change:
+// under minPayload, so inline), the repair still finds the payload entry
+// before it whose data the power loss took, and cuts from there: no
+// dangling pointer is left in the log.
+func TestRepairLooksPastInlineTail(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 5, 0) // acknowledged: synced
+	seg := segFiles(t, dir)[0]
+	synced := fileSize(t, seg)
+	// Not acknowledged: one payload entry, then an inline one.
+	ents := unsyncedEntries(5, 1)
+	ents = append(ents, raft.Entry{Term: 1, Index: 7, Data: []byte("small")})
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{Term: 1, Commit: 5}, ents)
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Truncate(seg, synced); err != nil { // power loss: the page never synced
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err := db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	li, _ := p.LastIndex()
+	if li != 5 {
+		t.Errorf("last index %d after the repair, want 5 (entries 6 and 7 were never acknowledged; 6 lost its payload)", li)
+	}
+	if _, err := p.Entries(1, li+1, 1<<30); err != nil {
+		t.Errorf("the repaired log cannot be read: %v", err)
+	}
+}
+
+// TestReopenMakesRecoveredTailDurable: after a crash that kept the page
+// cache (SIGKILL), Open finds the unsynced tail of the active segment
+// whole and keeps the entries pointing there: they are the replica's log
+// from then on (a single voter commits them at its next term). So Open
+// fdatasyncs what it accepted and moves the durable watermark over it;
+// losing those pages afterwards is damage, reported on read, never a
+// silent cut of entries that may since have been applied and
+// acknowledged. Both for an active segment and for one that the reopen
+// seals because the crash found it full.
+func TestReopenMakesRecoveredTailDurable(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		t.Run(map[bool]string{false: "active", true: "full"}[full], func(t *testing.T) {
+			dir := t.TempDir()
+			const segBytes = 2 << 10
+			db := openSegBytes(t, dir, segBytes)
+			p, _ := db.Partition(PartitionKey{Partition: 1})
+			appendLog(t, db, p, 5, 0) // acknowledged
+			segs := segFiles(t, dir)
+			seg := segs[len(segs)-1]
+			synced := fileSize(t, seg)
+			n := 3
+			if full {
+				n = 30 // past SegmentBytes: the reopen seals it
+			}
+			ents := unsyncedEntries(5, n) // entries 6.., offsets 5..
+			b := NewBatch()
+			p.PersistRaft(b, raft.HardState{}, ents)
+			if err := db.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			db.Close() // the crash: the pages stay in the page cache
+
+			db = openSegBytes(t, dir, segBytes)
+			p, err := db.Partition(PartitionKey{Partition: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if li, _ := p.LastIndex(); li != uint64(5+n) {
+				t.Fatalf("last index %d after reopen, want %d", li, 5+n)
+			}
+			if full && len(segFiles(t, dir)) != len(segs)+1 {
+				t.Fatalf("the full segment was not sealed at reopen")
+			}
+			wm, err := loadWatermark(db.db)
+			if err != nil || (!full && (wm.seg != 1 || wm.off != fileSize(t, seg))) || (full && wm.seg != 2) {
+				t.Fatalf("watermark after reopen %+v (%v), want all of what the reopen accepted", wm, err)
+			}
+			// The replica applies them; the write is acknowledged.
+			st, _ := p.AppliedState()
+			b = NewBatch()
+			for _, e := range ents {
+				off := int64(e.Index - 1)
+				p.PutBatchInfo(b, BatchInfo{FirstOffset: off, Count: 1, Index: e.Index, Bytes: int64(len(e.Data))})
+				st.NextOffset, st.Applied = off+1, e.Index
+			}
+			p.PutAppliedState(b, st)
+			if err := db.Commit(b, true); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			// The recovered pages are lost anyway (a bad disk): reported,
+			// not cut.
+			if err := os.Truncate(seg, synced); err != nil {
+				t.Fatal(err)
+			}
+			db = openSegBytes(t, dir, segBytes)
+			defer db.Close()
+			p, err = db.Partition(PartitionKey{Partition: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if li, _ := p.LastIndex(); li != uint64(5+n) {
+				t.Fatalf("last index %d: acknowledged entries were cut, want %d", li, 5+n)
+			}
+			if _, err := readLog(p, 5, 6); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("reading a lost record: %v, want ErrCorrupt", err)
+			}
+			if got, err := readLog(p, 0, 5); err != nil || len(got) != 5 {
+				t.Fatalf("records before the damage: %d %v", len(got), err)
+			}
+		})
+	}
+}
+
+// TestStaleWakeupKeepsDirtySegment: the writer sends the `written` token
+// after releasing s.mu, so the syncer can take the requests first and
+// later wake to an empty group. That wake-up must leave the dirty
+// segments for the next fsync: otherwise a segment written by
+// non-durable rounds in between is forgotten, the next Sync (or durable
+// write without payload) fsyncs the WAL only, and the watermark moves
+// over payload that was never synced.
+func TestStaleWakeupKeepsDirtySegment(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 1, 0) // groups of one: the syncer does not linger
+	seg := segFiles(t, dir)[0]
+	synced := fileSize(t, seg)
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{}, unsyncedEntries(1, 2))
+	if err := db.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	s := db.syncer
+	s.mu.Lock()
+	dirty := len(s.dirty)
+	s.mu.Unlock()
+	if dirty != 1 {
+		t.Fatalf("%d dirty segments after a payload write, want 1", dirty)
+	}
+	// A stale wake-up (what the writer's late send leaves). Three blocking
+	// sends on the one-slot channel: when the third is in, the syncer has
+	// finished the iteration that took the first.
+	for i := 0; i < 3; i++ {
+		s.written <- struct{}{}
+	}
+	s.mu.Lock()
+	dirty = len(s.dirty)
+	mark := s.dirtyMark
+	s.mu.Unlock()
+	if dirty == 0 {
+		t.Errorf("the syncer forgot the segment holding unsynced payload (mark %+v) on an empty wake-up", mark)
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	after := s.synced
+	s.mu.Unlock()
+	t.Logf("after Sync: synced watermark %+v (segment bytes fdatasynced: at most %d)", after, synced)
+	if dirty != 0 {
+		return
+	}
+	// Consequence: Close records that watermark; a power loss that zeroes
+	// the never-synced pages is then taken for corruption below the
+	// watermark (segment pinned, nothing cut, reads fail) instead of a
+	// torn tail.
+	db.Close()
+	f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, fileSize(t, seg)-synced), synced); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err = db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	li, _ := p.LastIndex()
+	if _, err := p.Entries(1, li+1, 1<<30); err != nil {
+		t.Errorf("after the power loss: last index %d, log unreadable: %v", li, err)
+	}
+}
+
+// TestReclaimAfterClose: ReclaimPayload is exported and not waited for by
+// Close; called after it, with a segment doomed while a reader was open,
+// it returns (ErrClosed) rather than touching closed files.
+func TestReclaimAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	db := openSegBytes(t, dir, 4<<10)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	b := NewBatch()
+	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
+	mustWrite(t, db, b)
+	for i := 0; i < 10; i++ {
+		appendLog(t, db, p, 10, 0)
+	}
+	r, err := p.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The log goes (as CompactLog or Delete do; no collector kick, so no
+	// background pass races the test).
+	b = NewBatch()
+	b.deleteRange(p.key.key('l'), p.key.key('l'+1))
+	mustWrite(t, db, b)
+	if _, err := db.ReclaimPayload(); err != nil { // dooms them: a reader is open
+		t.Fatal(err)
+	}
+	r.Close()
+	db.plog.mu.Lock()
+	t.Logf("before Close: %d doomed, %d manifests", len(db.plog.doomed), len(db.plog.manifests))
+	db.plog.mu.Unlock()
+	db.Close()
+	func() {
+		defer func() {
+			if e := recover(); e != nil {
+				t.Errorf("ReclaimPayload after Close panicked: %v", e)
+			}
+		}()
+		db.ReclaimPayload() //nolint:errcheck
+	}()
+}
+
+// TestDamageBelowWatermarkIsNotCut: a last segment that ends, at a frame
+// boundary, below the durable watermark lost acknowledged data: nothing
+// is cut, and reading what is gone is ErrCorrupt.
+func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 10, 0) // acknowledged
+	appendLog(t, db, p, 10, 0) // acknowledged; carries the watermark
+	db.Close()                 // records the final watermark
+	seg := segFiles(t, dir)[0]
+	// Cut at a frame boundary about half way (a lost extent, a bad
+	// restore): below the watermark, which covers the whole file.
+	body, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := 0
+	for cut < len(body)/2 {
+		cut += 8 + int(binary.BigEndian.Uint32(body[cut:]))
+	}
+	if err := os.Truncate(seg, int64(cut)); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	if li, _ := p.LastIndex(); li != 20 {
+		t.Errorf("acknowledged entries silently deleted: last index %d, want 20 (and ErrCorrupt on read)", li)
+	}
+	if _, err := readLog(p, 19, 20); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("reading a record past the damage: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestMergedRoundsPointRight: many concurrent writers (merged into
+// few rounds, segments rolling meanwhile) each read back their own data.
+// (patch's per-batch base).
+func TestMergedRoundsPointRight(t *testing.T) {
+	dir := t.TempDir()
+	db := openSegBytes(t, dir, 8<<10)
+	defer db.Close()
+	const writers, rounds = 16, 20
+	errs := make(chan error, writers)
+	parts := make([]*Partition, writers)
+	for w := range parts {
+		parts[w], _ = db.Partition(PartitionKey{Partition: uint32(w + 1)})
+	}
+	for w := 0; w < writers; w++ {
+		go func(p *Partition) {
+			for r := 0; r < rounds; r++ {
+				ents := unsyncedEntries(uint64(r*3), 3)
+				for i := range ents {
+					ents[i].Data = append(ents[i].Data, byte(p.key.Partition))
+				}
+				b := NewBatch()
+				p.PersistRaft(b, raft.HardState{}, ents)
+				if err := db.Commit(b, r%2 == 0); err != nil {
+					errs <- err
+					return
+				}
+				p.CommitRaft(raft.HardState{}, ents)
+			}
+			errs <- nil
+		}(parts[w])
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range parts {
+		p.mu.Lock()
+		p.recent = nil
+		p.mu.Unlock()
+		ents, err := p.Entries(1, rounds*3+1, 1<<30)
+		if err != nil || len(ents) != rounds*3 {
+			t.Fatalf("partition %d: %d entries, %v", p.key.Partition, len(ents), err)
+		}
+		for _, e := range ents {
+			want := recordText(int64(e.Index-1)) + string([]byte{byte(p.key.Partition)})
+			if string(e.Data) != want {
+				t.Fatalf("partition %d entry %d: wrong data", p.key.Partition, e.Index)
+			}
+		}
+	}
+}
