@@ -249,7 +249,12 @@ type Batch struct {
 	payload    [][]byte // payload log frames
 	payloadLen int64
 	ptrs       []int // where in data each pointer value (CRC first) starts
+	// expect: the batch is written only if these keys hold these
+	// (sealed) values then; otherwise nothing of it is (errConflict).
+	expect []expectation
 }
+
+type expectation struct{ key, value []byte }
 
 const batchHeader = 12
 

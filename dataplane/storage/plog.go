@@ -38,10 +38,13 @@ package storage
 // key compaction and deletion all delete entries). collect makes the
 // deletions durable, waits until no reader that could still see the dead
 // entries (ReadLog, Entries, snapshot readers) is open, then unlinks.
-// Known limit: a segment stays while any one partition still holds an
-// entry in it, so a partition with long retention and little traffic pins
-// the segments it wrote to (rewriting its live entries forward is the
-// remedy, not built yet).
+// A partition with long retention and little traffic would pin every
+// segment it wrote into; so a sealed segment (not among the two newest)
+// whose live frames are at most half of what it holds has them rewritten
+// into the active segment, entry by entry and only where the entry still
+// points there (rewriteForward), and then goes like a dead one. Space is
+// thus bounded at about twice the live payload in old segments, plus the
+// newest ones; each pass rewrites at most 64 MiB.
 
 import (
 	"encoding/binary"
@@ -814,7 +817,7 @@ func (d *DB) ReclaimPayload() (int, error) {
 	}
 	l.mu.Unlock()
 	floors := map[PartitionKey]uint64{}
-	var dead []uint64
+	var dead, lives []uint64
 	for id, man := range cands {
 		live := false
 		for pk, s := range man {
@@ -831,10 +834,17 @@ func (d *DB) ReclaimPayload() (int, error) {
 				break
 			}
 		}
-		if !live {
+		if live {
+			lives = append(lives, id)
+		} else {
 			dead = append(dead, id)
 		}
 	}
+	moved, err := d.rewriteForward(lives, cands)
+	if err != nil {
+		return 0, err
+	}
+	dead = append(dead, moved...)
 	if len(dead) > 0 {
 		// The deletions that made them dead must survive a crash before
 		// the payload does not.
@@ -880,4 +890,114 @@ func (d *DB) ReclaimPayload() (int, error) {
 		b.delete(manifestKey(s.id))
 	}
 	return len(gone) - len(errs), errors.Join(append(errs, d.Write(b))...)
+}
+
+// rewriteBudget bounds the payload one collection pass rewrites.
+const rewriteBudget = 64 << 20
+
+// livePtr is a stored log entry that points into a segment.
+type livePtr struct {
+	key, sealed []byte
+	bytes       int64
+}
+
+// rewriteForward frees sealed segments that are mostly garbage but still
+// hold live entries (a partition with long retention pins every segment
+// it wrote into): oldest first, a segment whose live frames are at most
+// half of what was written into it has them rewritten into the active
+// segment, each entry replaced only if it still points where it did
+// (conditional batches: Raft, compaction and deletion may change it
+// meanwhile). It returns the segments left with no entry pointing into
+// them. The two newest sealed segments are left alone (recent data is
+// still being trimmed by retention).
+func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span) ([]uint64, error) {
+	l := d.plog
+	l.mu.Lock()
+	active := l.active.id
+	l.mu.Unlock()
+	slices.Sort(ids)
+	budget := int64(rewriteBudget)
+	var freed []uint64
+	for _, id := range ids {
+		man := mans[id]
+		if _, ok := man[pinned]; ok || id+2 >= active {
+			continue
+		}
+		var written int64
+		for _, s := range man {
+			written += s.bytes
+		}
+		live, liveBytes, err := d.livePointers(id, man)
+		if err != nil {
+			return freed, err
+		}
+		if liveBytes*2 > written || liveBytes > budget {
+			continue
+		}
+		budget -= liveBytes
+		if err := d.rewrite(live); errors.Is(err, errConflict) {
+			continue // changed meanwhile: the next pass looks again
+		} else if err != nil {
+			return freed, err
+		}
+		if left, _, err := d.livePointers(id, man); err != nil {
+			return freed, err
+		} else if len(left) == 0 {
+			freed = append(freed, id)
+		}
+	}
+	return freed, nil
+}
+
+// livePointers lists the stored entries that point into segment id, from
+// its manifest's index ranges.
+func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int64, error) {
+	var out []livePtr
+	var total int64
+	for pk, s := range man {
+		err := d.scan(pk.u64Key('l', s.minIdx), pk.u64Key('l', s.maxIdx+1), func(k, v []byte) error {
+			if len(v) != ptrValueLen || v[16]&ptrFlag == 0 || binary.BigEndian.Uint64(v[17:]) != id {
+				return nil
+			}
+			n := int64(binary.BigEndian.Uint32(v[33:]))
+			sealed := make([]byte, 4+len(v))
+			binary.BigEndian.PutUint32(sealed, crc32.Checksum(v, castagnoli))
+			copy(sealed[4:], v)
+			out = append(out, livePtr{key: append([]byte(nil), k...), sealed: sealed, bytes: n})
+			total += n
+			return nil
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, total, nil
+}
+
+// rewrite writes the entries again, their data into the active segment,
+// in durable conditional batches of up to 4 MiB.
+func (d *DB) rewrite(live []livePtr) error {
+	var buf []byte
+	for len(live) > 0 {
+		b := NewBatch()
+		for len(live) > 0 && b.Len() < 4<<20 {
+			lp := live[0]
+			live = live[1:]
+			v := lp.sealed[4:]
+			data, err := d.entryData(lp.key, v, &buf)
+			if err != nil {
+				return err
+			}
+			e, err := decodeEntry(v)
+			if err != nil {
+				return err
+			}
+			b.expect = append(b.expect, expectation{key: lp.key, value: lp.sealed})
+			b.appendFrame(lp.key, e.Term, e.Index, byte(e.Type), data)
+		}
+		if err := d.Commit(b, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }

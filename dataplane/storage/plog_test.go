@@ -312,3 +312,92 @@ func TestReclaimWaitsForReaders(t *testing.T) {
 		t.Fatalf("%d segments after the reader closed, want only the active one", n)
 	}
 }
+
+// TestRewriteForwardFreesPinnedSegments: a partition with long retention
+// and little traffic has an entry in every segment; once the busy
+// partition's entries are gone (here: its topic deleted), its few live
+// entries are rewritten into the active segment and the old segments are
+// deleted; its records read back the same, across a reopen.
+func TestRewriteForwardFreesPinnedSegments(t *testing.T) {
+	dir := t.TempDir()
+	db := openSegBytes(t, dir, 2<<10)
+	slow, _ := db.Partition(PartitionKey{Partition: 1})
+	busy, _ := db.Partition(PartitionKey{TopicID: [8]byte{9}, Partition: 1})
+	for i := 0; i < 20; i++ {
+		appendLog(t, db, slow, 1, 0)
+		appendLog(t, db, busy, 10, 0)
+	}
+	before := len(segFiles(t, dir))
+	if before < 10 {
+		t.Fatalf("only %d segments", before)
+	}
+	if _, err := db.ReclaimPayload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(segFiles(t, dir)); n != before {
+		t.Fatalf("%d segments after a pass with every entry live, want %d (nothing rewritten)", n, before)
+	}
+	if err := busy.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := db.ReclaimPayload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := len(segFiles(t, dir))
+	if after > 5 {
+		t.Fatalf("%d of %d segments left; the slow partition's 20 entries fit in a few", after, before)
+	}
+	check := func() {
+		t.Helper()
+		got, err := readLog(slow, 0, 20)
+		if err != nil || len(got) != 20 {
+			t.Fatalf("slow partition after the rewrite: %d records, %v", len(got), err)
+		}
+		for i, g := range got {
+			if g != fmt.Sprintf("%d:%s", i, recordText(int64(i))) {
+				t.Fatalf("record %d: %s", i, g)
+			}
+		}
+	}
+	check()
+	db.Close()
+	db = openSegBytes(t, dir, 2<<10)
+	defer db.Close()
+	slow, _ = db.Partition(PartitionKey{Partition: 1})
+	check()
+	ents, err := slow.Entries(1, 21, 1<<30)
+	if err != nil || len(ents) != 20 || ents[19].Term != 1 || string(ents[19].Data) != recordText(19) {
+		t.Fatalf("entries after reopen: %d %v", len(ents), err)
+	}
+}
+
+// TestRewriteYieldsToConcurrentChange: a rewrite batch whose entry was
+// changed since it was read (here: overwritten by Raft) writes nothing.
+func TestRewriteYieldsToConcurrentChange(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	defer db.Close()
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 3, 0)
+	live, _, err := db.livePointers(1, map[PartitionKey]span{p.key: {minIdx: 1, maxIdx: 3}})
+	if err != nil || len(live) != 3 {
+		t.Fatalf("%d live pointers, %v", len(live), err)
+	}
+	// Raft replaces entry 3 (a new leader's conflicting suffix).
+	ents := []raft.Entry{{Term: 2, Index: 3, Data: []byte(recordText(2) + "-term2")}}
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{Term: 2}, ents)
+	mustWrite(t, db, b)
+	p.CommitRaft(raft.HardState{Term: 2}, ents)
+	if err := db.rewrite(live); !errors.Is(err, errConflict) {
+		t.Fatalf("rewrite over a changed entry: %v, want errConflict", err)
+	}
+	p.mu.Lock()
+	p.recent = nil
+	p.mu.Unlock()
+	got, err := p.Entries(1, 4, 1<<30)
+	if err != nil || len(got) != 3 || got[2].Term != 2 || string(got[2].Data) != recordText(2)+"-term2" {
+		t.Fatalf("entries after the refused rewrite: %v %v", got, err)
+	}
+}

@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -135,12 +138,15 @@ func (s *syncer) write() {
 			}
 		}
 		size := round[0].size()
-		// Take whatever else is already queued, up to the size bound.
+		// Take whatever else is already queued, up to the size bound. A
+		// conditional batch (a payload rewrite) goes alone: its
+		// conditions are checked against what is stored before the round,
+		// which another batch of the same round could change.
 	drain:
-		for size < maxRoundBytes {
+		for size < maxRoundBytes && !round[0].conditional() {
 			select {
 			case r := <-s.reqs:
-				if size+r.size() > maxRoundBytes {
+				if size+r.size() > maxRoundBytes || r.conditional() {
 					carry = r
 					break drain
 				}
@@ -148,6 +154,12 @@ func (s *syncer) write() {
 				size += r.size()
 			default:
 				break drain
+			}
+		}
+		if round[0].conditional() {
+			if err := s.check(round[0].b.expect); err != nil {
+				round[0].done <- err
+				continue
 			}
 		}
 		// One write for every batch of the round; their payload log frames
@@ -346,6 +358,29 @@ func (r *commitReq) size() int {
 		return 0
 	}
 	return r.b.Len()
+}
+
+func (r *commitReq) conditional() bool { return r.b != nil && len(r.b.expect) > 0 }
+
+// errConflict: a conditional batch found a key changed; nothing of it was
+// written.
+var errConflict = errors.New("storage: conditional write: a key changed")
+
+// check reports whether every expected key holds its expected (sealed)
+// value, nil meaning absent.
+func (s *syncer) check(expect []expectation) error {
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	for _, e := range expect {
+		v, err := s.db.GetBytes(ro, e.key)
+		if err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		if !bytes.Equal(v, e.value) {
+			return errConflict
+		}
+	}
+	return nil
 }
 
 func totalLen(frames [][]byte) int64 {
