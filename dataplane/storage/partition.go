@@ -673,7 +673,14 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi [
 		if len(ev) < 17 || binary.BigEndian.Uint64(ev[8:]) != bi.Index {
 			return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
 		}
-		data, err := p.db.entryData(want, ev, &buf)
+		var data []byte
+		if from > bi.FirstOffset {
+			// Part of the batch only: a consumer reading it a few
+			// records at a time will be back for the rest.
+			data, err = p.db.entryDataKept(want, ev)
+		} else {
+			data, err = p.db.entryData(want, ev, &buf)
+		}
 		if err != nil {
 			return err
 		}

@@ -151,6 +151,7 @@ type plog struct {
 	openMark  watermark // durable at open: the syncer's starting point
 	closed    bool      // (l.mu) after close: ReclaimPayload stops
 	gate      readerGate
+	frames    frameCache
 	collectMu sync.Mutex // one ReclaimPayload at a time
 	iov       [][]byte   // writer's scratch
 }
@@ -717,6 +718,75 @@ func (d *DB) entryData(key, v []byte, buf *[]byte) ([]byte, error) {
 	}
 	return d.plog.read(key[:prefixLen], binary.BigEndian.Uint64(v[8:]), binary.BigEndian.Uint64(v[17:]),
 		int64(binary.BigEndian.Uint64(v[25:])), int(binary.BigEndian.Uint32(v[33:])), buf)
+}
+
+// frameCache keeps frames that fetches read only part of (a consumer
+// reading a large batch a few records at a time), so the batch is read and
+// checksummed once, not once per fetch. A frame never changes once written
+// and (segment, offset) is never reused, so nothing needs invalidating;
+// the oldest frames go first past frameCacheBytes.
+type frameCache struct {
+	mu    sync.Mutex
+	m     map[frameKey][]byte
+	fifo  []frameKey
+	bytes int
+}
+
+type frameKey struct {
+	seg uint64
+	off uint64
+}
+
+const (
+	frameCacheBytes = 32 << 20
+	frameCacheMax   = 4 << 20 // larger frames are not kept
+)
+
+func (c *frameCache) get(k frameKey) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *frameCache) put(k frameKey, data []byte) {
+	if len(data) > frameCacheMax {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[frameKey][]byte{}
+	}
+	if _, ok := c.m[k]; ok {
+		return
+	}
+	for c.bytes+len(data) > frameCacheBytes && len(c.fifo) > 0 {
+		c.bytes -= len(c.m[c.fifo[0]])
+		delete(c.m, c.fifo[0])
+		c.fifo = c.fifo[1:]
+	}
+	c.m[k], c.bytes = data, c.bytes+len(data)
+	c.fifo = append(c.fifo, k)
+}
+
+// entryDataKept is entryData for a read that uses only part of the entry:
+// the data comes from, or goes to, the frame cache. It must not be
+// modified.
+func (d *DB) entryDataKept(key, v []byte) ([]byte, error) {
+	if len(v) != ptrValueLen || v[16]&ptrFlag == 0 {
+		var buf []byte
+		return d.entryData(key, v, &buf)
+	}
+	k := frameKey{seg: binary.BigEndian.Uint64(v[17:]), off: binary.BigEndian.Uint64(v[25:])}
+	if data := d.plog.frames.get(k); data != nil {
+		return data, nil
+	}
+	var buf []byte
+	data, err := d.entryData(key, v, &buf)
+	if err == nil {
+		d.plog.frames.put(k, data)
+	}
+	return data, err
 }
 
 // loadEntry decodes a stored (unsealed) entry value under key, with its

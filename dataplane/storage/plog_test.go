@@ -401,3 +401,41 @@ func TestRewriteYieldsToConcurrentChange(t *testing.T) {
 		t.Fatalf("entries after the refused rewrite: %v %v", got, err)
 	}
 }
+
+// TestPartialBatchReadsShareOneFrameRead: a read that starts inside a
+// batch keeps the entry's verified frame, and later reads of the same
+// batch get the same data from it; reads of whole batches do not fill the
+// cache.
+func TestPartialBatchReadsShareOneFrameRead(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	defer db.Close()
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	data := []byte(strings.Repeat("three records' command ", 10))
+	ents := []raft.Entry{{Term: 1, Index: 1, Data: data}}
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{Term: 1, Commit: 1}, ents)
+	p.PutBatchInfo(b, BatchInfo{FirstOffset: 0, Count: 3, Index: 1, Bytes: int64(len(data))})
+	p.PutAppliedState(b, AppliedState{Applied: 1, NextOffset: 3})
+	mustWrite(t, db, b)
+	read := func(from int64) string {
+		t.Helper()
+		var got string
+		err := p.ReadLog(from, 3, nil, func(bi BatchInfo, entry []byte) error {
+			got = string(entry)
+			return nil
+		})
+		if err != nil || got != string(data) {
+			t.Fatalf("read from %d: %q %v", from, got, err)
+		}
+		return got
+	}
+	read(0)
+	if n := len(db.plog.frames.m); n != 0 {
+		t.Fatalf("a whole-batch read cached %d frames", n)
+	}
+	read(1)
+	read(2)
+	if n := len(db.plog.frames.m); n != 1 {
+		t.Fatalf("%d frames cached after partial reads, want 1", n)
+	}
+}
