@@ -226,22 +226,10 @@ func TestStaleWakeupKeepsDirtySegment(t *testing.T) {
 // Close; called after it, with a segment doomed while a reader was open,
 // it returns (ErrClosed) rather than touching closed files.
 func TestReclaimAfterClose(t *testing.T) {
-	dir := t.TempDir()
-	db := openSegBytes(t, dir, 4<<10)
-	p, _ := db.Partition(PartitionKey{Partition: 1})
-	b := NewBatch()
-	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
-	mustWrite(t, db, b)
-	for i := 0; i < 10; i++ {
-		appendLog(t, db, p, 10, 0)
-	}
-	r, err := p.OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, p, r := snapshotOverSegments(t, t.TempDir())
 	// The log goes (as CompactLog or Delete do; no collector kick, so no
 	// background pass races the test).
-	b = NewBatch()
+	b := NewBatch()
 	b.deleteRange(p.key.key('l'), p.key.key('l'+1))
 	mustWrite(t, db, b)
 	if _, err := db.ReclaimPayload(); err != nil { // dooms them: a reader is open

@@ -273,12 +273,12 @@ func TestReclaimDeadSegments(t *testing.T) {
 	}
 }
 
-// TestReclaimWaitsForReaders: a dead segment stays while a reader that
-// began before it died (here a snapshot stream) is open.
-func TestReclaimWaitsForReaders(t *testing.T) {
-	dir := t.TempDir()
+// snapshotOverSegments opens a DB in dir with 4 KiB segments, writes 100
+// records of partition 1 across several of them, and opens a snapshot
+// stream of it (a reader in the gate).
+func snapshotOverSegments(t *testing.T, dir string) (*DB, *Partition, *SnapshotReader) {
+	t.Helper()
 	db := openSegBytes(t, dir, 4<<10)
-	defer db.Close()
 	p, _ := db.Partition(PartitionKey{Partition: 1})
 	b := NewBatch()
 	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
@@ -290,6 +290,15 @@ func TestReclaimWaitsForReaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, p, r
+}
+
+// TestReclaimWaitsForReaders: a dead segment stays while a reader that
+// began before it died (here a snapshot stream) is open.
+func TestReclaimWaitsForReaders(t *testing.T) {
+	dir := t.TempDir()
+	db, p, r := snapshotOverSegments(t, dir)
+	defer db.Close()
 	before := len(segFiles(t, dir))
 	if err := p.Delete(); err != nil { // (which also wakes the collector)
 		t.Fatal(err)
