@@ -19,8 +19,9 @@ package storage
 //
 // A segment is sealed (fdatasynced, then its manifest — which partitions'
 // entries it holds, index range and bytes — written to RocksDB under
-// 'N' 'plog' id[8]) when it reaches Options.SegmentBytes; the next one is
-// created and the directory synced before anything is written to it.
+// 'N' 'plogm' id[8]) at the first round after it reaches
+// Options.SegmentBytes; the next one is created and the directory synced
+// before anything is written to it.
 //
 // Durability: a round's requests are answered only once both the WAL's
 // fsync and the fdatasync of every segment the round wrote have
@@ -28,14 +29,19 @@ package storage
 // has its payload on disk. After a power loss, the WAL may hold pointers
 // whose payload never reached the disk, but only into segments without a
 // manifest (sealed ones were synced whole). Open scans those segments
-// frame by frame, truncates the last one after its last whole frame, and
-// deletes, for every partition, the log entries that point past it: none
-// of them was acknowledged (see repairTail).
+// frame by frame. A bad frame in the last one past the durable watermark
+// ('N' 'plogw': a segment offset the syncer had seen synced, recorded by
+// a later round, at a clean close and at open) is a torn write: the
+// segment is truncated after its last whole frame, and the log entries
+// that point past it are deleted, none of them acknowledged (repairTail).
+// Damage anywhere else is corruption: nothing is cut, the read reports
+// ErrCorrupt. Open then fdatasyncs what it accepted (a SIGKILL keeps
+// unsynced pages a later power loss would not) and moves the watermark.
 //
 // Reclaiming: a sealed segment is dead when, for every partition in its
 // manifest, the partition's lowest stored log entry is above the
 // segment's highest entry of that partition (log compaction, retention,
-// key compaction and deletion all delete entries). collect makes the
+// key compaction and deletion all delete entries). ReclaimPayload makes the
 // deletions durable, waits until no reader that could still see the dead
 // entries (ReadLog, Entries, snapshot readers) is open, then unlinks.
 // A partition with long retention and little traffic would pin every
