@@ -608,7 +608,7 @@ func patch(data []byte, ptrs []int, seg uint64, base int64) {
 func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segment, int64, error) {
 	seg := l.active
 	if seg.size >= l.segBytes {
-		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
+		if err := fdatasync(seg); err != nil {
 			return nil, 0, fmt.Errorf("storage: payload log: seal %s: %w", segName(seg.id), err)
 		}
 		sealed, man := seg, l.activeMan
@@ -662,11 +662,15 @@ func (l *plog) wrote(seg *segment, frames [][]byte, end int64) {
 	seg.size = end
 }
 
+// fdatasync makes a segment's data durable (a variable: tests record the
+// order of syncs and writes through it).
+var fdatasync = func(s *segment) error { return unix.Fdatasync(int(s.f.Fd())) }
+
 // syncSegments fdatasyncs the segments the syncer's group wrote. A segment
 // deleted meanwhile held only dead entries.
 func syncSegments(segs []*segment) error {
 	for _, s := range segs {
-		if err := unix.Fdatasync(int(s.f.Fd())); err != nil && !errors.Is(err, unix.EBADF) {
+		if err := fdatasync(s); err != nil && !errors.Is(err, unix.EBADF) {
 			return fmt.Errorf("storage: payload log: fdatasync %s: %w", segName(s.id), err)
 		}
 	}
@@ -916,10 +920,20 @@ func (d *DB) ReclaimPayload() (int, error) {
 			dead = append(dead, id)
 		}
 	}
-	moved, err := d.rewriteForward(lives, cands)
-	if err != nil {
-		return 0, err
+	// The floors of every partition of the live segments (the loop above
+	// stopped at the first live one of each).
+	for _, id := range lives {
+		for pk := range cands[id] {
+			if _, ok := floors[pk]; !ok {
+				f, err := d.firstStoredIndex(pk)
+				if err != nil {
+					return 0, err
+				}
+				floors[pk] = f
+			}
+		}
 	}
+	moved, rewriteErr := d.rewriteForward(lives, cands, floors)
 	dead = append(dead, moved...)
 	if len(dead) > 0 {
 		// The deletions that made them dead must survive a crash before
@@ -953,7 +967,7 @@ func (d *DB) ReclaimPayload() (int, error) {
 	l.doomed = keep
 	l.mu.Unlock()
 	if len(gone) == 0 {
-		return 0, nil
+		return 0, rewriteErr
 	}
 	b := NewBatch()
 	var errs []error
@@ -965,7 +979,7 @@ func (d *DB) ReclaimPayload() (int, error) {
 		}
 		b.delete(manifestKey(s.id))
 	}
-	return len(gone) - len(errs), errors.Join(append(errs, d.Write(b))...)
+	return len(gone) - len(errs), errors.Join(append(errs, d.Write(b), rewriteErr)...)
 }
 
 // rewriteBudget bounds the payload one collection pass rewrites.
@@ -986,7 +1000,7 @@ type livePtr struct {
 // meanwhile). It returns the segments left with no entry pointing into
 // them. The two newest sealed segments are left alone (recent data is
 // still being trimmed by retention).
-func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span) ([]uint64, error) {
+func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span, floors map[PartitionKey]uint64) ([]uint64, error) {
 	l := d.plog
 	l.mu.Lock()
 	active := l.active.id
@@ -994,18 +1008,29 @@ func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span)
 	slices.Sort(ids)
 	budget := int64(rewriteBudget)
 	var freed []uint64
+	var errs []error
 	for _, id := range ids {
 		man := mans[id]
 		if _, ok := man[pinned]; ok || id+2 >= active {
 			continue
 		}
-		var written int64
-		for _, s := range man {
+		// First an estimate from the manifest and the floors (entries
+		// assumed evenly sized, overwritten ones counted live): most
+		// segments are skipped without reading their entries.
+		var written, estimate int64
+		for pk, s := range man {
 			written += s.bytes
+			if f := floors[pk]; f <= s.maxIdx {
+				estimate += s.bytes * int64(s.maxIdx-max(s.minIdx, f)+1) / int64(s.maxIdx-s.minIdx+1)
+			}
+		}
+		if estimate*2 > written {
+			continue
 		}
 		live, liveBytes, err := d.livePointers(id, man)
 		if err != nil {
-			return freed, err
+			errs = append(errs, err)
+			continue
 		}
 		if liveBytes*2 > written || liveBytes > budget {
 			continue
@@ -1014,15 +1039,16 @@ func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span)
 		if err := d.rewrite(live); errors.Is(err, errConflict) {
 			continue // changed meanwhile: the next pass looks again
 		} else if err != nil {
-			return freed, err
+			errs = append(errs, fmt.Errorf("storage: payload log: rewriting segment %s: %w", segName(id), err))
+			continue // (an unreadable frame must not stop the other segments)
 		}
 		if left, _, err := d.livePointers(id, man); err != nil {
-			return freed, err
+			errs = append(errs, err)
 		} else if len(left) == 0 {
 			freed = append(freed, id)
 		}
 	}
-	return freed, nil
+	return freed, errors.Join(errs...)
 }
 
 // livePointers lists the stored entries that point into segment id, from

@@ -621,6 +621,10 @@ func (i *SnapshotInstall) ingest() error {
 	// Link the file into the DB directory (a copy if that fails); RocksDB
 	// removes our name for it once the ingestion succeeded.
 	opts.SetMoveFiles(true)
+	// Not between a payload rewrite's check and its write (syncer.write):
+	// the rewrite would put back the entries the snapshot replaced.
+	d.syncer.exclusive.Lock()
+	defer d.syncer.exclusive.Unlock()
 	if err := d.db.IngestExternalFile([]string{i.path}, opts); err != nil {
 		return fmt.Errorf("storage: snapshot install: ingest: %w", err)
 	}

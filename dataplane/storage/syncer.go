@@ -42,6 +42,11 @@ type syncer struct {
 	writerDone    chan struct{}
 	done          chan struct{}
 
+	// exclusive is held by the writer from a conditional round's check to
+	// its write, and by whatever changes RocksDB outside the committer
+	// (snapshot ingestion), so the check still holds at the write.
+	exclusive sync.Mutex
+
 	mu          sync.Mutex
 	pending     []*commitReq // written, waiting for an fsync
 	dirty       []*segment   // payload segments written since the last fsync began
@@ -156,8 +161,11 @@ func (s *syncer) write() {
 				break drain
 			}
 		}
-		if round[0].conditional() {
+		conditional := round[0].conditional()
+		if conditional {
+			s.exclusive.Lock()
 			if err := s.check(round[0].b.expect); err != nil {
+				s.exclusive.Unlock()
 				round[0].done <- err
 				continue
 			}
@@ -178,6 +186,14 @@ func (s *syncer) write() {
 		meta.data, meta.count = meta.data[:batchHeader], 0 // a sealed segment's manifest, the watermark
 		if len(frames) > 0 {
 			seg, base, err = s.plog.append(s.db, frames, &meta)
+			if err == nil && conditional {
+				// A rewrite points entries that were durable (applied,
+				// acknowledged) at new frames: those must be on disk
+				// before the pointers, or a power loss would leave the
+				// entries pointing at nothing (Open repairs only the
+				// unapplied tail).
+				err = syncSegments([]*segment{seg})
+			}
 		}
 		s.mu.Lock()
 		synced := s.synced
@@ -204,6 +220,9 @@ func (s *syncer) write() {
 			binary.LittleEndian.PutUint64(merged[0:8], 0)
 			binary.LittleEndian.PutUint32(merged[8:12], count)
 			err = writeRaw(s.db, s.wo, merged, count)
+		}
+		if conditional {
+			s.exclusive.Unlock()
 		}
 		if err == nil {
 			s.wmWritten = synced
