@@ -60,17 +60,7 @@ func TestRewriteYieldsToSnapshotInstall(t *testing.T) {
 	a := openTest(t, dirA)
 	defer a.Close()
 	fillPartition(t, a, snapSrcKey, "src", 3, 50, 40, 30, 25, 200, []uint64{1, 2, 3})
-	src, err := a.Partition(snapSrcKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := src.OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	meta := r.Meta()
-	chunks := streamAll(t, r, 1<<20)
+	meta, chunks := takeSnapshot(t, a, snapSrcKey, 1<<20)
 
 	b := openSegBytes(t, dirB, 2<<10)
 	defer b.Close()

@@ -163,6 +163,22 @@ func fillPartition(t testing.TB, d *DB, k PartitionKey, tag string, term, lastId
 	mustWrite(t, d, b)
 }
 
+// takeSnapshot streams a whole snapshot of partition k of d in chunks
+// of at most maxBytes.
+func takeSnapshot(t testing.TB, d *DB, k PartitionKey, maxBytes int) (SnapshotMeta, [][]byte) {
+	t.Helper()
+	p, err := d.Partition(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := p.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	return r.Meta(), streamAll(t, r, maxBytes)
+}
+
 func streamAll(t testing.TB, r *SnapshotReader, maxBytes int) [][]byte {
 	t.Helper()
 	var chunks [][]byte
@@ -436,17 +452,7 @@ func TestSnapshotInstallRefuses(t *testing.T) {
 	fillPartition(t, a, snapSrcKey, "src", 3, 50, 40, 30, 25, 40, []uint64{1, 2, 3})
 	fillPartition(t, b, snapDstKey, "old", 5, 70, 60, 10, 5, 50, []uint64{1, 2})
 	oldB := dumpPartition(t, b, snapDstKey)
-	src, err := a.Partition(snapSrcKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := src.OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta := r.Meta()
-	chunks := streamAll(t, r, 300)
-	r.Close()
+	meta, chunks := takeSnapshot(t, a, snapSrcKey, 300)
 	if len(chunks) < 5 {
 		t.Fatalf("only %d chunks", len(chunks))
 	}

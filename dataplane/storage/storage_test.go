@@ -455,13 +455,7 @@ func TestSnapshotCarriesStoredOnceLog(t *testing.T) {
 	mustWrite(t, src, b)
 	p.CommitCompaction(60, 1)
 
-	r, err := p.OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunks := streamAll(t, r, 4096)
-	meta := r.Meta()
-	r.Close()
+	meta, chunks := takeSnapshot(t, src, k, 4096)
 	if meta.Index != 100 || meta.Term != 1 {
 		t.Fatalf("meta %+v", meta)
 	}
