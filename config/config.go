@@ -21,8 +21,10 @@ import (
 type Config struct {
 	NodeID uint64
 
-	StoragePath     string
-	FlushIntervalMs int64
+	StoragePath       string
+	FlushIntervalMs   int64
+	SegmentBytes      int64
+	ReclaimIntervalMs int64
 
 	GatewayHost      string
 	GatewayPort      int64
@@ -163,6 +165,10 @@ var keys = []key{
 		}},
 	intKey("storage.flush_interval_ms", "Longest a write may wait to share an fsync with others (group commit); 0 syncs as soon as the previous sync completes.", 5, 0, 1000,
 		func(c *Config) *int64 { return &c.FlushIntervalMs }),
+	intKey("storage.segment_bytes", "Size at which a payload log segment (the data of Raft entries, shared by all partitions) is sealed and the next one begun.", 128*mib, 64*kib, 1*gib,
+		func(c *Config) *int64 { return &c.SegmentBytes }),
+	intKey("storage.reclaim_interval_ms", "How often the node deletes payload segments no entry refers to and rewrites mostly-dead ones forward (also right after a topic is deleted).", 10_000, 10, 3_600_000,
+		func(c *Config) *int64 { return &c.ReclaimIntervalMs }),
 	{name: "gateway.host", doc: "Address the HTTP gateway listens on.", def: `"127.0.0.1"`,
 		set: func(c *Config, v value) error {
 			s, err := v.str()

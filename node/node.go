@@ -96,8 +96,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	}
 	var err error
 	n.db, err = storage.Open(filepath.Join(cfg.StoragePath, "rocksdb"), storage.Options{
-		NodeID:        cfg.NodeID,
-		FlushInterval: time.Duration(cfg.FlushIntervalMs) * time.Millisecond,
+		NodeID:          cfg.NodeID,
+		FlushInterval:   time.Duration(cfg.FlushIntervalMs) * time.Millisecond,
+		SegmentBytes:    cfg.SegmentBytes,
+		ReclaimInterval: time.Duration(cfg.ReclaimIntervalMs) * time.Millisecond,
 	})
 	if err != nil {
 		return nil, err

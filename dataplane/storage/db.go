@@ -34,6 +34,9 @@ type Options struct {
 	// SegmentBytes is when a payload log segment is sealed (default
 	// 128 MiB; see plog.go).
 	SegmentBytes int64
+	// ReclaimInterval is how often dead payload segments are looked for
+	// (default 10 s; see ReclaimPayload).
+	ReclaimInterval time.Duration
 }
 
 // DB is one node's RocksDB.
@@ -93,7 +96,11 @@ func Open(dir string, o Options) (*DB, error) {
 	}
 	d.syncer = newSyncer(d.db, d.plog, o.FlushInterval, queue)
 	d.gcKick, d.gcDone = make(chan struct{}, 1), make(chan struct{})
-	go d.collectLoop()
+	every := o.ReclaimInterval
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	go d.collectLoop(every)
 	return d, nil
 }
 

@@ -844,11 +844,11 @@ func (d *DB) firstStoredIndex(pk PartitionKey) (uint64, error) {
 	return first, err
 }
 
-// collectLoop reclaims dead payload segments every 10 s, and when kicked
-// (a topic deleted). It stops when Close closes gcKick.
-func (d *DB) collectLoop() {
+// collectLoop reclaims dead payload segments every interval, and when
+// kicked (a topic deleted). It stops when Close closes gcKick.
+func (d *DB) collectLoop(every time.Duration) {
 	defer close(d.gcDone)
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -878,7 +878,8 @@ func (d *DB) kickCollector() {
 // ReclaimPayload deletes the sealed payload segments that no stored log
 // entry refers to any more (see the file comment), once no reader that
 // began before they were found dead is open, and returns how many it
-// deleted. It runs by itself every 10 s; tests call it to see the effect.
+// deleted. It runs by itself (Options.ReclaimInterval); tests call it to
+// see the effect.
 func (d *DB) ReclaimPayload() (int, error) {
 	l := d.plog
 	l.collectMu.Lock()

@@ -133,9 +133,10 @@ func TestCrashSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Truncate the Raft log every 100 entries, so that crashes also land
-	// during and right after log compaction (docs/architecture.md).
+	// during and right after log compaction (docs/architecture.md); seal
+	// payload segments every MiB, so that they land around seals too.
 	n := &Node{Bin: bin, DataDir: filepath.Join(work, "data"), LogPath: filepath.Join(work, "node.log"),
-		Args: []string{"--set", "snapshot.interval_ops=100"}}
+		Args: []string{"--set", "snapshot.interval_ops=100", "--set", "storage.segment_bytes=1048576", "--set", "storage.reclaim_interval_ms=200"}}
 	if extra := os.Getenv("DAFTKA_CRASH_ARGS"); extra != "" {
 		n.Args = append(n.Args, strings.Fields(extra)...)
 	}
