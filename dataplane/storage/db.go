@@ -132,8 +132,7 @@ func (d *DB) checkNodeID(id uint64) error {
 		wo := grocksdb.NewDefaultWriteOptions()
 		defer wo.Destroy()
 		wo.SetSync(true)
-		binary.LittleEndian.PutUint32(b.data[8:12], b.count)
-		return writeRaw(d.db, wo, b.data, b.count)
+		return b.writeTo(d.db, wo)
 	}
 	if string(v) != strconv.FormatUint(id, 10) {
 		return fmt.Errorf("storage: data dir belongs to node %s, not node %d", v, id)
@@ -182,6 +181,13 @@ func (d *DB) Write(b *Batch) error {
 // callers share one RocksDB write and one fsync (see syncer).
 func (d *DB) Commit(b *Batch, sync bool) error {
 	return d.syncer.commit(b, sync)
+}
+
+// writeTo writes b directly, bypassing the committer: for Open, before the
+// committer starts, and for the committer itself.
+func (b *Batch) writeTo(db *grocksdb.DB, wo *grocksdb.WriteOptions) error {
+	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+	return writeRaw(db, wo, b.data, b.count)
 }
 
 // writeRaw writes a serialized batch of count operations in one cgo call.

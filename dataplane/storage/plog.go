@@ -285,13 +285,9 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 			seg.size = st.Size()
 			continue
 		}
-		end, man, err := scanSegment(f)
+		end, size, man, err := scanSegment(f)
 		if err != nil {
 			return nil, err
-		}
-		st, err := f.Stat()
-		if err != nil {
-			return nil, fmt.Errorf("storage: payload log: %w", err)
 		}
 		scanned = append(scanned, seg)
 		// A bad frame, or an end short of the file, may be the torn write
@@ -301,9 +297,9 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		// whole and for good (its manifest may miss what lies past the
 		// damage), and reading a damaged entry reports ErrCorrupt.
 		last := i == len(ids)-1
-		damaged := end < st.Size() && !last || last && wm.seg == id && end < wm.off
+		damaged := end < size && !last || last && wm.seg == id && end < wm.off
 		if damaged {
-			seg.size = st.Size()
+			seg.size = size
 			man[pinned] = span{maxIdx: math.MaxUint64}
 			if last {
 				l.active, l.activeMan, sealActive = seg, man, true
@@ -332,8 +328,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	if err := repairTail(db, fix, validEnd); err != nil {
 		return nil, err
 	}
-	binary.LittleEndian.PutUint32(fix.data[8:12], fix.count)
-	if err := writeRaw(db, wo, fix.data, fix.count); err != nil {
+	if err := fix.writeTo(db, wo); err != nil {
 		return nil, err
 	}
 	if l.active == nil || l.active.size >= l.segBytes || sealActive {
@@ -341,7 +336,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		if l.active != nil {
 			next = l.active.id + 1
 			l.manifests[l.active.id] = l.activeMan
-			if err := l.putManifest(db, wo, manifestKey(l.active.id), encodeManifest(l.activeMan)); err != nil {
+			if err := writeKey(db, wo, manifestKey(l.active.id), encodeManifest(l.activeMan)); err != nil {
 				return nil, err
 			}
 		} else if len(ids) > 0 {
@@ -353,19 +348,32 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	}
 	// Everything in the segments is durable now.
 	l.openMark = watermark{seg: l.active.id, off: l.active.size}
-	if err := l.putManifest(db, wo, plogWatermarkKey, l.openMark.encode()); err != nil {
+	if err := writeKey(db, wo, plogWatermarkKey, l.openMark.encode()); err != nil {
 		return nil, err
 	}
 	ok = true
 	return l, nil
 }
 
-// putManifest writes key → v (a manifest, the watermark) with wo.
-func (l *plog) putManifest(db *grocksdb.DB, wo *grocksdb.WriteOptions, key, v []byte) error {
+// writeKey writes key → v (a manifest, the watermark) directly with wo.
+func writeKey(db *grocksdb.DB, wo *grocksdb.WriteOptions, key, v []byte) error {
 	b := NewBatch()
 	b.put(key, v)
-	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
-	return writeRaw(db, wo, b.data, b.count)
+	return b.writeTo(db, wo)
+}
+
+// framePtr is where a pointer entry value's data is: segment, frame
+// offset and frame length.
+type framePtr struct {
+	seg uint64
+	off int64
+	n   int
+}
+
+// decodePtr reads an (unsealed) entry value that the caller checked is a
+// pointer: ptrValueLen bytes, ptrFlag set.
+func decodePtr(v []byte) framePtr {
+	return framePtr{seg: binary.BigEndian.Uint64(v[17:]), off: int64(binary.BigEndian.Uint64(v[25:])), n: int(binary.BigEndian.Uint32(v[33:]))}
 }
 
 // create makes segment id the active one: the file is created and the
@@ -400,28 +408,29 @@ func syncDir(dir string) error {
 }
 
 // scanSegment reads frames from the start while they are whole and their
-// checksum holds, returning where the last whole frame ends and what the
-// frames hold.
-func scanSegment(f *os.File) (int64, map[PartitionKey]span, error) {
+// checksum holds, returning where the last whole frame ends, the file's
+// size and what the frames hold.
+func scanSegment(f *os.File) (end, size int64, man map[PartitionKey]span, err error) {
 	st, err := f.Stat()
 	if err != nil {
-		return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+		return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
 	}
-	man := map[PartitionKey]span{}
+	size = st.Size()
+	man = map[PartitionKey]span{}
 	var off int64
 	hdr := make([]byte, 8)
 	var body []byte
-	for off+frameHeader <= st.Size() {
+	for off+frameHeader <= size {
 		if _, err := f.ReadAt(hdr, off); err != nil {
-			return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+			return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
 		}
 		n := int64(binary.BigEndian.Uint32(hdr))
-		if n < frameHeader-8 || off+8+n > st.Size() {
+		if n < frameHeader-8 || off+8+n > size {
 			break
 		}
 		body = slices.Grow(body[:0], int(n))[:n]
 		if _, err := f.ReadAt(body, off+8); err != nil {
-			return 0, nil, fmt.Errorf("storage: payload log: %w", err)
+			return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
 		}
 		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(hdr[4:]) {
 			break
@@ -432,7 +441,7 @@ func scanSegment(f *os.File) (int64, map[PartitionKey]span, error) {
 		addSpan(man, pk, binary.BigEndian.Uint64(body[12:20]), 8+n)
 		off += 8 + n
 	}
-	return off, man, nil
+	return off, size, man, nil
 }
 
 func addSpan(man map[PartitionKey]span, pk PartitionKey, index uint64, bytes int64) {
@@ -545,8 +554,8 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			if len(v) != ptrValueLen {
 				return fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
 			}
-			seg, off, n := binary.BigEndian.Uint64(v[17:]), int64(binary.BigEndian.Uint64(v[25:])), int64(binary.BigEndian.Uint32(v[33:]))
-			if end, scanned := validEnd[seg]; !scanned || off+n <= end {
+			p := decodePtr(v)
+			if end, scanned := validEnd[p.seg]; !scanned || p.off+int64(p.n) <= end {
 				break
 			}
 			bad = index
@@ -726,8 +735,8 @@ func (d *DB) entryData(key, v []byte, buf *[]byte) ([]byte, error) {
 	if len(v) != ptrValueLen {
 		return nil, fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), key)
 	}
-	return d.plog.read(key[:prefixLen], binary.BigEndian.Uint64(v[8:]), binary.BigEndian.Uint64(v[17:]),
-		int64(binary.BigEndian.Uint64(v[25:])), int(binary.BigEndian.Uint32(v[33:])), buf)
+	p := decodePtr(v)
+	return d.plog.read(key[:prefixLen], binary.BigEndian.Uint64(v[8:]), p.seg, p.off, p.n, buf)
 }
 
 // frameCache keeps frames that fetches read only part of (a consumer
@@ -787,7 +796,8 @@ func (d *DB) entryDataKept(key, v []byte) ([]byte, error) {
 		var buf []byte
 		return d.entryData(key, v, &buf)
 	}
-	k := frameKey{seg: binary.BigEndian.Uint64(v[17:]), off: binary.BigEndian.Uint64(v[25:])}
+	p := decodePtr(v)
+	k := frameKey{seg: p.seg, off: uint64(p.off)}
 	if data := d.plog.frames.get(k); data != nil {
 		return data, nil
 	}
@@ -1059,14 +1069,11 @@ func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int6
 	var total int64
 	for pk, s := range man {
 		err := d.scan(pk.u64Key('l', s.minIdx), pk.u64Key('l', s.maxIdx+1), func(k, v []byte) error {
-			if len(v) != ptrValueLen || v[16]&ptrFlag == 0 || binary.BigEndian.Uint64(v[17:]) != id {
+			if len(v) != ptrValueLen || v[16]&ptrFlag == 0 || decodePtr(v).seg != id {
 				return nil
 			}
-			n := int64(binary.BigEndian.Uint32(v[33:]))
-			sealed := make([]byte, 4+len(v))
-			binary.BigEndian.PutUint32(sealed, crc32.Checksum(v, castagnoli))
-			copy(sealed[4:], v)
-			out = append(out, livePtr{key: append([]byte(nil), k...), sealed: sealed, bytes: n})
+			n := int64(decodePtr(v).n)
+			out = append(out, livePtr{key: append([]byte(nil), k...), sealed: seal(v), bytes: n})
 			total += n
 			return nil
 		})

@@ -106,11 +106,8 @@ func (s *syncer) close() {
 	close(s.quit)
 	<-s.done
 	if s.synced != s.wmWritten {
-		b := NewBatch()
-		b.put(plogWatermarkKey, s.synced.encode())
-		binary.LittleEndian.PutUint32(b.data[8:12], b.count)
 		s.wo.SetSync(true)
-		writeRaw(s.db, s.wo, b.data, b.count) //nolint:errcheck // best effort: the watermark only narrows what a reopen may cut
+		writeKey(s.db, s.wo, plogWatermarkKey, s.synced.encode()) //nolint:errcheck // best effort: the watermark only narrows what a reopen may cut
 	}
 	s.wo.Destroy()
 }
