@@ -158,9 +158,10 @@ func (d *DB) Close() error {
 	close(d.gcKick)
 	<-d.gcDone
 	d.syncer.close()
+	err := d.plog.sealOnClose(d.db)
 	d.plog.close()
 	d.closeRocks()
-	return nil
+	return err
 }
 
 func (d *DB) closeRocks() {

@@ -7,8 +7,10 @@ package storage
 // fdatasync ever covered.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
@@ -45,7 +47,7 @@ func TestRepairLooksPastInlineTail(t *testing.T) {
 	if err := db.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
+	crashClose(db)
 	if err := os.Truncate(seg, synced); err != nil { // power loss: the page never synced
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func TestReopenMakesRecoveredTailDurable(t *testing.T) {
 			if err := db.Write(b); err != nil {
 				t.Fatal(err)
 			}
-			db.Close() // the crash: the pages stay in the page cache
+			crashClose(db) // the crash: the pages stay in the page cache
 
 			db = openSegBytes(t, dir, segBytes)
 			p, err := db.Partition(PartitionKey{Partition: 1})
@@ -334,6 +336,56 @@ func TestMergedRoundsPointRight(t *testing.T) {
 			if string(e.Data) != want {
 				t.Fatalf("partition %d entry %d: wrong data", p.key.Partition, e.Index)
 			}
+		}
+	}
+}
+
+// TestCleanCloseSealsActiveSegment: a clean close seals the active
+// segment, so the reopen reads none of it (bytes appended to it after the
+// close stay: nothing scanned and truncated them) and writes to a new
+// one; every entry stays readable, and a crash after that recovers as
+// usual.
+func TestCleanCloseSealsActiveSegment(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 20, 0)
+	db.Close()
+	segs := segFiles(t, dir)
+	if len(segs) != 1 {
+		t.Fatalf("%d segments, want 1", len(segs))
+	}
+	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(bytes.Repeat([]byte{0xa5}, 100)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	size := fileSize(t, segs[0])
+
+	db = openTest(t, dir)
+	if _, sealed := db.plog.manifests[1]; !sealed || db.plog.active.id != 2 {
+		t.Fatalf("after a clean close: segment 1 sealed %v, active segment %d; want sealed, 2", sealed, db.plog.active.id)
+	}
+	if got := fileSize(t, segs[0]); got != size {
+		t.Fatalf("segment 1 is %d bytes after the reopen, was %d: it was scanned", got, size)
+	}
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 5, 0)
+	crashClose(db)
+
+	db = openTest(t, dir)
+	defer db.Close()
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	got, err := readLog(p, 0, 25)
+	if err != nil || len(got) != 25 {
+		t.Fatalf("read %d records (%v), want 25", len(got), err)
+	}
+	for i, r := range got {
+		if want := fmt.Sprintf("%d:%s", i, recordText(int64(i))); r != want {
+			t.Fatalf("record %d is %q, want %q", i, r, want)
 		}
 	}
 }
