@@ -184,6 +184,13 @@ type FetchRequest struct {
 	MaxBytes   int
 	// Wait is how long to wait for a record at Offset when there is none yet.
 	Wait time.Duration
+	// TopicID, when set, pins the fetch to one incarnation of the topic
+	// (TopicInfo.ID, FetchResult.TopicID): if the name now belongs to
+	// another incarnation (the topic was deleted and created again), Fetch
+	// fails with CodeTopicNotFound rather than read the new topic's records.
+	// A reader that fetches in a loop (a stream) sets it to what its first
+	// fetch returned.
+	TopicID string
 }
 
 // Record is one committed record.
@@ -201,6 +208,9 @@ type FetchResult struct {
 	NextOffset     int64
 	HighWatermark  int64
 	LogStartOffset int64
+	// TopicID is the incarnation of the topic the records came from (see
+	// FetchRequest.TopicID).
+	TopicID string
 }
 
 // GroupOffset is a group's next offset to read in one partition.

@@ -257,3 +257,81 @@ func TestNullOptionalFieldsAreAbsent(t *testing.T) {
 	c.problem("POST", "/v1/topics/nul/records", `{"producer_id":"p","records":[{"value":"x","sequence":null}]}`, 400, "invalid_sequence")
 	c.problem("POST", "/v1/topics", `{"name":null}`, 400, "invalid_topic_name")
 }
+
+// TestStreamEndsWhenTopicRecreated — api-v1.md, streaming consume: "An
+// error after the 200 (topic deleted ...) is sent as one final line holding
+// a problem document, and the stream ends"; DELETE: "a topic created later
+// with the same name starts empty". A stream paused between fetches (here
+// by a 429 of the topic's fetch quota) while its topic is deleted and
+// created again must end with topic_not_found, never go on reading the new
+// topic at offsets that continue the old one's numbering.
+func TestStreamEndsWhenTopicRecreated(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	// 3 records of 20 bytes against 10 bytes/s: the fetch that read them
+	// leaves the quota 50 bytes in debt, so the next one is refused and
+	// the stream pauses about 5 s.
+	c.must("POST", "/v1/topics", `{"name":"qd","partitions":1,"config":{"fetch_bytes_per_sec":10}}`, 201, nil)
+	v := strings.Repeat("v", 20)
+	c.produce("qd", `{"records":[{"value":"`+v+`"},{"value":"`+v+`"},{"value":"`+v+`"}]}`)
+
+	resp, err := http.Get(n.URL + "/v1/topics/qd/partitions/0/records/stream?offset=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: status %d", resp.StatusCode)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	for i := 0; i < 3; i++ {
+		select {
+		case l := <-lines:
+			var r fetchedRecord
+			if err := json.Unmarshal([]byte(l), &r); err != nil || r.Offset != int64(i) {
+				t.Fatalf("line %d: %q", i, l)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no record line %d", i)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let the stream meet its 429
+	c.must("DELETE", "/v1/topics/qd", nil, 204, nil)
+	c.must("POST", "/v1/topics", `{"name":"qd","partitions":1}`, 201, nil)
+	c.produce("qd", `{"records":[{"value":"n0"},{"value":"n1"},{"value":"n2"},{"value":"n3"},{"value":"n4"}]}`)
+
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("stream ended without a final problem line")
+			}
+			if l == "{}" {
+				continue
+			}
+			var p problemDoc
+			if err := json.Unmarshal([]byte(l), &p); err != nil || p.Code != "topic_not_found" || p.Status != 404 || p.RequestID == "" {
+				t.Fatalf("line after the topic was re-created: %s, want a topic_not_found problem", l)
+			}
+			select {
+			case l, ok := <-lines:
+				if ok {
+					t.Fatalf("stream went on after its problem line: %q", l)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream did not end after its problem line")
+			}
+			return
+		case <-deadline:
+			t.Fatal("stream neither ended nor wrote a line after its topic was re-created")
+		}
+	}
+}

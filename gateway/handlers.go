@@ -302,7 +302,7 @@ func (g *gateway) fetchOnce(ctx context.Context, topic string, part int32, fp fe
 	if !fp.hasOffset {
 		offset = daftka.OffsetEarliest
 	}
-	req := daftka.FetchRequest{Offset: offset, MaxRecords: fp.maxRecs, MaxBytes: fp.maxBytes, Wait: fp.wait}
+	req := daftka.FetchRequest{Offset: offset, MaxRecords: fp.maxRecs, MaxBytes: fp.maxBytes, Wait: fp.wait, TopicID: fp.topicID}
 	return g.api.Fetch(ctx, topic, part, req)
 }
 

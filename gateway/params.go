@@ -108,6 +108,9 @@ type fetchParams struct {
 	maxBytes  int
 	wait      time.Duration
 	encoding  string
+	// topicID pins a stream's fetches to the topic incarnation its first
+	// fetch read (daftka.FetchRequest.TopicID); empty for a plain fetch.
+	topicID string
 }
 
 // parseFetchParams reads the query of GET .../partitions/{p}/records.

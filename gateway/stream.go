@@ -13,7 +13,8 @@ import (
 // Streaming consume: GET /v1/topics/{topic}/partitions/{p}/records/stream.
 //
 // The stream is a loop of Fetch calls, each waiting up to streamWait for a
-// record. Problems found by the first Fetch (bad offset, unknown topic, ...)
+// record, all pinned to the topic incarnation the first one read
+// (daftka.FetchRequest.TopicID). Problems found by the first Fetch (bad offset, unknown topic, ...)
 // are ordinary problem answers; once the 200 is sent, an error is written as
 // one final line holding a problem document, and the stream ends.
 const (
@@ -85,6 +86,12 @@ func (g *gateway) stream(w http.ResponseWriter, r *http.Request) {
 
 	fp.hasOffset = true
 	fp.wait = streamWait
+	// Every later fetch reads the incarnation of the topic the first one
+	// read: a topic deleted and created again under the same name while
+	// the stream waits between fetches (paused by a 429, or blocked on a
+	// slow client) ends the stream with topic_not_found rather than go on
+	// with the new topic's records at the old topic's offsets.
+	fp.topicID = res.TopicID
 	lastLine := time.Now() // of the last line written, for heartbeats
 	for {
 		if !g.streamBatch(w, r, rc, topic, res, fp.encoding) {

@@ -462,6 +462,12 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 	if err != nil {
 		return daftka.FetchResult{}, err
 	}
+	if req.TopicID != "" && req.TopicID != t.ID {
+		// The name now belongs to another incarnation: the one the
+		// reader was reading is gone (api-v1.md, DELETE: "a topic created
+		// later with the same name starts empty").
+		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeTopicNotFound, "topic %s was deleted (it now names a newer topic)", t.Name)
+	}
 	if p < 0 || p >= t.Partitions {
 		return daftka.FetchResult{}, partitionNotFound(t, p)
 	}
@@ -497,6 +503,9 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 			bytes += payloadBytes(res.Records[i].Key, res.Records[i].Value, res.Records[i].Headers)
 		}
 		n.quotas.charge(quota, t.Config.FetchBytesPerSec, bytes, time.Now())
+	}
+	if err == nil {
+		res.TopicID = t.ID
 	}
 	return res, err
 }

@@ -544,3 +544,40 @@ func TestDeletedWhileDown(t *testing.T) {
 		t.Fatalf("kept topic: %+v %v", pi, err)
 	}
 }
+
+// TestFetchPinnedToIncarnation — api-v1.md, DELETE: "a topic created later
+// with the same name starts empty". A fetch pinned to a topic incarnation
+// (FetchRequest.TopicID, from an earlier FetchResult) fails with
+// topic_not_found once the name belongs to a new incarnation, and never
+// reads the new topic's records.
+func TestFetchPinnedToIncarnation(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	recs := []daftka.ProduceRecord{{Value: []byte("a"), Partition: 0}, {Value: []byte("b"), Partition: 0}}
+	old, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "inc", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.Produce(ctx, "inc", daftka.ProduceRequest{Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.API.Fetch(ctx, "inc", 0, daftka.FetchRequest{Offset: 0, TopicID: old.ID})
+	if err != nil || res.TopicID != old.ID || len(res.Records) != 2 {
+		t.Fatalf("fetch of the first incarnation: %+v, %v (id %s)", res, err, old.ID)
+	}
+	if err := n.API.DeleteTopic(ctx, "inc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "inc", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.Produce(ctx, "inc", daftka.ProduceRequest{Records: append(recs, recs...)}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := n.API.Fetch(ctx, "inc", 0, daftka.FetchRequest{Offset: 2, TopicID: old.ID}); !errors.Is(err, daftka.ErrTopicNotFound) {
+		t.Fatalf("pinned fetch after re-creation: %+v, %v; want topic_not_found", res, err)
+	}
+	if res, err := n.API.Fetch(ctx, "inc", 0, daftka.FetchRequest{Offset: 2}); err != nil || res.TopicID == old.ID || len(res.Records) != 2 {
+		t.Fatalf("unpinned fetch of the new incarnation: %+v, %v", res, err)
+	}
+}
