@@ -335,3 +335,31 @@ func TestStreamEndsWhenTopicRecreated(t *testing.T) {
 		}
 	}
 }
+
+// TestOffsetBeyondInt64 — api-v1.md, fetch: "An offset ... above
+// high_watermark → 416 with code offset_out_of_range and log_start_offset
+// and high_watermark in the problem body. A negative or non-numeric offset
+// is a 400." An offset too large for int64 is numeric and above the high
+// watermark: 416, on fetch and stream alike. Group commit: an offset
+// outside [0, high_watermark] → 400 offset_out_of_range, however large.
+func TestOffsetBeyondInt64(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.createTopic("big", 1)
+	c.produce("big", `{"records":[{"value":"a"},{"value":"b"}]}`)
+	const huge = "99999999999999999999"
+	for _, path := range []string{
+		"/v1/topics/big/partitions/0/records?offset=" + huge,
+		"/v1/topics/big/partitions/0/records/stream?offset=" + huge,
+		"/v1/topics/big/partitions/0/records?offset=9223372036854775807",
+	} {
+		p := c.problem("GET", path, nil, 416, "offset_out_of_range")
+		if p.LogStartOffset == nil || *p.LogStartOffset != 0 || p.HighWatermark == nil || *p.HighWatermark != 2 {
+			t.Errorf("%s: positions %v %v, want 0 and 2", path, p.LogStartOffset, p.HighWatermark)
+		}
+	}
+	c.problem("GET", "/v1/topics/big/partitions/0/records?offset=-"+huge, nil, 400, "invalid_offset")
+	for _, off := range []string{huge, "9223372036854775807", "-" + huge} {
+		c.problem("POST", "/v1/groups/g/offsets", `{"offsets":[{"topic":"big","partition":0,"offset":`+off+`}]}`, 400, "offset_out_of_range")
+	}
+}

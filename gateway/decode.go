@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -346,7 +348,7 @@ func decodeCommit(v *jsonValue) ([]daftka.GroupOffset, *problem) {
 		if !ok {
 			return nil, newProblem(daftka.CodeInvalidOffset, joinPath(path, "offset")+" is required")
 		}
-		off, p := intValue(offv, daftka.CodeInvalidOffset, joinPath(path, "offset"), math.MinInt64, math.MaxInt64)
+		off, p := offsetValue(offv, joinPath(path, "offset"))
 		if p != nil {
 			return nil, p
 		}
@@ -363,6 +365,20 @@ func decodeCommit(v *jsonValue) ([]daftka.GroupOffset, *problem) {
 		out[i] = daftka.GroupOffset{Topic: tv.s, Partition: int32(part), Offset: off}
 	}
 	return out, nil
+}
+
+// offsetValue reads a committed offset: an integer, else invalid_offset.
+// One too large for int64 is math.MaxInt64 (and one too small
+// math.MinInt64): still outside [0, high_watermark], so it gets
+// offset_out_of_range like any other offset out of that range, not a code
+// of its own.
+func offsetValue(v *jsonValue, path string) (int64, *problem) {
+	if v.kind == jsonNumber && !strings.ContainsAny(v.s, ".eE") {
+		if n, err := strconv.ParseInt(v.s, 10, 64); errors.Is(err, strconv.ErrRange) {
+			return n, nil // ParseInt saturates: math.MaxInt64 or math.MinInt64
+		}
+	}
+	return intValue(v, daftka.CodeInvalidOffset, path, math.MinInt64, math.MaxInt64)
 }
 
 // nameRule explains the name rule, quoting at most the start of a bad name.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -230,11 +231,20 @@ func TestDecodeCommit(t *testing.T) {
 	if p != nil || !reflect.DeepEqual(got, []daftka.GroupOffset{{Topic: "a", Partition: 0, Offset: 5}, {Topic: "a", Partition: 1, Offset: 0}}) {
 		t.Errorf("%+v %v", got, p)
 	}
+	// An offset too large for int64 is out of [0, high_watermark] like any
+	// other large one: the API's check, not a type error here.
+	v = mustParse(t, `{"offsets":[{"topic":"a","partition":0,"offset":99999999999999999999}]}`)
+	if got, p := decodeCommit(&v); p != nil || len(got) != 1 || got[0].Offset != math.MaxInt64 {
+		t.Errorf("offset beyond int64: %+v %v", got, p)
+	}
 	bad := map[string]daftka.Code{
 		`{}`:             daftka.CodeInvalidField,
 		`{"offsets":[]}`: daftka.CodeInvalidField,
 		`{"offsets":[{"topic":"a","partition":0}]}`:                                                   daftka.CodeInvalidOffset,
 		`{"offsets":[{"topic":"a","partition":0,"offset":-1}]}`:                                       daftka.CodeOffsetOutOfRange,
+		`{"offsets":[{"topic":"a","partition":0,"offset":-99999999999999999999}]}`:                    daftka.CodeOffsetOutOfRange,
+		`{"offsets":[{"topic":"a","partition":0,"offset":1.5}]}`:                                      daftka.CodeInvalidOffset,
+		`{"offsets":[{"topic":"a","partition":0,"offset":"1"}]}`:                                      daftka.CodeInvalidOffset,
 		`{"offsets":[{"topic":"a","partition":-1,"offset":1}]}`:                                       daftka.CodeInvalidPartition,
 		`{"offsets":[{"topic":"a b","partition":0,"offset":1}]}`:                                      daftka.CodeInvalidTopicName,
 		`{"offsets":[{"topic":"a","partition":0,"offset":1,"x":0}]}`:                                  daftka.CodeUnknownField,
@@ -257,22 +267,29 @@ func TestParseFetchParams(t *testing.T) {
 	if p != nil || !fp.hasOffset || fp.offset != 7 || fp.maxRecs != 10000 || fp.maxBytes != 64<<20 || fp.wait != 30*time.Second || fp.encoding != "base64" {
 		t.Errorf("all set %+v %v", fp, p)
 	}
+	// api-v1.md: only a negative or non-numeric offset is a 400; one too
+	// large for int64 is above every high watermark (the API's 416).
+	fp, p = parseFetchParams("offset=99999999999999999999")
+	if p != nil || !fp.hasOffset || fp.offset != math.MaxInt64 {
+		t.Errorf("offset beyond int64: %+v %v", fp, p)
+	}
 	bad := map[string]daftka.Code{
-		"offset=-1":          daftka.CodeInvalidOffset,
-		"offset=x":           daftka.CodeInvalidOffset,
-		"offset=":            daftka.CodeInvalidOffset,
-		"offset=%2B1":        daftka.CodeInvalidOffset,
-		"offset=1&offset=2":  daftka.CodeInvalidField,
-		"max_records=0":      daftka.CodeInvalidField,
-		"max_records=10001":  daftka.CodeInvalidField,
-		"max_bytes=0":        daftka.CodeInvalidField,
-		"max_bytes=67108865": daftka.CodeInvalidField,
-		"wait_ms=30001":      daftka.CodeInvalidField,
-		"wait_ms=-1":         daftka.CodeInvalidField,
-		"encoding=hex":       daftka.CodeInvalidEncoding,
-		"foo=1":              daftka.CodeInvalidField,
-		"offset=1;x":         daftka.CodeInvalidField,
-		"offset=%zz":         daftka.CodeInvalidField,
+		"offset=-1":                    daftka.CodeInvalidOffset,
+		"offset=-99999999999999999999": daftka.CodeInvalidOffset,
+		"offset=x":                     daftka.CodeInvalidOffset,
+		"offset=":                      daftka.CodeInvalidOffset,
+		"offset=%2B1":                  daftka.CodeInvalidOffset,
+		"offset=1&offset=2":            daftka.CodeInvalidField,
+		"max_records=0":                daftka.CodeInvalidField,
+		"max_records=10001":            daftka.CodeInvalidField,
+		"max_bytes=0":                  daftka.CodeInvalidField,
+		"max_bytes=67108865":           daftka.CodeInvalidField,
+		"wait_ms=30001":                daftka.CodeInvalidField,
+		"wait_ms=-1":                   daftka.CodeInvalidField,
+		"encoding=hex":                 daftka.CodeInvalidEncoding,
+		"foo=1":                        daftka.CodeInvalidField,
+		"offset=1;x":                   daftka.CodeInvalidField,
+		"offset=%zz":                   daftka.CodeInvalidField,
 	}
 	for in, want := range bad {
 		if _, p := parseFetchParams(in); p == nil || p.Code != want {

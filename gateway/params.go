@@ -50,19 +50,31 @@ func parseQuery(raw string, allowed ...string) (query, *problem) {
 	return q, nil
 }
 
-// parseDecimal parses a non-negative decimal integer of plain digits (no
-// sign, no spaces), or reports false.
-func parseDecimal(s string) (int64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
+// parseDigits parses a non-negative decimal integer of plain digits (no
+// sign, no spaces), or reports false. A number too large for int64 is
+// math.MaxInt64 with overflow set: it is still a well-formed number, and
+// where the contract ranks numbers (an offset above the high watermark, a
+// partition the topic lacks) it ranks like any other too-large one.
+func parseDigits(s string) (n int64, overflow, ok bool) {
+	if s == "" {
+		return 0, false, false
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return 0, false
+			return 0, false, false
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
+	if err != nil { // only ErrRange: s is all digits
+		return math.MaxInt64, true, true
+	}
+	return n, false, true
+}
+
+// parseDecimal is parseDigits refusing numbers too large for int64.
+func parseDecimal(s string) (int64, bool) {
+	n, overflow, ok := parseDigits(s)
+	return n, ok && !overflow
 }
 
 // intParam reads an optional integer parameter in [lo, hi], def when absent.
@@ -88,12 +100,16 @@ func (q query) encoding() (string, *problem) {
 }
 
 // offset reads ?offset=; absent reports false (read from log_start_offset).
+// An offset too large for int64 is math.MaxInt64: above every high
+// watermark, so the API answers it 416 offset_out_of_range like any other
+// offset past the end (api-v1.md: only a negative or non-numeric offset is
+// a 400).
 func (q query) offset() (int64, bool, *problem) {
 	s, ok := q["offset"]
 	if !ok {
 		return 0, false, nil
 	}
-	n, ok := parseDecimal(s)
+	n, _, ok := parseDigits(s)
 	if !ok {
 		return 0, false, newProblem(daftka.CodeInvalidOffset, fmt.Sprintf("offset must be a non-negative integer, not %q", clip(s)))
 	}
