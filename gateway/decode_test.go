@@ -299,12 +299,14 @@ func TestParseFetchParams(t *testing.T) {
 }
 
 func TestParsePartition(t *testing.T) {
-	for in, want := range map[string]int32{"0": 0, "7": 7, "2147483647": 1<<31 - 1, "007": 7} {
+	// A number beyond int32 is one no topic has (the API's 404), not a 400.
+	for in, want := range map[string]int32{"0": 0, "7": 7, "2147483647": 1<<31 - 1, "007": 7,
+		"2147483648": 1<<31 - 1, "99999999999": 1<<31 - 1, "99999999999999999999": 1<<31 - 1} {
 		if got, p := parsePartition(in); p != nil || got != want {
 			t.Errorf("parsePartition(%q) = %d %v", in, got, p)
 		}
 	}
-	for _, in := range []string{"", "-1", "+1", "2147483648", "1.0", "x", " 1", "99999999999999999999"} {
+	for _, in := range []string{"", "-1", "+1", "1.0", "x", " 1", "-99999999999"} {
 		if _, p := parsePartition(in); p == nil || p.Code != daftka.CodeInvalidPartition {
 			t.Errorf("parsePartition(%q) = %v", in, p)
 		}

@@ -158,14 +158,17 @@ func parseFetchParams(raw string) (fetchParams, *problem) {
 	return fp, nil
 }
 
-// parsePartition reads the {p} path segment: a non-negative int32 in plain
-// digits.
+// parsePartition reads the {p} path segment: a non-negative integer in
+// plain digits, else 400 invalid_partition. A number beyond int32 (however
+// large) is math.MaxInt32, which no topic has (at most 1,024 partitions):
+// api-v1.md makes a partition in the path that does not exist a 404, and
+// the API answers it partition_not_found like any other it lacks.
 func parsePartition(s string) (int32, *problem) {
-	n, ok := parseDecimal(s)
-	if !ok || n > math.MaxInt32 {
-		return 0, newProblem(daftka.CodeInvalidPartition, fmt.Sprintf("partition must be an integer in [0, %d], not %q", math.MaxInt32, clip(s)))
+	n, _, ok := parseDigits(s)
+	if !ok {
+		return 0, newProblem(daftka.CodeInvalidPartition, fmt.Sprintf("partition must be a non-negative integer, not %q", clip(s)))
 	}
-	return int32(n), nil
+	return int32(min(n, math.MaxInt32)), nil
 }
 
 // clip shortens user input quoted back in a detail.
