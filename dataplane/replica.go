@@ -369,18 +369,20 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	}
 	graceEnd := nowMs - r.e.cfg.TombstoneGraceMs
 	bi := 0
-	return r.readRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
+	dropped := make([]int64, len(batches)) // bytes dropped per batch
+	err = r.readRecords(st.LogStartOffset, upTo, func(off int64, rec []byte) error {
 		key, tombstone, err := recordKey(rec)
 		if err != nil {
 			return err
 		}
+		for bi+1 < len(batches) && batches[bi+1].FirstOffset <= off {
+			bi++
+		}
+		inBatch := len(batches) > 0 && batches[bi].FirstOffset <= off
 		drop := false
 		if key != nil {
-			for bi+1 < len(batches) && batches[bi+1].FirstOffset <= off {
-				bi++
-			}
 			last := latest[string(key)]
-			expired := tombstone && len(batches) > 0 && batches[bi].FirstOffset <= off && batches[bi].AppendMs < graceEnd
+			expired := tombstone && inBatch && batches[bi].AppendMs < graceEnd
 			drop = last > off || (last == off && expired)
 		}
 		switch {
@@ -389,11 +391,26 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 			fallthrough
 		case drop:
 			st.SizeBytes = max(0, st.SizeBytes-int64(len(rec)))
+			if inBatch {
+				dropped[bi] += int64(len(rec))
+			}
 		case off >= moved:
 			r.store.PutRecord(b, off, rec)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// A batch's Bytes is what of it is still stored: retention trims by
+	// it, and subtracts it from the partition's size.
+	for i, n := range dropped {
+		if n > 0 {
+			batches[i].Bytes = max(0, batches[i].Bytes-n)
+			r.store.PutBatchInfo(b, batches[i])
+		}
+	}
+	return nil
 }
 
 // readRecords calls fn with each committed record in [from, to) in offset
@@ -649,13 +666,17 @@ func (r *Replica) fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 			Message:        fmt.Sprintf("offset %d is outside [%d, %d]", offset, pos.LogStartOffset, pos.HighWatermark),
 			LogStartOffset: pos.LogStartOffset, HighWatermark: pos.HighWatermark}
 	}
-	if offset == pos.HighWatermark && wait > 0 {
+	var timeout <-chan time.Time
+	if wait > 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
-		for offset == pos.HighWatermark {
+		timeout = timer.C
+	}
+	for {
+		for offset == pos.HighWatermark && timeout != nil {
 			select {
 			case <-changed:
-			case <-timer.C:
+			case <-timeout:
 				return daftka.FetchResult{NextOffset: offset, HighWatermark: pos.HighWatermark, LogStartOffset: pos.LogStartOffset}, nil
 			case <-ctx.Done():
 				return daftka.FetchResult{}, ctxErr(ctx)
@@ -664,11 +685,28 @@ func (r *Replica) fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 			}
 			pos, changed = r.positionAndChange()
 		}
+		res, err := r.read(offset, pos, maxRecords, maxBytes)
+		if err != nil || len(res.Records) > 0 || timeout == nil || res.NextOffset < pos.HighWatermark {
+			return res, err
+		}
+		// Only compaction gaps up to the high watermark: wait past them.
+		offset = res.NextOffset
 	}
+}
+
+// read returns the committed records from offset on (below pos's high
+// watermark) that the bounds allow: at least one, then up to maxRecords
+// and maxBytes. NextOffset is past what was read, gaps included: the high
+// watermark when the read reached it. It stops before reading what the
+// bounds leave out, and returns what it read before damage (reading the
+// damaged record itself fails).
+func (r *Replica) read(offset int64, pos Position, maxRecords, maxBytes int) (daftka.FetchResult, error) {
 	res := daftka.FetchResult{NextOffset: offset, HighWatermark: pos.HighWatermark, LogStartOffset: pos.LogStartOffset}
 	size := 0
+	full := false // a bound stopped the read
 	err := r.readRecords(offset, pos.HighWatermark, func(off int64, b []byte) error {
-		if len(res.Records) >= maxRecords || (len(res.Records) > 0 && size+len(b) > maxBytes) {
+		if len(res.Records) > 0 && size+len(b) > maxBytes {
+			full = true
 			return storage.ErrStop
 		}
 		rec, err := decodeRecord(b, off)
@@ -678,15 +716,27 @@ func (r *Replica) fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 		size += len(b)
 		res.Records = append(res.Records, rec)
 		res.NextOffset = off + 1
+		if len(res.Records) >= maxRecords || size >= maxBytes {
+			full = true
+			return storage.ErrStop
+		}
 		return nil
 	})
 	var te *storage.TrimmedError
-	if errors.As(err, &te) {
+	switch {
+	case errors.As(err, &te):
 		return daftka.FetchResult{}, err
-	}
-	if err != nil {
+	case err != nil && len(res.Records) > 0:
+		// The records before the damage are good: answer them; a read
+		// from the damaged one reports it.
+		r.log.Error("fetch stopped at damage", "offset", res.NextOffset, "err", err)
+		return res, nil
+	case err != nil:
 		r.log.Error("fetch failed", "offset", offset, "err", err)
 		return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeInternal, Message: "reading the partition failed", Err: err}
+	}
+	if !full {
+		res.NextOffset = pos.HighWatermark // what is left below it are gaps
 	}
 	return res, nil
 }

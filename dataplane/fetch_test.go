@@ -1,0 +1,204 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daftka/daftka"
+)
+
+// waitFor polls cond until it holds, failing after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func produceOne(t *testing.T, r *Replica, key, value []byte) int64 {
+	t.Helper()
+	offs, err := r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Key: key, Value: value}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offs[0]
+}
+
+// TestFetchSkipsTrailingCompactionGap: when key compaction removed every
+// record from an offset up to the high watermark, a fetch there answers
+// next_offset = high watermark (the consumer moves past the gap), and a
+// long poll there waits for the next record instead of answering at once
+// (docs/semantics.md, "Key compaction" and "Fetch").
+func TestFetchSkipsTrailingCompactionGap(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.CompactionCheckTicks = 2; c.TombstoneGraceMs = 0 })
+	defer func() { e.Close(); db.Close() }()
+	r, err := e.EnsureReplica(PartitionID{Topic: "g", TopicID: "00112233445566c1", Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	produceOne(t, r, []byte("a"), []byte("kept"))
+	for i := 1; i <= 3; i++ {
+		produceOne(t, r, []byte("k"), []byte(fmt.Sprint(i)))
+	}
+	produceOne(t, r, []byte("k"), nil) // a tombstone: with no grace, k goes entirely
+	r.SetRetention(Retention{Compact: true})
+	waitFor(t, "compaction of offsets 1..4", func() bool {
+		res, err := r.Fetch(ctx, 0, 100, 1<<20, 0)
+		return err == nil && len(res.Records) == 1 && res.HighWatermark == 5
+	})
+	res, err := r.Fetch(ctx, 1, 100, 1<<20, 0)
+	if err != nil || len(res.Records) != 0 || res.NextOffset != 5 {
+		t.Fatalf("fetch in the trailing gap: %+v, %v; want no records, next_offset 5", res, err)
+	}
+	res, err = r.Fetch(ctx, 0, 100, 1<<20, 0)
+	if err != nil || len(res.Records) != 1 || res.NextOffset != 5 {
+		t.Fatalf("fetch from 0: %+v, %v; want offset 0 then next_offset 5", res, err)
+	}
+	got := make(chan daftka.FetchResult, 1)
+	go func() {
+		res, err := r.Fetch(ctx, 1, 100, 1<<20, 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- res
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case res := <-got:
+		t.Fatalf("a long poll in the trailing gap answered before any record arrived: %+v", res)
+	default:
+	}
+	produceOne(t, r, nil, []byte("new"))
+	res = <-got
+	if len(res.Records) != 1 || res.Records[0].Offset != 5 || string(res.Records[0].Value) != "new" || res.NextOffset != 6 {
+		t.Fatalf("long poll across the gap: %+v; want offset 5", res)
+	}
+}
+
+// TestCompactionKeepsBatchBytes: key compaction lowers the stored bytes
+// of the batches it thins, so that after the topic turns to
+// cleanup_policy=delete, retention by bytes trims by what is really
+// stored and size_bytes stays the partition's stored record bytes.
+func TestCompactionKeepsBatchBytes(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.CompactionCheckTicks = 2; c.RetentionCheckTicks = 2 })
+	defer func() { e.Close(); db.Close() }()
+	r, err := e.EnsureReplica(PartitionID{Topic: "b", TopicID: "00112233445566c2", Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	value := bytes.Repeat([]byte("v"), 50)
+	for i := 0; i < 10; i++ {
+		produceOne(t, r, []byte("a"), value)
+	}
+	for i := 0; i < 10; i++ {
+		produceOne(t, r, nil, value)
+	}
+	r.SetRetention(Retention{Compact: true})
+	waitFor(t, "compaction", func() bool {
+		res, err := r.Fetch(ctx, 0, 100, 1<<20, 0)
+		return err == nil && len(res.Records) == 11
+	})
+	stored := func() (n int, size int64) {
+		pos := r.Position()
+		if err := r.readRecords(pos.LogStartOffset, pos.HighWatermark, func(_ int64, rec []byte) error {
+			n++
+			size += int64(len(rec))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n, size
+	}
+	_, size := stored()
+	if got := r.Position().SizeBytes; got != size {
+		t.Fatalf("size_bytes %d after compaction, %d stored", got, size)
+	}
+	limit := size + size/11 // room for about 12 of these records
+	r.SetRetention(Retention{Delete: true, Bytes: limit})
+	for i := 0; i < 10; i++ {
+		produceOne(t, r, nil, value)
+	}
+	perRecord := size / 11
+	waitFor(t, "retention by bytes", func() bool {
+		_, size := stored()
+		return size <= limit && size > limit-2*perRecord
+	})
+	n, size := stored()
+	if got := r.Position().SizeBytes; got != size {
+		t.Fatalf("size_bytes %d after retention, %d stored in %d records", got, size, n)
+	}
+}
+
+// TestFetchStopsBeforeDamage: a record that cannot be read fails only the
+// fetches that reach it first: the records before it read as before, up
+// to it (docs/semantics.md, "Corruption").
+func TestFetchStopsBeforeDamage(t *testing.T) {
+	dir := t.TempDir()
+	id := PartitionID{Topic: "d", TopicID: "00112233445566c3", Partition: 0}
+	db, e := openEngine(t, dir, 1000)
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		produceOne(t, r, nil, []byte(fmt.Sprintf("MARK%04d-%s", i, strings.Repeat("z", 200))))
+	}
+	e.Close()
+	db.Close()
+	segs, err := filepath.Glob(filepath.Join(dir+".plog", "*.seg"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no payload segment (%v)", err)
+	}
+	flipped := false
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte("MARK0005-")); i >= 0 {
+			b[i+20] ^= 0xff
+			if err := os.WriteFile(seg, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			flipped = true
+		}
+	}
+	if !flipped {
+		t.Fatal("record 5 not found in the payload log")
+	}
+	db, e = openEngine(t, dir, 1000)
+	defer func() { e.Close(); db.Close() }()
+	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := r.Fetch(ctx, 4, 1, 1<<20, 0)
+	if err != nil || len(res.Records) != 1 || res.Records[0].Offset != 4 || res.NextOffset != 5 {
+		t.Fatalf("fetch of record 4 alone: %+v, %v", res, err)
+	}
+	res, err = r.Fetch(ctx, 0, 100, 1<<20, 0)
+	if err != nil || len(res.Records) != 5 || res.NextOffset != 5 {
+		t.Fatalf("fetch from 0: %d records, next_offset %d, %v; want 0..4, next_offset 5", len(res.Records), res.NextOffset, err)
+	}
+	var de *daftka.Error
+	if _, err = r.Fetch(ctx, 5, 100, 1<<20, 0); !errors.As(err, &de) || de.Code != daftka.CodeInternal {
+		t.Fatalf("fetch of the damaged record: %v, want an internal error", err)
+	}
+	res, err = r.Fetch(ctx, 6, 100, 1<<20, 0)
+	if err != nil || len(res.Records) != 4 || res.Records[0].Offset != 6 {
+		t.Fatalf("fetch after the damage: %+v, %v", res, err)
+	}
+}
