@@ -146,7 +146,20 @@ func badRequests(topic, group string) []badReq {
 
 		// Path tricks and unknown paths.
 		{"dot-dot segment", "GET", "/v1/topics/../x", "", "", 404, "not_found", false},
-		{"escaped dot-dot segment", "GET", "/v1/topics/%2E%2E", "", "", 404, "not_found", false},
+		{"escaped dot-dot segment", "GET", "/v1/topics/%2E%2E/x", "", "", 404, "not_found", false},
+		{"dot segment elsewhere", "GET", "/v1/./topics", "", "", 404, "not_found", false},
+		{"dot partition", "GET", tp + "/partitions/./records", "", "", 404, "not_found", false},
+		{"dot-dot topic then trailing slash", "GET", "/v1/topics/../", "", "", 404, "not_found", false},
+		// api-v1.md: topic and group names are not "." or ".."; a bad name
+		// is a 400, even where it makes the path unclean.
+		{"topic named escaped dot-dot", "GET", "/v1/topics/%2E%2E", "", "", 400, "invalid_topic_name", false},
+		{"topic named dot", "GET", "/v1/topics/.", "", "", 400, "invalid_topic_name", false},
+		{"delete topic named dot-dot", "DELETE", "/v1/topics/..", "", "", 400, "invalid_topic_name", false},
+		{"fetch from topic named dot-dot", "GET", "/v1/topics/../partitions/0/records", "", "", 400, "invalid_topic_name", false},
+		{"produce to topic named dot", "POST", "/v1/topics/%2e/records", `{"records":[{"value":"x"}]}`, "", 400, "invalid_topic_name", false},
+		{"group named escaped dot", "GET", "/v1/groups/%2E/offsets", "", "", 400, "invalid_group_name", false},
+		{"commit group named dot-dot", "POST", "/v1/groups/../offsets", `{"offsets":[{"topic":"` + topic + `","partition":0,"offset":0}]}`, "", 400, "invalid_group_name", false},
+		{"PUT topic named dot-dot", "PUT", "/v1/topics/..", "", "", 405, "method_not_allowed", false},
 		{"escaped slash in topic", "GET", "/v1/topics/a%2Fb", "", "", 400, "invalid_topic_name", false},
 		{"trailing slash", "GET", "/v1/topics/", "", "", 404, "not_found", false},
 		{"double slash", "GET", "//v1/topics", "", "", 404, "not_found", false},

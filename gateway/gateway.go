@@ -64,10 +64,22 @@ type gateway struct {
 	met  *metrics.Set
 	mux  *http.ServeMux
 
+	// paths is every served path pattern with its methods, for requests
+	// ServeMux cannot route: a dot segment in a name position.
+	paths []servedPath
+
 	// shutdown holds, per server, a channel closed when it begins
 	// Shutdown: streams end on it (shutdownSignal).
 	shutMu   sync.Mutex
 	shutdown map[*http.Server]chan struct{}
+}
+
+// servedPath is one path pattern, split into segments, and the methods it
+// serves (HEAD included with GET), sorted and joined as for Allow.
+type servedPath struct {
+	path    string
+	segs    []string
+	allowed string
 }
 
 // New returns the HTTP handler of the v1 JSON API (api-v1.md) over api. The
@@ -143,13 +155,75 @@ func (g *gateway) routes() {
 		methods := allow[p]
 		sort.Strings(methods)
 		allowed := strings.Join(methods, ", ")
+		g.paths = append(g.paths, servedPath{path: p, segs: strings.Split(p, "/"), allowed: allowed})
 		g.mux.Handle(p, g.withRoute(p, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allowed)
-			g.writeProblem(w, r, epDefault, newProblem(daftka.CodeMethodNotAllowed,
-				fmt.Sprintf("%s is not served on %s; allowed: %s", r.Method, p, allowed)))
+			g.methodNotAllowed(w, r, p, allowed)
 		}))
 	}
 	g.mux.Handle("/", http.HandlerFunc(g.notFound))
+}
+
+func (g *gateway) methodNotAllowed(w http.ResponseWriter, r *http.Request, path, allowed string) {
+	w.Header().Set("Allow", allowed)
+	g.writeProblem(w, r, epDefault, newProblem(daftka.CodeMethodNotAllowed,
+		fmt.Sprintf("%s is not served on %s; allowed: %s", r.Method, path, allowed)))
+}
+
+// dotName answers a request whose path is not clean only because a topic
+// or group name in it is "." or ".." (GET /v1/topics/%2E%2E): api-v1.md
+// makes a bad name a 400, and ServeMux would clean such a path into
+// another one. It answers as the route would — 405 for a method the path
+// does not serve, else 400 with the name's code — and reports true; for any
+// other unclean path (empty segments, a trailing slash, dot segments
+// elsewhere) it does nothing and reports false.
+func (g *gateway) dotName(w http.ResponseWriter, r *http.Request) bool {
+	segs := strings.Split(r.URL.Path, "/")
+	for _, sp := range g.paths {
+		if len(sp.segs) != len(segs) {
+			continue
+		}
+		var bad *problem
+		match := true
+		for i, ps := range sp.segs {
+			v := segs[i]
+			switch ps {
+			case "{topic}", "{group}":
+				if v == "" {
+					match = false
+				} else if (v == "." || v == "..") && bad == nil {
+					if ps == "{topic}" {
+						bad = newProblem(daftka.CodeInvalidTopicName, nameRule("topic name", v))
+					} else {
+						bad = newProblem(daftka.CodeInvalidGroupName, nameRule("group name", v))
+					}
+				}
+			case "{partition}":
+				match = v != "" && v != "." && v != ".."
+			default:
+				match = v == ps
+			}
+			if !match {
+				break
+			}
+		}
+		if !match || bad == nil {
+			continue
+		}
+		if info := infoFrom(r.Context()); info != nil {
+			info.route = sp.path
+		}
+		served := false
+		for _, m := range strings.Split(sp.allowed, ", ") {
+			served = served || m == r.Method
+		}
+		if !served {
+			g.methodNotAllowed(w, r, sp.path, sp.allowed)
+		} else {
+			g.writeProblem(w, r, epDefault, bad)
+		}
+		return true
+	}
+	return false
 }
 
 func (g *gateway) notFound(w http.ResponseWriter, r *http.Request) {
@@ -254,8 +328,11 @@ func (g *gateway) serveRecovering(w *recorder, r *http.Request) (aborted bool) {
 	if p := path.Clean(r.URL.Path); r.URL.Path != p || !strings.HasPrefix(p, "/") {
 		// ServeMux would answer a redirect to the cleaned path; a path
 		// with dot segments, empty segments or a trailing slash names no
-		// resource here.
-		g.notFound(w, r)
+		// resource here — unless the dot segment is a topic or group
+		// name, which is a bad name (400).
+		if !g.dotName(w, r) {
+			g.notFound(w, r)
+		}
 		return false
 	}
 	g.mux.ServeHTTP(w, r)
