@@ -41,6 +41,15 @@ func (s *producerState) offsetOf(seq int64) (int64, bool) {
 	return 0, false
 }
 
+// window is the oldest sequence whose offset is remembered and the next
+// one expected.
+func (s *producerState) window() [2]int64 {
+	if len(s.batches) == 0 {
+		return [2]int64{s.nextSeq, s.nextSeq}
+	}
+	return [2]int64{s.batches[0].firstSeq, s.nextSeq}
+}
+
 func (s *producerState) add(b seqBatch, index uint64) {
 	s.batches = append(s.batches, b)
 	if len(s.batches) > maxProducerBatches {

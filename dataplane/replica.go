@@ -51,8 +51,8 @@ type Replica struct {
 	state     storage.AppliedState
 	waiters   map[uint64]*proposal
 	producers map[string]*producerState
-	// nextSeq publishes each producer's next expected sequence for
-	// NextSequence (producer id → int64).
+	// nextSeq publishes each producer's window of sequences for
+	// Sequences (producer id → [2]int64: oldest remembered, next).
 	nextSeq   sync.Map
 	ticks     int    // since the last retention check
 	cticks    int    // since the last compaction check
@@ -130,7 +130,7 @@ func (r *Replica) applyIdempotent(b *storage.Batch, st *storage.AppliedState, in
 		r.producers[cmd.producer] = ps
 	}
 	ps.add(seqBatch{firstSeq: cmd.firstSeq + dups, firstOffset: first, count: n - dups}, index)
-	r.nextSeq.Store(cmd.producer, ps.nextSeq)
+	r.nextSeq.Store(cmd.producer, ps.window())
 	r.store.PutProducer(b, cmd.producer, ps.encode())
 	return result{offsets: offsets}
 }
@@ -438,16 +438,19 @@ func (r *Replica) readRecords(from, to int64, fn func(off int64, rec []byte) err
 	})
 }
 
-// NextSequence is the next sequence the partition expects from producer
-// id, as of the last applied entry (0 for a producer it does not know).
-// The node checks a request's sequences against it in every partition
-// before proposing anything, so a gap in one partition appends nothing in
-// the others.
-func (r *Replica) NextSequence(id string) int64 {
+// Sequences is, for producer id as of the last applied entry, the oldest
+// sequence whose offset the partition remembers and the next one it
+// expects (0, 0 for a producer it does not know). A batch is out of order
+// when its first sequence is above next (a gap) or below oldest (a
+// duplicate too old to answer). The node checks a request's sequences
+// against them in every partition before proposing anything, so that such
+// a batch in one partition appends nothing in the others.
+func (r *Replica) Sequences(id string) (oldest, next int64) {
 	if v, ok := r.nextSeq.Load(id); ok {
-		return v.(int64)
+		w := v.([2]int64)
+		return w[0], w[1]
 	}
-	return 0
+	return 0, 0
 }
 
 // Position is a replica's published state.
@@ -516,7 +519,7 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	}
 	r.pos = Position{LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset, SizeBytes: st.SizeBytes}
 	for id, ps := range producers {
-		r.nextSeq.Store(id, ps.nextSeq)
+		r.nextSeq.Store(id, ps.window())
 	}
 	hs, cs, _ := store.InitialState()
 	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {

@@ -390,8 +390,12 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 			return nil, err
 		}
 		if req.ProducerID != "" {
-			if first, next := req.Records[idx[0]].Sequence, r.NextSequence(req.ProducerID); first > next {
+			first := req.Records[idx[0]].Sequence
+			switch oldest, next := r.Sequences(req.ProducerID); {
+			case first > next:
 				return nil, daftka.Errorf(daftka.CodeOutOfOrderSequence, "producer %s: sequence %d in partition %d, expected %d", req.ProducerID, first, p, next)
+			case first < oldest:
+				return nil, daftka.Errorf(daftka.CodeOutOfOrderSequence, "producer %s: sequence %d in partition %d is older than the batches remembered (from sequence %d)", req.ProducerID, first, p, oldest)
 			}
 		}
 		replicas[p] = r

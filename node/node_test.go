@@ -581,3 +581,39 @@ func TestFetchPinnedToIncarnation(t *testing.T) {
 		t.Fatalf("unpinned fetch of the new incarnation: %+v, %v", res, err)
 	}
 }
+
+// TestTooOldDuplicateAppendsNothing: a batch whose first sequence is older
+// than the deduplication window remembers is refused with 409 before
+// anything is proposed, so the other partitions of the request append
+// nothing either (docs/semantics.md, "Idempotent produce").
+func TestTooOldDuplicateAppendsNothing(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "old", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(rs ...daftka.ProduceRecord) error {
+		_, err := n.API.Produce(ctx, "old", daftka.ProduceRequest{ProducerID: "w", Records: rs})
+		return err
+	}
+	const batches = 65 // one more than the window: sequence 0 is forgotten
+	for s := int64(0); s < batches; s++ {
+		if err := produce(daftka.ProduceRecord{Value: []byte("v"), Partition: 0, Sequence: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := produce(daftka.ProduceRecord{Value: []byte("dup"), Partition: 0, Sequence: 1}); err != nil {
+		t.Fatalf("a duplicate still remembered: %v", err)
+	}
+	err := produce(
+		daftka.ProduceRecord{Value: []byte("dup"), Partition: 0, Sequence: 0},
+		daftka.ProduceRecord{Value: []byte("new"), Partition: 1, Sequence: 0})
+	if !errors.Is(err, daftka.ErrOutOfOrderSequence) {
+		t.Fatalf("a duplicate older than the window with a new batch elsewhere: %v, want 409 out_of_order_sequence", err)
+	}
+	for p, want := range []int64{batches, 0} {
+		if pi, _ := n.API.DescribePartition(ctx, "old", int32(p)); pi.HighWatermark != want {
+			t.Fatalf("partition %d: high watermark %d, want %d (nothing of the refused request)", p, pi.HighWatermark, want)
+		}
+	}
+}
