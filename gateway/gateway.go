@@ -67,6 +67,9 @@ type gateway struct {
 	// paths is every served path pattern with its methods, for requests
 	// ServeMux cannot route: a dot segment in a name position.
 	paths []servedPath
+	// uncounted leaves requests out of the request metrics (the metrics
+	// listener, MetricsHandler).
+	uncounted bool
 
 	// shutdown holds, per server, a channel closed when it begins
 	// Shutdown: streams end on it (shutdownSignal).
@@ -85,6 +88,25 @@ type servedPath struct {
 // New returns the HTTP handler of the v1 JSON API (api-v1.md) over api. The
 // handler is stateless: every request goes to api.
 func New(api daftka.API, opts Options) http.Handler {
+	g := newGateway(api, opts)
+	g.routes(g.routeList())
+	return g
+}
+
+// MetricsHandler returns the handler of a node's metrics listener: GET (and
+// HEAD) /metrics, writing opts.Metrics and the process metrics, behind the
+// same middleware as the API — X-Request-Id on every answer, problem
+// documents for an unknown path (404) or method (405, with Allow), panic
+// recovery, the access log. Its requests are not counted in
+// daftka_gateway_requests_total: that counts the API's listener.
+func MetricsHandler(opts Options) http.Handler {
+	g := newGateway(nil, opts)
+	g.uncounted = true
+	g.routes([]route{{"GET", "/metrics", g.metrics}})
+	return g
+}
+
+func newGateway(api daftka.API, opts Options) *gateway {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -101,7 +123,6 @@ func New(api daftka.API, opts Options) http.Handler {
 	if g.met == nil {
 		g.met = metrics.NewSet()
 	}
-	g.routes()
 	return g
 }
 
@@ -134,11 +155,10 @@ func (g *gateway) routeList() []route {
 	return rs
 }
 
-// routes registers every endpoint. Each path also gets a method-less
+// routes registers the endpoints rs. Each path also gets a method-less
 // pattern answering 405 (with Allow) for the methods it does not serve, and
 // "/" answers 404: ServeMux's own 404 and 405 answers are plain text.
-func (g *gateway) routes() {
-	rs := g.routeList()
+func (g *gateway) routes(rs []route) {
 	allow := map[string][]string{}
 	var paths []string
 	for _, r := range rs {
@@ -281,14 +301,16 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	elapsed := time.Since(start)
 	g.accessLog(r, info, status, rec.bytes, elapsed)
-	method := r.Method
-	switch method {
-	case "GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS":
-	default:
-		method = "other" // bound the label's values
+	if !g.uncounted {
+		method := r.Method
+		switch method {
+		case "GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS":
+		default:
+			method = "other" // bound the label's values
+		}
+		g.met.GetOrCreateCounter(fmt.Sprintf(`daftka_gateway_requests_total{route=%q,method=%q,status="%d"}`, info.route, method, status)).Inc()
+		g.met.GetOrCreateHistogram(fmt.Sprintf(`daftka_gateway_request_duration_seconds{route=%q}`, info.route)).Update(elapsed.Seconds())
 	}
-	g.met.GetOrCreateCounter(fmt.Sprintf(`daftka_gateway_requests_total{route=%q,method=%q,status="%d"}`, info.route, method, status)).Inc()
-	g.met.GetOrCreateHistogram(fmt.Sprintf(`daftka_gateway_request_duration_seconds{route=%q}`, info.route)).Update(elapsed.Seconds())
 	if aborted {
 		// A panic after the answer had begun: the only honest thing left
 		// is to cut the connection.

@@ -839,3 +839,52 @@ func TestCluster(t *testing.T) {
 	}
 	c.problem("POST", "/v1/cluster", `{}`, 405, "method_not_allowed")
 }
+
+// TestMetricsListener — api-v1.md "General rules": every response carries
+// X-Request-Id (echoed or fresh), errors are problem documents, 405 for a
+// method a known path does not serve; "GET /metrics ... also served on the
+// metrics port". The metrics port follows the same rules as the gateway.
+func TestMetricsListener(t *testing.T) {
+	n := nodetest.Start(t)
+	base := n.Node.MetricsURL()
+	send := func(method, path, id string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, nil)
+		if id != "" {
+			req.Header.Set("X-Request-Id", id)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := send("GET", "/metrics", "scrape-1")
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || !bytes.Contains(raw, []byte("process_resident_memory_bytes")) {
+		t.Fatalf("metrics: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), raw)
+	}
+	if got := resp.Header.Get("X-Request-Id"); got != "scrape-1" {
+		t.Errorf("metrics: X-Request-Id %q, want the client's", got)
+	}
+	resp = send("GET", "/metrics", "")
+	resp.Body.Close()
+	if len(resp.Header.Get("X-Request-Id")) < 16 {
+		t.Errorf("metrics: fresh X-Request-Id %q", resp.Header.Get("X-Request-Id"))
+	}
+	resp = send("GET", "/nowhere", "")
+	checkProblem(t, resp, 404, "not_found")
+	resp.Body.Close()
+	resp = send("POST", "/metrics", "")
+	checkProblem(t, resp, 405, "method_not_allowed")
+	resp.Body.Close()
+	if got := resp.Header.Get("Allow"); got != "GET, HEAD" {
+		t.Errorf("405 on the metrics port: Allow %q", got)
+	}
+	resp = send("HEAD", "/metrics", "")
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Request-Id") == "" {
+		t.Errorf("HEAD /metrics: %d, X-Request-Id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"))
+	}
+}

@@ -185,13 +185,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	// polls may wait 30 s plus the request timeout.
 	n.gatewaySrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return baseCtx }}
-	mm := http.NewServeMux()
-	mm.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		n.metrics.WritePrometheus(w)
-		metrics.WriteProcessMetrics(w)
-	})
-	n.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	// The metrics listener answers like the gateway (X-Request-Id, problem
+	// documents for unknown paths and methods): the same middleware.
+	mh := gateway.MetricsHandler(gateway.Options{Logger: logger, Metrics: n.metrics})
+	n.metricsSrv = &http.Server{Handler: mh, ReadHeaderTimeout: 10 * time.Second}
 	go serve(n.gatewaySrv, n.gatewayLn, logger, "gateway")
 	go serve(n.metricsSrv, n.metricsLn, logger, "metrics")
 	logger.Info("node started", "node_id", cfg.NodeID, "gateway_url", n.GatewayURL(),
