@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +49,25 @@ func badRequests(topic, group string) []badReq {
 		many.WriteString(`{"value":"x"}`)
 	}
 	many.WriteString(`]}`)
+	// 1025 headers on one record; a commit of 10,001 entries (distinct
+	// partitions, so only the count is wrong).
+	var hs, cs strings.Builder
+	for i := 0; i < 1025; i++ {
+		if i > 0 {
+			hs.WriteString(",")
+		}
+		fmt.Fprintf(&hs, `"h%d":"v"`, i)
+	}
+	manyHeaders := hs.String()
+	cs.WriteString(`{"offsets":[`)
+	for i := 0; i < 10001; i++ {
+		if i > 0 {
+			cs.WriteString(",")
+		}
+		fmt.Fprintf(&cs, `{"topic":%q,"partition":%d,"offset":0}`, topic, i)
+	}
+	cs.WriteString(`]}`)
+	manyCommits := cs.String()
 
 	return []badReq{
 		// Topic creation: syntax, types, ranges, names, fields.
@@ -82,6 +102,11 @@ func badRequests(topic, group string) []badReq {
 		{"create query parameter", "POST", "/v1/topics?validate_only=true", `{"name":"bad-c3"}`, "", 400, "invalid_field", false},
 		{"create replication over live nodes", "POST", "/v1/topics", `{"name":"bad-c4","replication_factor":7}`, "", 400, "replication_factor_too_large", true},
 		{"create config out of range", "POST", "/v1/topics", `{"name":"bad-c5","config":{"cleanup_policy":"shred"}}`, "", 400, "invalid_config", true},
+		// The ranges openapi.yaml states for the config keys.
+		{"create retention_ms zero", "POST", "/v1/topics", `{"name":"bad-c6","config":{"retention_ms":0}}`, "", 400, "invalid_config", true},
+		{"create retention_bytes below -1", "POST", "/v1/topics", `{"name":"bad-c7","config":{"retention_bytes":-2}}`, "", 400, "invalid_config", true},
+		{"create max_record_bytes over 8 MiB", "POST", "/v1/topics", `{"name":"bad-c8","config":{"max_record_bytes":8388609}}`, "", 400, "invalid_config", true},
+		{"create negative quota", "POST", "/v1/topics", `{"name":"bad-c9","config":{"fetch_bytes_per_sec":-1}}`, "", 400, "invalid_config", true},
 		{"create existing topic", "POST", "/v1/topics", `{"name":"` + topic + `"}`, "", 409, "topic_exists", true},
 
 		// Produce.
@@ -95,6 +120,7 @@ func badRequests(topic, group string) []badReq {
 		{"produce headers an array", "POST", rec, `{"records":[{"value":"x","headers":["a"]}]}`, "", 400, "invalid_field", false},
 		{"produce header value a number", "POST", rec, `{"records":[{"value":"x","headers":{"a":1}}]}`, "", 400, "invalid_field", false},
 		{"produce duplicate header", "POST", rec, `{"records":[{"value":"x","headers":{"a":"1","a":"2"}}]}`, "", 400, "invalid_field", false},
+		{"produce 1025 headers", "POST", rec, `{"records":[{"value":"x","headers":{` + manyHeaders + `}}]}`, "", 400, "invalid_field", true},
 		{"produce unknown record field", "POST", rec, `{"records":[{"value":"x","offset":3}]}`, "", 400, "unknown_field", false},
 		{"produce unknown top field", "POST", rec, `{"acks":"all","records":[{"value":"x"}]}`, "", 400, "unknown_field", false},
 		{"produce invalid base64", "POST", rec, `{"encoding":"base64","records":[{"value":"not base64!"}]}`, "", 400, "invalid_base64", false},
@@ -190,6 +216,8 @@ func badRequests(topic, group string) []badReq {
 		{"group name invalid", "GET", "/v1/groups/a%20b/offsets", "", "", 400, "invalid_group_name", false},
 		{"group unknown query", "GET", gofs + "?partition=0", "", "", 400, "invalid_field", false},
 		{"group topic query invalid", "GET", gofs + "?topic=a%20b", "", "", 400, "invalid_topic_name", false},
+		{"group offsets of an unknown topic", "GET", "/v1/groups/never/offsets?topic=no-such-topic-x", "", "", 404, "topic_not_found", true},
+		{"commit 10001 entries", "POST", gofs, manyCommits, "", 400, "invalid_field", true},
 		{"group topic query repeated", "GET", gofs + "?topic=a&topic=b", "", "", 400, "invalid_field", false},
 		{"commit negative offset", "POST", gofs, `{"offsets":[{"topic":"` + topic + `","partition":0,"offset":-1}]}`, "", 400, "offset_out_of_range", false},
 		{"commit missing partition", "POST", gofs, `{"offsets":[{"topic":"` + topic + `","offset":0}]}`, "", 400, "invalid_partition", false},
