@@ -311,7 +311,7 @@ func (p *Partition) CompactLog(b *Batch, index, term, dataFloor uint64, noData [
 	binary.BigEndian.PutUint64(v[8:], term)
 	b.put(p.key.key('s'), v)
 	floor := min(dataFloor, index+1)
-	b.deleteRange(p.key.u64Key('l', 0), p.key.u64Key('l', floor))
+	b.deleteRange(p.key.key('l'), p.key.u64Key('l', floor))
 	for _, i := range noData {
 		if i >= floor && i <= index {
 			b.delete(p.key.u64Key('l', i))
@@ -367,8 +367,11 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	p.mu.Lock()
 	last := p.lastIdx
 	p.mu.Unlock()
-	if ents[0].Index <= last {
-		b.deleteRange(p.key.u64Key('l', ents[0].Index), p.key.u64Key('l', last+1))
+	// The stored suffix the entries replace: overwritten where they
+	// have an entry, deleted past their last (one key at a time: see
+	// deleteRange; a conflicting suffix is the uncommitted tail).
+	for i := ents[len(ents)-1].Index + 1; i <= last; i++ {
+		b.delete(p.key.u64Key('l', i))
 	}
 	key := p.key.u64Key('l', 0)
 	need := 0
@@ -783,8 +786,8 @@ func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
 // below offset before. The Raft entries that held them go at the next
 // CompactLog (see DataFloor).
 func (p *Partition) DeleteBelow(b *Batch, before int64) {
-	b.deleteRange(p.key.u64Key('r', 0), p.key.u64Key('r', uint64(before)))
-	b.deleteRange(p.key.u64Key('t', 0), p.key.u64Key('t', uint64(before)))
+	b.deleteRange(p.key.key('r'), p.key.u64Key('r', uint64(before)))
+	b.deleteRange(p.key.key('t'), p.key.u64Key('t', uint64(before)))
 }
 
 // topicPrefix is 'P' topicID: every partition of one topic incarnation.

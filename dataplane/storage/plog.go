@@ -517,7 +517,6 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			return fmt.Errorf("%w: short partition key %x", ErrCorrupt, k)
 		}
 		prefix := append([]byte(nil), k[:prefixLen]...)
-		logEnd := append(append([]byte(nil), prefix...), 'l'+1)
 		var applied uint64
 		if v, err := db.GetBytes(ro, append(append([]byte(nil), prefix...), 'm')); err != nil {
 			return fmt.Errorf("storage: %w", err)
@@ -533,6 +532,7 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 		}
 		it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
 		bad := uint64(0)
+		var walked [][]byte // the entries' keys, from the last one back
 		for ; it.Valid(); it.Prev() {
 			k := it.Key().Data()
 			if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
@@ -542,6 +542,7 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			if index <= applied {
 				break
 			}
+			walked = append(walked, append([]byte(nil), k...))
 			v, err := unseal(k, it.Value().Data())
 			if err != nil {
 				return err
@@ -561,9 +562,12 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			}
 			bad = index
 		}
-		if bad > 0 {
-			lo := append(append(append([]byte(nil), prefix...), 'l'), binary.BigEndian.AppendUint64(nil, bad)...)
-			fix.deleteRange(lo, logEnd)
+		// Cut from bad on, key by key (see deleteRange): every entry from
+		// there to the end was walked over.
+		for _, k := range walked {
+			if bad > 0 && binary.BigEndian.Uint64(k[prefixLen+1:]) >= bad {
+				fix.delete(k)
+			}
 		}
 		next := prefixEnd(prefix)
 		if next == nil {

@@ -159,7 +159,7 @@ func fillPartition(t testing.TB, d *DB, k PartitionKey, tag string, term, lastId
 	binary.BigEndian.PutUint64(s, compactAt)
 	binary.BigEndian.PutUint64(s[8:], termOf(compactAt))
 	b.put(k.key('s'), s)
-	b.deleteRange(k.u64Key('l', 0), k.u64Key('l', dropFloor))
+	b.deleteRange(k.key('l'), k.u64Key('l', dropFloor))
 	mustWrite(t, d, b)
 }
 
@@ -396,7 +396,7 @@ func TestSnapshotConsistent(t *testing.T) {
 	src.PutGroupOffset(wb, "late-group", 1)
 	src.PutAppliedState(wb, AppliedState{Applied: 45, NextOffset: 260})
 	src.SetConfState(wb, raft.ConfState{Voters: []uint64{1, 2, 3, 4}})
-	wb.deleteRange(snapSrcKey.u64Key('l', 0), snapSrcKey.u64Key('l', 41))
+	wb.deleteRange(snapSrcKey.key('l'), snapSrcKey.u64Key('l', 41))
 	mustWrite(t, a, wb)
 	fo := grocksdb.NewDefaultFlushOptions()
 	defer fo.Destroy()
