@@ -293,9 +293,10 @@ type Batch struct {
 	data  []byte // the header's 12 bytes, then the operations
 	count uint32
 
-	payload    [][]byte // payload log frames
+	payload    [][]byte // payload log frames, two parts each: header, data
 	payloadLen int64
-	ptrs       []int // where in data each pointer value (CRC first) starts
+	headers    []byte // the frames' headers
+	ptrs       []int  // where in data each pointer value (CRC first) starts
 	// expect: the batch is written only if these keys hold these
 	// (sealed) values then; otherwise nothing of it is (errConflict).
 	expect []expectation
@@ -336,9 +337,10 @@ func (b *Batch) grow(n int) {
 }
 
 // putEntry adds key → a Raft entry's value, term[8] index[8] type[1]
-// data, encoded in place: the entry's data (a produce command holding
-// records) is copied once, into the batch. Data of minPayload bytes or
-// more goes to the payload log, and the value is a pointer to it.
+// data, encoded in place. Data of minPayload bytes or more (a produce
+// command holding records) goes to the payload log, and the value is a
+// pointer to it: the batch refers to that data, written straight from it
+// into the segment; smaller data is copied into the value.
 func (b *Batch) putEntry(key []byte, e *raft.Entry) {
 	if len(e.Data) >= minPayload {
 		b.appendFrame(key, e.Term, e.Index, byte(e.Type), e.Data)

@@ -355,7 +355,8 @@ func (p *Partition) CommitCompaction(index, term uint64) {
 }
 
 // PersistRaft adds the Raft state of a Ready to b: entries (replacing any
-// stored at and after the first one) and the hard state. Call
+// stored at and after the first one) and the hard state. b refers to the
+// entries' data, which must not change until b is written. Call
 // CommitRaft after b is written and synced.
 func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) {
 	if !hs.IsEmpty() {

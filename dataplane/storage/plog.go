@@ -53,6 +53,7 @@ package storage
 // newest ones; each pass rewrites at most 64 MiB.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -579,14 +580,18 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 }
 
 // appendFrame adds e's data to b as a frame of the payload log, and the
-// entry's value as a pointer, which the writer completes (patch).
+// entry's value as a pointer, which the writer completes (patch). The
+// frame is two parts, its header and data itself, not copied: data must
+// not change until b is written.
 func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byte) {
-	frame := make([]byte, frameHeader+len(data))
-	binary.BigEndian.PutUint32(frame[0:], uint32(frameHeader-8+len(data)))
-	copy(frame[8:20], key[1:prefixLen])
-	binary.BigEndian.PutUint64(frame[20:], index)
-	copy(frame[frameHeader:], data)
-	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(frame[8:], castagnoli))
+	at := len(b.headers)
+	b.headers = append(b.headers, make([]byte, frameHeader)...)
+	hdr := b.headers[at : at+frameHeader : at+frameHeader] // stays valid if headers grows
+	binary.BigEndian.PutUint32(hdr[0:], uint32(frameHeader-8+len(data)))
+	copy(hdr[8:20], key[1:prefixLen])
+	binary.BigEndian.PutUint64(hdr[20:], index)
+	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, data))
+	frameLen := frameHeader + len(data)
 	b.data = append(b.data, 0x01)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
 	b.data = append(b.data, key...)
@@ -597,11 +602,11 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 	binary.BigEndian.PutUint64(v[12:], index)
 	v[20] = typ | ptrFlag
 	binary.BigEndian.PutUint64(v[29:], uint64(b.payloadLen)) // relative until patched
-	binary.BigEndian.PutUint32(v[37:], uint32(len(frame)))
+	binary.BigEndian.PutUint32(v[37:], uint32(frameLen))
 	b.data = append(b.data, v[:]...)
 	b.count++
-	b.payload = append(b.payload, frame)
-	b.payloadLen += int64(len(frame))
+	b.payload = append(b.payload, hdr, data)
+	b.payloadLen += int64(frameLen)
 }
 
 // patch completes the pointers of a batch whose operations start at
@@ -664,14 +669,15 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segmen
 	return seg, base, nil
 }
 
-// wrote records, after the round's RocksDB write, what the frames hold.
-// Writer only.
+// wrote records, after the round's RocksDB write, what the frames hold
+// (each frame is two parts: header, data). Writer only.
 func (l *plog) wrote(seg *segment, frames [][]byte, end int64) {
-	for _, f := range frames {
+	for i := 0; i+1 < len(frames); i += 2 {
+		h := frames[i]
 		var pk PartitionKey
-		copy(pk.TopicID[:], f[8:16])
-		pk.Partition = binary.BigEndian.Uint32(f[16:20])
-		addSpan(l.activeMan, pk, binary.BigEndian.Uint64(f[20:28]), int64(len(f)))
+		copy(pk.TopicID[:], h[8:16])
+		pk.Partition = binary.BigEndian.Uint32(h[16:20])
+		addSpan(l.activeMan, pk, binary.BigEndian.Uint64(h[20:28]), int64(len(h)+len(frames[i+1])))
 	}
 	seg.size = end
 }
@@ -1135,7 +1141,7 @@ func (d *DB) rewrite(live []livePtr) error {
 				return err
 			}
 			b.expect = append(b.expect, expectation{key: lp.key, value: lp.sealed})
-			b.appendFrame(lp.key, e.Term, e.Index, byte(e.Type), data)
+			b.appendFrame(lp.key, e.Term, e.Index, byte(e.Type), bytes.Clone(data)) // buf is read into again
 		}
 		if err := d.Commit(b, true); err != nil {
 			return err
