@@ -271,7 +271,9 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 		}
 		if n.db != nil {
-			n.db.Close()
+			if err := n.db.Close(); err != nil {
+				n.log.Warn("storage close", "err", err) // the next start scans what was not sealed
+			}
 		}
 		n.log.Info("node stopped")
 	})
