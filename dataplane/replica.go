@@ -585,7 +585,10 @@ func (r *Replica) CommitGroupOffset(ctx context.Context, group string, offset in
 
 func (r *Replica) propose(ctx context.Context, data []byte) (result, error) {
 	n := int64(len(data))
-	if r.inflightBytes.Add(n) > r.e.cfg.MaxInflightBytes {
+	// A request larger than the bound is admitted alone, when nothing else
+	// is waiting (as Raft admits a first uncommitted entry of any size):
+	// refused, it would be refused forever.
+	if total := r.inflightBytes.Add(n); total > r.e.cfg.MaxInflightBytes && total != n {
 		r.inflightBytes.Add(-n)
 		return result{}, backpressure("partition %s has too many bytes waiting for commit", r.id)
 	}

@@ -202,3 +202,28 @@ func TestFetchStopsBeforeDamage(t *testing.T) {
 		t.Fatalf("fetch after the damage: %+v, %v", res, err)
 	}
 }
+
+// TestLoneRequestOverInflightBoundAdmitted: a produce request larger than
+// replica.max_inflight_bytes is admitted when nothing else of the
+// partition waits for commit — refused, a retry could never pass — while
+// the bound still refuses requests that would pile up behind others.
+func TestLoneRequestOverInflightBoundAdmitted(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.MaxInflightBytes = 1 << 10 })
+	defer func() { e.Close(); db.Close() }()
+	r, err := e.EnsureReplica(PartitionID{Topic: "big", TopicID: "00112233445566c4", Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("b"), 4<<10)
+	if off := produceOne(t, r, nil, big); off != 0 {
+		t.Fatalf("offset %d", off)
+	}
+	// With a request waiting, the next one is refused.
+	r.inflightBytes.Add(1)
+	defer r.inflightBytes.Add(-1)
+	_, err = r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Value: big}})
+	var de *daftka.Error
+	if !errors.As(err, &de) || de.Code != daftka.CodeBackpressure {
+		t.Fatalf("a large request behind another: %v, want backpressure", err)
+	}
+}
