@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type Options struct {
 	// ReclaimInterval is how often dead payload segments are looked for
 	// (default 10 s; see ReclaimPayload).
 	ReclaimInterval time.Duration
+
+	// noInsertHints (tests): open as a build before format 4 did.
+	noInsertHints bool
 }
 
 // DB is one node's RocksDB.
@@ -72,9 +76,15 @@ func Open(dir string, o Options) (*DB, error) {
 	// default) of them is a walk of cache misses. 8 MiB measured better at
 	// 256 partitions (docs/benchmarks.md, "Storage").
 	opts.SetWriteBufferSize(8 << 20)
-	opts, err := withInsertHints(opts)
-	if err != nil {
-		return nil, err
+	var err error
+	if !o.noInsertHints {
+		if err := replayWithoutHints(dir, opts); err != nil {
+			opts.Destroy()
+			return nil, err
+		}
+		if opts, err = withInsertHints(opts); err != nil {
+			return nil, err
+		}
 	}
 	db, err := grocksdb.OpenDb(opts, dir)
 	if err != nil {
@@ -85,6 +95,12 @@ func Open(dir string, o Options) (*DB, error) {
 	if err := d.checkNodeID(o.NodeID); err != nil {
 		d.closeRocks()
 		return nil, err
+	}
+	if !o.noInsertHints {
+		if err := markHintSafe(dir); err != nil {
+			d.closeRocks()
+			return nil, err
+		}
 	}
 	if err := d.cleanSnapshotStaging(); err != nil {
 		d.closeRocks()
@@ -126,6 +142,55 @@ func Open(dir string, o Options) (*DB, error) {
 // outside the hints' domain (Batch.deleteRange).
 const hintPrefixLen = prefixLen + 2
 
+// hintSafeMarker, a file in the RocksDB directory, says that every WAL
+// record there was written with range deletions outside the hints' domain
+// (format 4). Without it, a directory written by an earlier build may
+// hold, in its WAL, range deletions that a replay with the hints would
+// abort on: replayWithoutHints replays and flushes it first.
+const hintSafeMarker = "DAFTKA-HINT-SAFE"
+
+// replayWithoutHints opens an existing RocksDB without the marker once
+// with opts (no hints), flushes its memtable — what its WAL held — to a
+// table file and closes it, so that no WAL record of an earlier build is
+// ever replayed with the hints.
+func replayWithoutHints(dir string, opts *grocksdb.Options) error {
+	if _, err := os.Stat(filepath.Join(dir, hintSafeMarker)); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "CURRENT")); errors.Is(err, os.ErrNotExist) {
+		return nil // a new directory
+	}
+	db, err := grocksdb.OpenDb(opts, dir)
+	if err != nil {
+		return fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	defer db.Close()
+	fo := grocksdb.NewDefaultFlushOptions()
+	defer fo.Destroy()
+	fo.SetWait(true)
+	if err := db.Flush(fo); err != nil {
+		return fmt.Errorf("storage: flush %s before its upgrade: %w", dir, err)
+	}
+	return nil
+}
+
+// markHintSafe creates hintSafeMarker durably (once the DB is open with
+// the hints and its format recorded as 4).
+func markHintSafe(dir string) error {
+	path := filepath.Join(dir, hintSafeMarker)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return syncDir(dir)
+}
+
 // withInsertHints returns opts (destroyed) as new options with the insert
 // hints. The C API has no setter for this option, hence the string.
 func withInsertHints(opts *grocksdb.Options) (*grocksdb.Options, error) {
@@ -145,7 +210,13 @@ var (
 // format is the version of the data layout (doc.go). 2: records stored
 // once, in Raft entries, found through 48-byte batch index entries. 3: the
 // data of Raft entries in the payload log (plog.go), pointers in RocksDB.
-const format = "3"
+// 4: the same keys, every range deletion outside the memtable insert
+// hints' domain (hintPrefixLen); a format 3 directory is upgraded at open
+// (replayWithoutHints), and builds of format 3 refuse it after that.
+const format = "4"
+
+// upgradable is the earlier format Open upgrades in place.
+const upgradable = "3"
 
 // checkNodeID records the node id and the data format in a new data dir,
 // and refuses a dir of another node or another format.
@@ -170,11 +241,19 @@ func (d *DB) checkNodeID(id uint64) error {
 	if string(v) != strconv.FormatUint(id, 10) {
 		return fmt.Errorf("storage: data dir belongs to node %s, not node %d", v, id)
 	}
+	if string(f) == upgradable {
+		b := NewBatch()
+		b.put(formatKey, []byte(format))
+		wo := grocksdb.NewDefaultWriteOptions()
+		defer wo.Destroy()
+		wo.SetSync(true)
+		return b.writeTo(d.db, wo)
+	}
 	if string(f) != format {
 		if f == nil {
 			f = []byte("1")
 		}
-		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s only (no migration yet: remove the dir to start empty)", f, format)
+		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s and upgrades %s (no other migration: remove the dir to start empty)", f, format, upgradable)
 	}
 	return nil
 }
@@ -191,7 +270,10 @@ func (d *DB) Close() error {
 	close(d.gcKick)
 	<-d.gcDone
 	d.syncer.close()
-	err := d.plog.sealOnClose(d.db)
+	var err error
+	if d.syncer.failure() == nil { // else the segment may miss what was written: the next start scans it
+		err = d.plog.sealOnClose(d.db)
+	}
 	d.plog.close()
 	d.closeRocks()
 	return err

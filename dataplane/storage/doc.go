@@ -18,7 +18,7 @@
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
 //	'P' topicID[8] partition[4] 't' offset[8] batch index: entry index, skip, count, append time, bytes, max timestamp
 //	'N' 'id'                                  node id that owns this data dir
-//	'N' 'fmt'                                 data format version (refused if not this build's)
+//	'N' 'fmt'                                 data format version (refused if not this build's; 3 is upgraded, see Open)
 //	'N' 'plogm' segment[8]                    payload log: a sealed segment's manifest (partitions, index ranges, bytes)
 //	'N' 'plogw'                               payload log: watermark (segment, offset durable when written)
 //

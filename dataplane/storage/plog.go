@@ -20,8 +20,9 @@ package storage
 // A segment is sealed (fdatasynced, then its manifest — which partitions'
 // entries it holds, index range and bytes — written to RocksDB under
 // 'N' 'plogm' id[8]) at the first round after it reaches
-// Options.SegmentBytes, and at a clean close (sealOnClose); the next one
-// is created and the directory synced before anything is written to it.
+// Options.SegmentBytes, and at a clean close (sealOnClose; the next Open
+// writes on in it if it is not full); the next one is created and the
+// directory synced before anything is written to it.
 //
 // Durability: a round's requests are answered only once both the WAL's
 // fsync and the fdatasync of every segment the round wrote have
@@ -279,12 +280,21 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		seg := &segment{id: id, f: f}
 		l.segs[id] = seg
 		if m, has := stored[id]; has {
-			l.manifests[id] = m
 			st, err := f.Stat()
 			if err != nil {
 				return nil, fmt.Errorf("storage: payload log: %w", err)
 			}
 			seg.size = st.Size()
+			if i == len(ids)-1 && reopenable(m, seg.size, l.segBytes) {
+				// Sealed by a clean close: written on again rather than
+				// leaving a small segment per restart. Its manifest goes
+				// (durably, with fix) before anything is appended, so a
+				// crash from now on scans it like any active segment.
+				l.active, l.activeMan = seg, m
+				fix.delete(manifestKey(id))
+				continue
+			}
+			l.manifests[id] = m
 			continue
 		}
 		end, size, man, err := scanSegment(f)
@@ -722,6 +732,23 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 		return nil, fmt.Errorf("%w: payload of entry %d of partition %x (segment %s at %d)", ErrCorrupt, index, prefix[1:], segName(seg), off)
 	}
 	return buf[frameHeader:], nil
+}
+
+// reopenable reports whether a last segment sealed with manifest m may be
+// written on again: not full, not pinned, and its frames filling the file
+// exactly (so that the frames appended next follow the last one).
+func reopenable(m map[PartitionKey]span, size, segBytes int64) bool {
+	if size >= segBytes {
+		return false
+	}
+	if _, bad := m[pinned]; bad {
+		return false
+	}
+	var bytes int64
+	for _, sp := range m {
+		bytes += sp.bytes
+	}
+	return bytes == size
 }
 
 // sealOnClose seals the active segment at a clean close, once the

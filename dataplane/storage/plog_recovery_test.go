@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/daftka/daftka/raft"
+	"golang.org/x/sys/unix"
 )
 
 // unsyncedEntries returns n entries after li whose data goes to the
@@ -203,7 +206,7 @@ func TestStaleWakeupKeepsDirtySegment(t *testing.T) {
 	// the never-synced pages is then taken for corruption below the
 	// watermark (segment pinned, nothing cut, reads fail) instead of a
 	// torn tail.
-	db.Close()
+	crashClose(db)
 	f, err := os.OpenFile(seg, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +264,7 @@ func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
 	p, _ := db.Partition(PartitionKey{Partition: 1})
 	appendLog(t, db, p, 10, 0) // acknowledged
 	appendLog(t, db, p, 10, 0) // acknowledged; carries the watermark
-	db.Close()                 // records the final watermark
+	crashClose(db)             // records the final watermark; the open scans the segment
 	seg := segFiles(t, dir)[0]
 	// Cut at a frame boundary about half way (a lost extent, a bad
 	// restore): below the watermark, which covers the whole file.
@@ -388,4 +391,136 @@ func TestCleanCloseSealsActiveSegment(t *testing.T) {
 			t.Fatalf("record %d is %q, want %q", i, r, want)
 		}
 	}
+}
+
+// TestCleanCloseReopensSegment: after a clean close the sealed, not full,
+// last segment is written on again at the next start (no small segment
+// per restart), its manifest gone so that a crash after that scans it;
+// nothing is lost either way.
+func TestCleanCloseReopensSegment(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 10, 0)
+	db.Close()
+	db = openTest(t, dir)
+	if db.plog.active.id != 1 || len(segFiles(t, dir)) != 1 {
+		t.Fatalf("active segment %d, %d files after a clean restart; want segment 1 written on", db.plog.active.id, len(segFiles(t, dir)))
+	}
+	if m, _ := loadManifests(db.db); m[1] != nil {
+		t.Fatal("the reopened segment keeps its manifest")
+	}
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 10, 0)
+	crashClose(db)
+	db = openTest(t, dir)
+	defer db.Close()
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	got, err := readLog(p, 0, 20)
+	if err != nil || len(got) != 20 {
+		t.Fatalf("read %d records (%v), want 20", len(got), err)
+	}
+	if len(segFiles(t, dir)) != 1 {
+		t.Fatalf("%d segment files, want 1", len(segFiles(t, dir)))
+	}
+}
+
+// TestNoSealOrDurabilityAfterFailedSync: once an fdatasync failed, nothing
+// is answered durable any more (a later fsync of the file may succeed over
+// pages the kernel dropped), and Close does not seal the segment, so the
+// next start scans it and cuts what never reached the disk.
+func TestNoSealOrDurabilityAfterFailedSync(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 5, 0)
+	seg := segFiles(t, dir)[0]
+	synced := fileSize(t, seg)
+	real := fdatasync
+	var once sync.Once
+	fdatasync = func(s *segment) error {
+		err := error(nil)
+		once.Do(func() { err = unix.EIO })
+		if err != nil {
+			return err
+		}
+		return real(s)
+	}
+	defer func() { fdatasync = real }()
+	b := NewBatch()
+	p.PersistRaft(b, raft.HardState{}, unsyncedEntries(5, 3))
+	if err := db.Commit(b, true); !errors.Is(err, unix.EIO) {
+		t.Fatalf("commit over a failing fdatasync: %v, want EIO", err)
+	}
+	b = NewBatch()
+	p.PersistRaft(b, raft.HardState{}, unsyncedEntries(8, 1))
+	if err := db.Commit(b, true); !errors.Is(err, unix.EIO) {
+		t.Fatalf("a commit after the failed fdatasync: %v, want its error again", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fdatasync = real
+	if err := os.Truncate(seg, synced); err != nil { // the pages never reached the disk
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	p, _ = db.Partition(PartitionKey{Partition: 1})
+	if li, _ := p.LastIndex(); li != 5 {
+		got, err := p.Entries(6, li+1, 1<<30)
+		t.Fatalf("log ends at %d after the reopen (entries 6..: %d, %v); want the unsynced tail cut at 5", li, len(got), err)
+	}
+}
+
+// TestUpgradeReplaysOldWALWithoutHints: a format 3 directory (an earlier
+// build: range deletions from any key) whose WAL holds a range deletion
+// inside the insert hints' domain followed by puts of its prefix opens
+// without RocksDB aborting — its WAL is replayed and flushed without the
+// hints first — reads as before, and is format 4 after.
+func TestUpgradeReplaysOldWALWithoutHints(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, Options{NodeID: 1, noInsertHints: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 30, 0)
+	b := NewBatch()
+	p.CompactLog(b, 4, 1, 5, nil)
+	// What a format 3 build's CompactLog wrote: from entry 0's own key.
+	begin, end := p.key.u64Key('l', 0), p.key.u64Key('l', 5)
+	b.data = append(b.data, 0x0F)
+	b.data = binary.AppendUvarint(b.data, uint64(len(begin)))
+	b.data = append(b.data, begin...)
+	b.data = binary.AppendUvarint(b.data, uint64(len(end)))
+	b.data = append(b.data, end...)
+	b.count++
+	b.put(formatKey, []byte(upgradable))
+	mustWrite(t, db, b)
+	p.CommitCompaction(4, 1)
+	appendLog(t, db, p, 10, 0) // puts of the same prefix after it, in the WAL
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, hintSafeMarker)); err == nil {
+		t.Fatal("a format 3 directory has the marker")
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	if f, _ := db.get(formatKey); string(f) != format {
+		t.Fatalf("format %q after the upgrade, want %q", f, format)
+	}
+	if _, err := os.Stat(filepath.Join(dir, hintSafeMarker)); err != nil {
+		t.Fatalf("no marker after the upgrade: %v", err)
+	}
+	p, err = db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readLog(p, 4, 40)
+	if err != nil || len(got) != 36 {
+		t.Fatalf("read %d records (%v), want 36", len(got), err)
+	}
+	appendLog(t, db, p, 5, 0)
 }

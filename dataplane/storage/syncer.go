@@ -47,12 +47,16 @@ type syncer struct {
 	// (snapshot ingestion), so the check still holds at the write.
 	exclusive sync.Mutex
 
-	mu          sync.Mutex
-	pending     []*commitReq // written, waiting for an fsync
-	dirty       []*segment   // payload segments written since the last fsync began
-	dirtyMark   watermark    // where the last round handed to the syncer ended
-	synced      watermark    // every payload before it is durable
-	wmWritten   watermark    // the last watermark written to RocksDB (writer-owned)
+	mu        sync.Mutex
+	pending   []*commitReq // written, waiting for an fsync
+	dirty     []*segment   // payload segments written since the last fsync began
+	dirtyMark watermark    // where the last round handed to the syncer ended
+	synced    watermark    // every payload before it is durable
+	// failed is the first fsync error. Nothing is answered durable after
+	// it: Linux reports a lost writeback once, so a later fsync of the
+	// same file may succeed over pages that never reached the disk.
+	failed      error
+	wmWritten   watermark // the last watermark written to RocksDB (writer-owned)
 	syncCount   uint64
 	writerCount uint64
 }
@@ -110,6 +114,13 @@ func (s *syncer) close() {
 		writeKey(s.db, s.wo, plogWatermarkKey, s.synced.encode()) //nolint:errcheck // best effort: the watermark only narrows what a reopen may cut
 	}
 	s.wo.Destroy()
+}
+
+// failure is the first fsync error, if any.
+func (s *syncer) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 func (s *syncer) stats() (syncs, writers uint64) {
@@ -332,6 +343,15 @@ func (s *syncer) syncLoop() {
 // fsync and, concurrently, the fdatasync of the payload segments written
 // (a request is answered only once both are done).
 func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, lastSync *time.Duration) {
+	s.mu.Lock()
+	failed := s.failed
+	s.mu.Unlock()
+	if failed != nil {
+		for _, r := range group {
+			r.done <- fmt.Errorf("storage: an earlier fsync failed, nothing written since is durable: %w", failed)
+		}
+		return
+	}
 	start := time.Now()
 	var segErr error
 	var wg sync.WaitGroup
@@ -350,12 +370,7 @@ func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, last
 	*lastSync = time.Since(start)
 	s.mu.Lock()
 	if err != nil {
-		// Not durable: the next fsync tries these segments again.
-		for _, seg := range segs {
-			if !slices.Contains(s.dirty, seg) {
-				s.dirty = append(s.dirty, seg)
-			}
-		}
+		s.failed = err
 	} else {
 		if mark.seg > s.synced.seg || mark.seg == s.synced.seg && mark.off > s.synced.off {
 			s.synced = mark
