@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,7 +90,7 @@ func Open(dir string, o Options) (*DB, error) {
 	db, err := grocksdb.OpenDb(opts, dir)
 	if err != nil {
 		opts.Destroy()
-		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+		return nil, openError(dir, err)
 	}
 	d := &DB{db: db, opts: opts, wo: grocksdb.NewDefaultWriteOptions(), ro: grocksdb.NewDefaultReadOptions(), dir: dir}
 	if err := d.checkNodeID(o.NodeID); err != nil {
@@ -142,6 +143,15 @@ func Open(dir string, o Options) (*DB, error) {
 // outside the hints' domain (Batch.deleteRange).
 const hintPrefixLen = prefixLen + 2
 
+// openError explains RocksDB's refusal to open dir; its lock file held
+// means another process (another node on the same data dir) has it.
+func openError(dir string, err error) error {
+	if msg := err.Error(); strings.Contains(msg, "LOCK:") && (strings.Contains(msg, "unavailable") || strings.Contains(msg, "lock hold")) {
+		return fmt.Errorf("storage: %s is in use by another process (another node started on the same data dir?): stop it first (%w)", dir, err)
+	}
+	return fmt.Errorf("storage: open %s: %w", dir, err)
+}
+
 // hintSafeMarker, a file in the RocksDB directory, says that every WAL
 // record there was written with range deletions outside the hints' domain
 // (format 4). Without it, a directory written by an earlier build may
@@ -162,7 +172,7 @@ func replayWithoutHints(dir string, opts *grocksdb.Options) error {
 	}
 	db, err := grocksdb.OpenDb(opts, dir)
 	if err != nil {
-		return fmt.Errorf("storage: open %s: %w", dir, err)
+		return openError(dir, err)
 	}
 	defer db.Close()
 	fo := grocksdb.NewDefaultFlushOptions()

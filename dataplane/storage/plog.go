@@ -261,6 +261,14 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Segments are created in id order and the newest is never deleted:
+	// a directory without the segment the watermark names, or a newer one,
+	// was removed or replaced, and the entries pointing into it are gone.
+	// Refuse rather than start a log whose acknowledged records cannot be
+	// read (and reuse their segment ids).
+	if wm != (watermark{}) && (len(ids) == 0 || ids[len(ids)-1] < wm.seg) {
+		return nil, fmt.Errorf("storage: payload log %s lacks segment %s, which the RocksDB beside it recorded as written: it was removed or replaced; restore it together with %s (they are one store), or remove both to start empty", l.dir, segName(wm.seg), dbDir)
+	}
 	fix := NewBatch()
 	for id := range stored {
 		if !slices.Contains(ids, id) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -523,4 +524,27 @@ func TestUpgradeReplaysOldWALWithoutHints(t *testing.T) {
 		t.Fatalf("read %d records (%v), want 36", len(got), err)
 	}
 	appendLog(t, db, p, 5, 0)
+}
+
+// TestMissingPayloadLogRefused: a RocksDB whose payload log directory was
+// removed (or replaced by an older copy) is refused at open with a message
+// naming it, rather than started with its records unreadable and its
+// segment ids reused.
+func TestMissingPayloadLogRefused(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 5, 0)
+	db.Close()
+	if err := os.RemoveAll(dir + ".plog"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, Options{NodeID: 1})
+	if err == nil {
+		db.Close()
+		t.Fatal("opened a store whose payload log is gone")
+	}
+	if !strings.Contains(err.Error(), "payload log") || !strings.Contains(err.Error(), "restore it") {
+		t.Fatalf("error %q does not say what is missing and what to do", err)
+	}
 }

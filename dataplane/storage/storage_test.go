@@ -572,3 +572,19 @@ func TestRangeDeletionsBesideInsertHints(t *testing.T) {
 	}()
 	NewBatch().deleteRange(p.key.u64Key('l', 5), p.key.u64Key('l', 9))
 }
+
+// TestSecondOpenSaysInUse: a second open of a data dir in use (another
+// node on the same dir) is refused with a message that says so.
+func TestSecondOpenSaysInUse(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	defer db.Close()
+	second, err := Open(dir, Options{NodeID: 1})
+	if err == nil {
+		second.Close()
+		t.Fatal("a second open of a data dir in use succeeded")
+	}
+	if !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("error %q does not say the dir is in use", err)
+	}
+}
