@@ -104,6 +104,9 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 func zapLogger(closing *atomic.Bool) *zap.Logger {
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
+	// Its errors (a peer port in use, a dir it cannot write) reach the
+	// operator through our own start-up error too: no Go stack traces.
+	zc.DisableStacktrace = true
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
 	l, err := zc.Build(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return quietCore{c, closing} }))

@@ -368,6 +368,10 @@ func (g *gateway) accessLog(r *http.Request, info *reqInfo, status int, bytesOut
 		// The client went away (or the node is stopping): not a server
 		// fault, and nobody read the answer.
 		level = slog.LevelWarn
+	case status == http.StatusServiceUnavailable:
+		// Retry later: no leader yet, not ready, stopping, a timeout —
+		// expected during starts, elections and restarts, not a fault.
+		level = slog.LevelWarn
 	case status >= 500:
 		level = slog.LevelError
 	}

@@ -102,3 +102,24 @@ func TestCompressedBodyRefused(t *testing.T) {
 		t.Errorf("status %d", w.Code)
 	}
 }
+
+// TestAccessLogLevels: a 503 (no leader yet, not ready, stopping, a
+// timeout: expected during starts, elections and restarts) is logged at
+// WARN; any other 5xx is a fault, at ERROR.
+func TestAccessLogLevels(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		level  string
+	}{{http.StatusServiceUnavailable, "WARN"}, {http.StatusInternalServerError, "ERROR"}, {http.StatusOK, "INFO"}} {
+		var buf bytes.Buffer
+		g := newGateway(nil, Options{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+		g.accessLog(httptest.NewRequest("GET", "/readyz", nil), &reqInfo{route: "/readyz"}, c.status, 0, 0)
+		var line map[string]any
+		if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line); err != nil {
+			t.Fatalf("status %d: not one JSON line: %v: %s", c.status, err, buf.String())
+		}
+		if line["level"] != c.level {
+			t.Errorf("status %d logged at %v, want %s", c.status, line["level"], c.level)
+		}
+	}
+}
