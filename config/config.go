@@ -1,20 +1,24 @@
 // Package config is the node's configuration: every knob, its default, its
 // meaning and its validation, in one table (keys). A config file is a list of
 // `key = value` lines (a subset of TOML: dotted keys, optional [section]
-// headers, # comments, integers, "strings", true/false); flags override it.
+// headers, # comments, integers, "strings"; no key is boolean); flags
+// override it.
 // docs/configuration.md is generated from the same table (see Markdown) and a
 // test keeps it current.
 package config
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Config holds every knob. The zero value is not valid: start from Default.
@@ -83,11 +87,14 @@ type value struct {
 
 func (v value) int(min, max int64) (int64, error) {
 	if v.isString {
-		return 0, fmt.Errorf("want an integer, got a string")
+		return 0, fmt.Errorf("want an integer, got %q", clip(v.raw))
 	}
 	n, err := strconv.ParseInt(strings.ReplaceAll(v.raw, "_", ""), 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("%s is out of range [%d, %d]", clip(v.raw), min, max)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("want an integer, got %q", v.raw)
+		return 0, fmt.Errorf("want an integer, got %q", clip(v.raw))
 	}
 	if n < min || n > max {
 		return 0, fmt.Errorf("%d is out of range [%d, %d]", n, min, max)
@@ -97,7 +104,7 @@ func (v value) int(min, max int64) (int64, error) {
 
 func (v value) str() (string, error) {
 	if !v.isString {
-		return "", fmt.Errorf("want a quoted string, got %s", v.raw)
+		return "", fmt.Errorf("want a quoted string, got %s", clip(v.raw))
 	}
 	return v.raw, nil
 }
@@ -128,12 +135,111 @@ func addrKey(name, doc, def string, field func(*Config) *string) key {
 		if err != nil {
 			return err
 		}
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return fmt.Errorf("want host:port, got %q", s)
+		if err := checkAddr(s); err != nil {
+			return err
 		}
 		*field(c) = s
 		return nil
 	}}
+}
+
+func hostKey(name, doc, def string, field func(*Config) *string) key {
+	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
+		s, err := v.str()
+		if err != nil {
+			return err
+		}
+		if err := checkHost(s); err != nil {
+			return err
+		}
+		*field(c) = s
+		return nil
+	}}
+}
+
+// checkAddr accepts host:port with a host that checkHost accepts and a
+// decimal port in 0..65535 (0 picks a free port), so that a typo refuses
+// to start before anything is created on disk.
+func checkAddr(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", clip(s))
+	}
+	if err := checkHost(host); err != nil {
+		return err
+	}
+	return checkPort(port)
+}
+
+func checkPort(port string) error {
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return fmt.Errorf("want a port number 0..65535, got %q", clip(port))
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n > 65535 {
+		return fmt.Errorf("want a port number 0..65535, got %q", clip(port))
+	}
+	return nil
+}
+
+// checkHost accepts an IP address (IPv6 without brackets, zone allowed), a
+// DNS name (letters, digits, '-', '_' and dots, labels of 1..63 bytes, at
+// most 253 bytes), or "" for every interface.
+func checkHost(h string) error {
+	if h == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	bad := fmt.Errorf("want an IP address or a host name, got %q", clip(h))
+	name := strings.TrimSuffix(h, ".")
+	if len(name) == 0 || len(name) > 253 {
+		return bad
+	}
+	for _, label := range strings.Split(name, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return bad
+		}
+		for i := 0; i < len(label); i++ {
+			b := label[i]
+			if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '-' || b == '_') {
+				return bad
+			}
+		}
+	}
+	return nil
+}
+
+// retentionKey is an integer key of which -1 means "no limit" and 0 is
+// refused: a topic's retention must be -1 or positive (node.validTopicConfig),
+// and the node's default must be a value topic creation accepts.
+func retentionKey(name, doc, unit string, def int64, field func(*Config) *int64) key {
+	return key{name: name, doc: doc, def: strconv.FormatInt(def, 10), set: func(c *Config, v value) error {
+		n, err := v.int(-1, math.MaxInt64)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("0 is not allowed: want -1 (no limit) or a positive number of %s", unit)
+		}
+		if err == nil {
+			*field(c) = n
+		}
+		return err
+	}}
+}
+
+// clip shortens text quoted back in an error message (a key or value from a
+// file that is not a config file, say) to about 100 bytes.
+func clip(s string) string {
+	const max = 100
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 const (
@@ -169,28 +275,16 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.SegmentBytes }),
 	intKey("storage.reclaim_interval_ms", "How often the node deletes payload segments no entry refers to and rewrites mostly-dead ones forward (also right after a topic is deleted).", 10_000, 10, 3_600_000,
 		func(c *Config) *int64 { return &c.ReclaimIntervalMs }),
-	{name: "gateway.host", doc: "Address the HTTP gateway listens on.", def: `"127.0.0.1"`,
-		set: func(c *Config, v value) error {
-			s, err := v.str()
-			if err == nil {
-				c.GatewayHost = s
-			}
-			return err
-		}},
+	hostKey("gateway.host", "Address the HTTP gateway listens on. A non-loopback address needs --insecure (there is no authentication yet).", "127.0.0.1",
+		func(c *Config) *string { return &c.GatewayHost }),
 	intKey("gateway.port", "Port of the HTTP gateway (0 picks a free one).", 4001, 0, 65535,
 		func(c *Config) *int64 { return &c.GatewayPort }),
 	intKey("gateway.request_timeout_ms", "Longest a produce or offset commit waits for its commit before answering 503 timeout.", 5000, 1, 600_000,
 		func(c *Config) *int64 { return &c.RequestTimeoutMs }),
 	intKey("gateway.max_body_bytes", "Largest request body; larger ones get 413.", 8*mib, 1*kib, 1*gib,
 		func(c *Config) *int64 { return &c.MaxBodyBytes }),
-	{name: "metrics.host", doc: "Address of the metrics listener (/metrics).", def: `"127.0.0.1"`,
-		set: func(c *Config, v value) error {
-			s, err := v.str()
-			if err == nil {
-				c.MetricsHost = s
-			}
-			return err
-		}},
+	hostKey("metrics.host", "Address of the metrics listener (/metrics). It may be non-loopback without --insecure: it serves only read-only metrics (topic names and counters, never records).", "127.0.0.1",
+		func(c *Config) *string { return &c.MetricsHost }),
 	intKey("metrics.port", "Port of the metrics listener (0 picks a free one).", 9568, 0, 65535,
 		func(c *Config) *int64 { return &c.MetricsPort }),
 	addrKey("raft.addr", "Node-to-node QUIC address (UDP) for Raft traffic.", "127.0.0.1:4002",
@@ -209,9 +303,9 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.HeartbeatIntervalMs }),
 	intKey("raft.max_uncommitted_bytes", "Per partition: uncommitted log bytes at the leader beyond which produce gets 429 backpressure.", 64*mib, 1*mib, 16*gib,
 		func(c *Config) *int64 { return &c.MaxUncommittedBytes }),
-	addrKey("etcd.client_addr", "Client URL address of the embedded etcd member (etcdctl talks to it).", "127.0.0.1:4379",
+	addrKey("etcd.client_addr", "Client URL address of the embedded etcd member (etcdctl talks to it). Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4379",
 		func(c *Config) *string { return &c.EtcdClientAddr }),
-	addrKey("etcd.peer_addr", "Peer URL address of the embedded etcd member.", "127.0.0.1:4380",
+	addrKey("etcd.peer_addr", "Peer URL address of the embedded etcd member. Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4380",
 		func(c *Config) *string { return &c.EtcdPeerAddr }),
 	intKey("replication_factor", "Default replicas per partition; capped at the live node count when a topic is created without one.", 3, 1, 7,
 		func(c *Config) *int64 { return &c.ReplicationFactor }),
@@ -223,9 +317,9 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.SnapshotIntervalOps }),
 	intKey("snapshot.max_log_size_bytes", "Raft log bytes of a partition beyond which a snapshot is taken.", 128*mib, 1*mib, 64*gib,
 		func(c *Config) *int64 { return &c.SnapshotMaxLogSizeBytes }),
-	intKey("retention.time_ms", "Default topic retention_ms; -1 keeps records forever.", 604_800_000, -1, math.MaxInt64,
+	retentionKey("retention.time_ms", "Default topic retention_ms: -1 keeps records forever, otherwise a positive number of milliseconds (0 is refused).", "milliseconds", 604_800_000,
 		func(c *Config) *int64 { return &c.RetentionMs }),
-	intKey("retention.bytes", "Default topic retention_bytes per partition; -1 means no size limit.", -1, -1, math.MaxInt64,
+	retentionKey("retention.bytes", "Default topic retention_bytes per partition: -1 means no size limit, otherwise a positive number of bytes (0 is refused).", "bytes", -1,
 		func(c *Config) *int64 { return &c.RetentionBytes }),
 	intKey("retention.check_interval_ms", "How often a partition leader looks for batches that retention lets it delete.", 1000, 10, 3_600_000,
 		func(c *Config) *int64 { return &c.RetentionCheckInterval }),
@@ -275,7 +369,7 @@ func (c *Config) Set(name, raw string) error {
 	for _, k := range keys {
 		if k.name == name {
 			v := parseValue(raw)
-			if !v.isString && !looksNumeric(v.raw) && v.raw != "true" && v.raw != "false" {
+			if !v.isString && !looksNumeric(v.raw) {
 				v.isString = true
 			}
 			if err := k.set(c, v); err != nil {
@@ -284,12 +378,26 @@ func (c *Config) Set(name, raw string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown config key %q", name)
+	return fmt.Errorf("unknown config key %q", clip(name))
 }
 
+// looksNumeric reports whether s is spelled like an integer (an optional
+// sign, digits and '_'), in range or not: 9223372036854775808 is an
+// integer that is out of range, not a string.
 func looksNumeric(s string) bool {
-	_, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
-	return err == nil
+	if strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-") {
+		s = s[1:]
+	}
+	digits := 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case '0' <= s[i] && s[i] <= '9':
+			digits++
+		case s[i] != '_':
+			return false
+		}
+	}
+	return digits > 0
 }
 
 func parseValue(raw string) value {
@@ -315,14 +423,32 @@ func (c *Config) Load(path string) error {
 	return nil
 }
 
-// Parse reads `key = value` lines over c. A key given twice is an error.
+// maxLineBytes bounds one line of a config file: the longest sensible line
+// is a key and a path, and a bound keeps a file that is not a config file
+// (a binary, a device) from being read whole.
+const maxLineBytes = 8 * kib
+
+// Parse reads `key = value` lines over c. A key given twice is an error. A
+// UTF-8 byte order mark at the start is skipped.
 func (c *Config) Parse(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*kib), 64*kib)
+	br := bufio.NewReaderSize(r, maxLineBytes+1)
 	section := ""
 	seen := map[string]int{}
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(stripComment(sc.Text()))
+	for line := 1; ; line++ {
+		text, err := readLine(br)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
+		}
+		if line == 1 {
+			text = strings.TrimPrefix(text, "\uFEFF")
+		}
+		if !utf8.ValidString(text) {
+			return fmt.Errorf("line %d: not UTF-8 text; is this a config file?", line)
+		}
+		text = strings.TrimSpace(stripComment(text))
 		if text == "" {
 			continue
 		}
@@ -342,12 +468,12 @@ func (c *Config) Parse(r io.Reader) error {
 			name = section + "." + name
 		}
 		if prev, dup := seen[name]; dup {
-			return fmt.Errorf("line %d: key %s already set on line %d", line, name, prev)
+			return fmt.Errorf("line %d: key %s already set on line %d", line, clip(name), prev)
 		}
 		seen[name] = line
 		v := parseValue(raw)
 		if !v.isString && strings.HasPrefix(strings.TrimSpace(raw), `"`) {
-			return fmt.Errorf("line %d: key %s: bad string %s", line, name, strings.TrimSpace(raw))
+			return fmt.Errorf("line %d: key %s: bad string %s", line, clip(name), clip(strings.TrimSpace(raw)))
 		}
 		found := false
 		for _, k := range keys {
@@ -359,10 +485,26 @@ func (c *Config) Parse(r io.Reader) error {
 			}
 		}
 		if !found {
-			return fmt.Errorf("line %d: unknown config key %q", line, name)
+			return fmt.Errorf("line %d: unknown config key %q", line, clip(name))
 		}
 	}
-	return sc.Err()
+}
+
+// readLine returns the next line without its "\n" or "\r\n"; io.EOF after
+// the last one. A line longer than maxLineBytes is an error.
+func readLine(br *bufio.Reader) (string, error) {
+	b, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull || len(b) > maxLineBytes+1 || len(b) == maxLineBytes+1 && b[len(b)-1] != '\n' {
+		return "", fmt.Errorf("longer than %d bytes; is this a config file?", maxLineBytes)
+	}
+	if err == io.EOF && len(b) > 0 {
+		err = nil
+	}
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSuffix(string(b), "\n")
+	return strings.TrimSuffix(s, "\r"), nil
 }
 
 // stripComment drops a # comment that is not inside a string.
@@ -402,6 +544,37 @@ func (c *Config) Validate() error {
 	if c.PartitionsPerTopic > c.MaxPartitions {
 		return fmt.Errorf("config key partitions_per_topic (%d) must not exceed max_partitions_per_topic (%d)", c.PartitionsPerTopic, c.MaxPartitions)
 	}
+	return c.checkListeners()
+}
+
+// checkListeners refuses two TCP listeners on one port when their hosts
+// are equal or one is a wildcard (binding both would fail half-way through
+// start-up). Port 0 picks a free port and never clashes. raft.addr is UDP
+// (QUIC) and may share a port number with a TCP listener.
+func (c *Config) checkListeners() error {
+	type listener struct{ keys, host, port string }
+	var ls []listener
+	for _, l := range []struct{ keys, addr string }{
+		{"gateway.host/gateway.port", c.GatewayAddr()},
+		{"metrics.host/metrics.port", c.MetricsAddr()},
+		{"etcd.client_addr", c.EtcdClientAddr},
+		{"etcd.peer_addr", c.EtcdPeerAddr},
+	} {
+		host, port, err := net.SplitHostPort(l.addr)
+		if err != nil || port == "0" {
+			continue
+		}
+		ls = append(ls, listener{l.keys, host, port})
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	for i, a := range ls {
+		for _, b := range ls[i+1:] {
+			if a.port == b.port && (a.host == b.host || wildcard(a.host) || wildcard(b.host)) {
+				return fmt.Errorf("config keys %s (%s) and %s (%s) name the same TCP port: give each listener its own port",
+					a.keys, net.JoinHostPort(a.host, a.port), b.keys, net.JoinHostPort(b.host, b.port))
+			}
+		}
+	}
 	return nil
 }
 
@@ -426,7 +599,10 @@ func (c *Config) MetricsAddr() string {
 func (c *Config) SetHostPort(hostKey, portKey, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%s: want host:port, got %q", hostKey, addr)
+		return fmt.Errorf("config key %s: want host:port, got %q", hostKey, clip(addr))
+	}
+	if err := checkPort(port); err != nil {
+		return fmt.Errorf("config key %s: %w", portKey, err)
 	}
 	if err := c.Set(hostKey, strconv.Quote(host)); err != nil {
 		return err

@@ -2,6 +2,8 @@ package config
 
 import (
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -76,5 +78,168 @@ func TestDocsCurrent(t *testing.T) {
 	}
 	if !strings.Contains(string(b), Markdown()) {
 		t.Fatalf("docs/configuration.md is stale; regenerate the table with `go run ./cmd/daftka config-docs`:\n%s", Markdown())
+	}
+}
+
+// TestIntegerErrorsShowTheValue: a bad integer is quoted back, and an
+// overflow says which range it left (docs/configuration.md).
+func TestIntegerErrorsShowTheValue(t *testing.T) {
+	cases := map[string]string{
+		"abc":                  `want an integer, got "abc"`,
+		"1.5":                  `want an integer, got "1.5"`,
+		"9223372036854775808":  "9223372036854775808 is out of range [1, 9223372036854775807]",
+		"-9223372036854775809": "-9223372036854775809 is out of range [1, 9223372036854775807]",
+	}
+	for in, want := range cases {
+		c := Default()
+		if err := c.Set("node.id", in); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "node.id") {
+			t.Errorf("Set(node.id, %s) = %v, want %q", in, err, want)
+		}
+	}
+	c := Default()
+	if err := c.Set("gateway.port", "abc"); err == nil || !strings.Contains(err.Error(), `got "abc"`) {
+		t.Errorf("Set(gateway.port, abc) = %v", err)
+	}
+	if err := c.Parse(strings.NewReader("node.id = 99999999999999999999")); err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("Parse overflow = %v", err)
+	}
+	if err := c.Set("node.id", "1_000"); err != nil || c.NodeID != 1000 {
+		t.Errorf("Set(node.id, 1_000) = %v, %d", err, c.NodeID)
+	}
+}
+
+// TestRetentionZeroRefused: retention 0 is a value topic creation refuses,
+// so the node's default may not be 0 (-1 or positive; node.validTopicConfig).
+func TestRetentionZeroRefused(t *testing.T) {
+	for _, k := range []string{"retention.time_ms", "retention.bytes"} {
+		c := Default()
+		if err := c.Set(k, "0"); err == nil || !strings.Contains(err.Error(), k) || !strings.Contains(err.Error(), "-1") {
+			t.Errorf("Set(%s, 0) = %v, want an error naming the key and -1", k, err)
+		}
+		for _, ok := range []string{"-1", "1"} {
+			if err := c.Set(k, ok); err != nil {
+				t.Errorf("Set(%s, %s) = %v", k, ok, err)
+			}
+		}
+		if err := c.Set(k, "-2"); err == nil {
+			t.Errorf("Set(%s, -2) accepted", k)
+		}
+	}
+}
+
+// TestAddressesChecked: ports and hosts are checked when the key is set, so
+// a typo refuses to start before anything is created on disk.
+func TestAddressesChecked(t *testing.T) {
+	bad := map[string]string{
+		"raft.addr=127.0.0.1:70000":        "raft.addr",
+		"raft.addr=127.0.0.1:abc":          "raft.addr",
+		"raft.addr=127.0.0.1:":             "raft.addr",
+		"raft.addr=127.0.0.1:-1":           "raft.addr",
+		"etcd.client_addr=127.0.0.1:99999": "etcd.client_addr",
+		"etcd.peer_addr=bad host!:4380":    "etcd.peer_addr",
+		"gateway.host=bad host!":           "gateway.host",
+		"metrics.host=a..b":                "metrics.host",
+		"metrics.host=-a":                  "metrics.host",
+	}
+	for kv, want := range bad {
+		k, v, _ := strings.Cut(kv, "=")
+		c := Default()
+		if err := c.Set(k, strconv.Quote(v)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Set(%s) = %v, want an error naming %s", kv, err, want)
+		}
+	}
+	good := []string{"raft.addr=127.0.0.1:0", "raft.addr=:4002", "raft.addr=[::1]:65535", "raft.addr=node-1.example.com:4002",
+		"gateway.host=::1", "gateway.host=", "metrics.host=fe80::1%eth0", "metrics.host=localhost"}
+	for _, kv := range good {
+		k, v, _ := strings.Cut(kv, "=")
+		c := Default()
+		if err := c.Set(k, strconv.Quote(v)); err != nil {
+			t.Errorf("Set(%s) = %v", kv, err)
+		}
+	}
+	c := Default()
+	for _, addr := range []string{"127.0.0.1:70000", "127.0.0.1:abc", "bad host!:1"} {
+		if err := c.SetHostPort("metrics.host", "metrics.port", addr); err == nil || !strings.Contains(err.Error(), "metrics.") {
+			t.Errorf("SetHostPort(%s) = %v", addr, err)
+		}
+	}
+}
+
+// TestListenersDistinct: two TCP listeners on one host:port are refused at
+// start naming both keys; raft.addr (UDP) may share a TCP port number, and
+// port 0 never clashes.
+func TestListenersDistinct(t *testing.T) {
+	cases := []struct {
+		set  map[string]string
+		want []string // empty: valid
+	}{
+		{map[string]string{"metrics.port": "4001"}, []string{"gateway.host/gateway.port", "metrics.host/metrics.port"}},
+		{map[string]string{"etcd.peer_addr": `"127.0.0.1:4379"`}, []string{"etcd.client_addr", "etcd.peer_addr"}},
+		{map[string]string{"etcd.peer_addr": `"0.0.0.0:4001"`}, []string{"gateway.host/gateway.port", "etcd.peer_addr"}},
+		{map[string]string{"etcd.peer_addr": `"127.0.0.2:4379"`}, nil},
+		{map[string]string{"raft.addr": `"127.0.0.1:4001"`}, nil},
+		{map[string]string{"gateway.port": "0", "metrics.port": "0", "etcd.client_addr": `"127.0.0.1:0"`, "etcd.peer_addr": `"127.0.0.1:0"`}, nil},
+	}
+	for _, tc := range cases {
+		c := Default()
+		for k, v := range tc.set {
+			if err := c.Set(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := c.Validate()
+		if len(tc.want) == 0 {
+			if err != nil {
+				t.Errorf("%v: Validate = %v", tc.set, err)
+			}
+			continue
+		}
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: Validate = %v, want it to name %s", tc.set, err, w)
+			}
+		}
+	}
+}
+
+// TestParseBoundsLines: a long line or a binary file is refused with the
+// line number and a clipped key; a leading byte order mark is skipped.
+func TestParseBoundsLines(t *testing.T) {
+	c := Default()
+	long := "storage.path = \"" + strings.Repeat("a", 100*1024) + "\"\n"
+	err := c.Parse(strings.NewReader("node.id = 2\n" + long))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("long line: %v", err)
+	}
+	err = c.Parse(strings.NewReader(strings.Repeat("k", 5000) + " = 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 1") || len(err.Error()) > 200 {
+		t.Errorf("long key: %v", err)
+	}
+	err = c.Parse(strings.NewReader("\x00\xff\xfe = 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("binary: %v", err)
+	}
+	c = Default()
+	if err := c.Parse(strings.NewReader("\uFEFFnode.id = 4\r\nlog.level = \"warn\"")); err != nil || c.NodeID != 4 || c.LogLevel != "warn" {
+		t.Errorf("BOM, CRLF, no final newline: %v %+v", err, c)
+	}
+	exact := "storage.path = \"" + strings.Repeat("a", maxLineBytes-len("storage.path = \"\"")) + "\""
+	if err := c.Parse(strings.NewReader(exact + "\n")); err != nil {
+		t.Errorf("a line of exactly maxLineBytes: %v", err)
+	}
+	if err := c.Parse(strings.NewReader(exact + "x")); err == nil {
+		t.Errorf("a last line of maxLineBytes+1 accepted")
+	}
+}
+
+// TestLoadNamesTheFile: errors from a file name the file and the line.
+func TestLoadNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "d.toml")
+	if err := os.WriteFile(p, []byte("\n"+strings.Repeat("x", 70*1024)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := c.Load(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("Load = %v", err)
 	}
 }
