@@ -46,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return runNode(args[1:], stderr)
+		return runNode(args[1:], stdout, stderr)
 	case "config-docs":
 		fmt.Fprint(stdout, config.Markdown())
 		return 0
@@ -59,117 +59,213 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-type setFlags []string
+// flagOp is one named flag or --set as given on the command line; they are
+// applied in command-line order over the config file, so a later one wins.
+type flagOp struct {
+	flag string // "data-dir", "set", ...
+	val  string
+}
 
-func (s *setFlags) String() string     { return strings.Join(*s, ",") }
-func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
+// orderedFlag records its flag's values into a shared list, in order.
+type orderedFlag struct {
+	name string
+	ops  *[]flagOp
+}
 
-func runNode(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("daftka run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		configFile  = fs.String("config", "", "config file (`key = value` lines; see docs/configuration.md)")
-		nodeID      = fs.String("node-id", "", "node id (config key node.id)")
-		dataDir     = fs.String("data-dir", "", "data directory (config key storage.path)")
-		gatewayAddr = fs.String("gateway-addr", "", "HTTP gateway host:port (gateway.host, gateway.port)")
-		metricsAddr = fs.String("metrics-addr", "", "metrics host:port (metrics.host, metrics.port)")
-		raftAddr    = fs.String("raft-addr", "", "node-to-node QUIC host:port (raft.addr)")
-		etcdClient  = fs.String("etcd-client-addr", "", "embedded etcd client host:port (etcd.client_addr)")
-		etcdPeer    = fs.String("etcd-peer-addr", "", "embedded etcd peer host:port (etcd.peer_addr)")
-		logLevel    = fs.String("log-level", "", "debug, info, warn or error (log.level)")
-		insecure    = fs.Bool("insecure", false, "allow the gateway on a non-loopback address without authentication")
-		sets        setFlags
-	)
-	fs.Var(&sets, "set", "set any config key: --set key=value (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "daftka run: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg := config.Default()
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "daftka: %v\n", err)
-		return 2
-	}
-	if *configFile != "" {
-		if err := cfg.Load(*configFile); err != nil {
-			return fail(err)
-		}
-	}
-	for _, kv := range sets {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return fail(fmt.Errorf("--set %q: want key=value", kv))
-		}
-		if err := cfg.Set(k, v); err != nil {
-			return fail(err)
-		}
-	}
-	type override struct {
-		val  string
-		keys []string
-	}
-	for _, o := range []override{
-		{*nodeID, []string{"node.id"}},
-		{*dataDir, []string{"storage.path"}},
-		{*gatewayAddr, []string{"gateway.host", "gateway.port"}},
-		{*metricsAddr, []string{"metrics.host", "metrics.port"}},
-		{*raftAddr, []string{"raft.addr"}},
-		{*etcdClient, []string{"etcd.client_addr"}},
-		{*etcdPeer, []string{"etcd.peer_addr"}},
-		{*logLevel, []string{"log.level"}},
-	} {
-		if o.val == "" {
-			continue
-		}
-		var err error
-		if len(o.keys) == 2 {
-			err = cfg.SetHostPort(o.keys[0], o.keys[1], o.val)
-		} else {
-			// String keys take the flag's text quoted (a data dir named
-			// "123" stays a string); node.id is the one number.
-			v := strconv.Quote(o.val)
-			if o.keys[0] == "node.id" {
-				v = o.val
-			}
-			err = cfg.Set(o.keys[0], v)
-		}
-		if err != nil {
-			return fail(err)
-		}
-	}
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
-	}
-	if !isLoopback(cfg.GatewayHost) && !*insecure {
-		return fail(fmt.Errorf("refusing to serve the gateway on %s without authentication; authentication is not available in this version, so listen on loopback or pass --insecure", cfg.GatewayAddr()))
+func (f orderedFlag) String() string     { return "" }
+func (f orderedFlag) Set(v string) error { *f.ops = append(*f.ops, flagOp{f.name, v}); return nil }
+
+// flagKeys maps each named flag to the config keys it sets: two keys take
+// one host:port.
+var flagKeys = map[string][]string{
+	"node-id":          {"node.id"},
+	"data-dir":         {"storage.path"},
+	"gateway-addr":     {"gateway.host", "gateway.port"},
+	"metrics-addr":     {"metrics.host", "metrics.port"},
+	"raft-addr":        {"raft.addr"},
+	"etcd-client-addr": {"etcd.client_addr"},
+	"etcd-peer-addr":   {"etcd.peer_addr"},
+	"log-level":        {"log.level"},
+}
+
+func runNode(args []string, stdout, stderr io.Writer) int {
+	cfg, code := configure(args, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go watchSignals(sigs, done, cancel, logger, os.Exit)
+
 	n, err := node.Start(ctx, cfg, logger, node.Options{})
 	if err != nil {
 		logger.Error("start failed", "err", err)
 		return 1
 	}
 	<-ctx.Done()
-	logger.Info("signal received, shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
 	if err := n.Close(sctx); err != nil {
 		logger.Error("shutdown failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// configure builds the node's configuration from the command line: the
+// defaults, then the --config file, then the other flags in command-line
+// order. It returns an exit code >= 0 when the command is done (help, or an
+// error already reported), -1 when the node should start.
+func configure(args []string, stdout, stderr io.Writer) (config.Config, int) {
+	fs := flag.NewFlagSet("daftka run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	// Usage is printed here, not by the flag package: help goes to stdout
+	// with exit 0, a usage error to stderr with exit 2.
+	fs.Usage = func() {}
+	var ops []flagOp
+	var (
+		configFile = fs.String("config", "", "read `FILE` first (key = value lines; see docs/configuration.md)")
+		insecure   = fs.Bool("insecure", false, "allow the gateway and the embedded etcd on non-loopback addresses without authentication")
+	)
+	for _, f := range []struct{ name, usage string }{
+		{"node-id", "node id `N` (config key node.id)"},
+		{"data-dir", "data directory `DIR` (config key storage.path)"},
+		{"gateway-addr", "HTTP gateway `HOST:PORT` (gateway.host, gateway.port)"},
+		{"metrics-addr", "metrics `HOST:PORT` (metrics.host, metrics.port)"},
+		{"raft-addr", "node-to-node QUIC `HOST:PORT` (raft.addr)"},
+		{"etcd-client-addr", "embedded etcd client `HOST:PORT` (etcd.client_addr)"},
+		{"etcd-peer-addr", "embedded etcd peer `HOST:PORT` (etcd.peer_addr)"},
+		{"log-level", "`LEVEL`: debug, info, warn or error (log.level)"},
+		{"set", "set any config key: --set `KEY=VALUE` (repeatable)"},
+	} {
+		fs.Var(orderedFlag{f.name, &ops}, f.name, f.usage)
+	}
+	printUsage := func(w io.Writer) {
+		fmt.Fprint(w, "usage: daftka run [flags]\n\nDefaults, then the --config file, then the other flags in command-line order (a later one wins).\n\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return config.Config{}, 0
+		}
+		printUsage(stderr)
+		return config.Config{}, 2
+	}
+	fail := func(err error) (config.Config, int) {
+		fmt.Fprintf(stderr, "daftka: %v\n", err)
+		return config.Config{}, 2
+	}
+	if fs.NArg() > 0 {
+		return fail(fmt.Errorf("run: unexpected argument %q", fs.Arg(0)))
+	}
+	// An explicitly empty value is a mistake (an unset shell variable,
+	// say), not a request for the default.
+	configGiven := false
+	fs.Visit(func(f *flag.Flag) { configGiven = configGiven || f.Name == "config" })
+	if configGiven && *configFile == "" {
+		return fail(errors.New("--config must not be empty: name a config file, or leave the flag out"))
+	}
+	for _, op := range ops {
+		if op.val == "" {
+			return fail(fmt.Errorf("--%s must not be empty: give a value, or leave the flag out for the default", op.flag))
+		}
+	}
+	cfg := config.Default()
+	if *configFile != "" {
+		if err := cfg.Load(*configFile); err != nil {
+			return fail(err)
+		}
+	}
+	for _, op := range ops {
+		if err := apply(&cfg, op); err != nil {
+			return fail(err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	if !*insecure {
+		if err := checkLoopback(cfg); err != nil {
+			return fail(err)
+		}
+	}
+	return cfg, -1
+}
+
+// apply sets the config keys of one flag.
+func apply(cfg *config.Config, op flagOp) error {
+	if op.flag == "set" {
+		k, v, ok := strings.Cut(op.val, "=")
+		if !ok {
+			return fmt.Errorf("--set %q: want key=value", op.val)
+		}
+		return cfg.Set(k, v)
+	}
+	keys := flagKeys[op.flag]
+	if len(keys) == 2 {
+		return cfg.SetHostPort(keys[0], keys[1], op.val)
+	}
+	// String keys take the flag's text quoted (a data dir named "123"
+	// stays a string); node.id is the one number.
+	v := strconv.Quote(op.val)
+	if keys[0] == "node.id" {
+		v = op.val
+	}
+	return cfg.Set(keys[0], v)
+}
+
+// checkLoopback enforces the contract (docs/api-v1.md, Auth): with no
+// authentication, the gateway and the embedded etcd (plain HTTP, which
+// holds the cluster metadata) listen on loopback only, unless --insecure.
+// The metrics listener is read-only and may listen anywhere; raft.addr is
+// mTLS.
+func checkLoopback(cfg config.Config) error {
+	if !isLoopback(cfg.GatewayHost) {
+		return fmt.Errorf("refusing to serve the gateway on %s without authentication; authentication is not available in this version, so listen on loopback or pass --insecure", cfg.GatewayAddr())
+	}
+	for _, l := range []struct{ key, addr string }{
+		{"etcd.client_addr", cfg.EtcdClientAddr},
+		{"etcd.peer_addr", cfg.EtcdPeerAddr},
+	} {
+		host, _, _ := net.SplitHostPort(l.addr)
+		if !isLoopback(host) {
+			return fmt.Errorf("refusing to serve the embedded etcd on %s (config key %s) without authentication; it speaks plain HTTP with no authentication in this version, so listen on loopback or pass --insecure", l.addr, l.key)
+		}
+	}
+	return nil
+}
+
+// watchSignals cancels the node's context on the first SIGTERM or SIGINT,
+// starting a clean shutdown, and exits at once with status 1 on a second
+// one: an operator who asks twice wants the process gone, and a crash-only
+// node loses nothing acknowledged (the next start recovers from disk).
+func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, cancel func(), logger *slog.Logger, exit func(int)) {
+	select {
+	case s := <-sigs:
+		logger.Info("signal received, shutting down; send it again to exit at once", "signal", s.String())
+		cancel()
+	case <-done:
+		return
+	}
+	select {
+	case s := <-sigs:
+		logger.Warn("second signal received during shutdown, exiting now without a clean shutdown", "signal", s.String())
+		exit(1)
+	case <-done:
+	}
 }
 
 // isLoopback reports whether host names only loopback addresses.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -24,17 +25,28 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string][]string{
-		"gateway.prot":               {"run", "--config", bad},
-		"raft.heartbeat_interval_ms": {"run", "--set", "raft.heartbeat_interval_ms=500"},
-		"node.id":                    {"run", "--node-id", "0"},
-		"storage.pth":                {"run", "--set", "storage.pth=x"},
-		"without authentication":     {"run", "--gateway-addr", "0.0.0.0:0", "--data-dir", dir},
-		"want host:port":             {"run", "--raft-addr", "nope"},
+		"gateway.prot":                        {"run", "--config", bad},
+		"raft.heartbeat_interval_ms":          {"run", "--set", "raft.heartbeat_interval_ms=500"},
+		"node.id":                             {"run", "--node-id", "0"},
+		"storage.pth":                         {"run", "--set", "storage.pth=x"},
+		"without authentication":              {"run", "--gateway-addr", "0.0.0.0:0", "--data-dir", dir},
+		"want host:port":                      {"run", "--raft-addr", "nope"},
+		"etcd.client_addr":                    {"run", "--etcd-client-addr", "0.0.0.0:4914"},
+		"etcd.peer_addr":                      {"run", "--etcd-peer-addr", "192.0.2.1:4380"},
+		"--data-dir must not be empty":        {"run", "--data-dir", ""},
+		"--config must not be empty":          {"run", "--config", ""},
+		"--set must not be empty":             {"run", "--set", ""},
+		"retention.time_ms":                   {"run", "--set", "retention.time_ms=0"},
+		`got "abc"`:                           {"run", "--node-id", "abc"},
+		"9223372036854775808 is out of range": {"run", "--node-id", "9223372036854775808"},
+		"raft.addr: want a port number":       {"run", "--raft-addr", "127.0.0.1:70000"},
+		"metrics.host: want an IP address":    {"run", "--metrics-addr", "bad host!:4999"},
+		"metrics.host/metrics.port":           {"run", "--metrics-addr", "127.0.0.1:4001"},
 	}
 	for want, args := range cases {
 		var out, errb bytes.Buffer
-		if code := run(args, &out, &errb); code == 0 || !strings.Contains(errb.String(), want) {
-			t.Errorf("daftka %v: exit %d, stderr %q; want non-zero naming %q", args, code, errb.String(), want)
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), want) {
+			t.Errorf("daftka %v: exit %d, stderr %q; want exit 2 naming %q", args, code, errb.String(), want)
 		}
 	}
 }
@@ -114,4 +126,114 @@ func TestTwoNodesSideBySide(t *testing.T) {
 			t.Fatalf("%s did not stop within 30 s of SIGTERM", p.url)
 		}
 	}
+}
+
+// TestEveryFlagRefusesEmpty: an explicitly empty flag value is refused
+// (exit 2) rather than taken as "use the default".
+func TestEveryFlagRefusesEmpty(t *testing.T) {
+	for _, f := range []string{"config", "node-id", "data-dir", "gateway-addr", "metrics-addr", "raft-addr",
+		"etcd-client-addr", "etcd-peer-addr", "log-level", "set"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"run", "--" + f + "="}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--"+f+" must not be empty") {
+			t.Errorf("--%s=: exit %d, stderr %q", f, code, errb.String())
+		}
+	}
+}
+
+// TestLoopbackRule: without --insecure the gateway and the embedded etcd
+// listen on loopback only (docs/api-v1.md, Auth); metrics may listen
+// anywhere; --insecure lifts the rule.
+func TestLoopbackRule(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string // "" = accepted
+	}{
+		{[]string{"--gateway-addr", "0.0.0.0:4001"}, "refusing to serve the gateway on 0.0.0.0:4001"},
+		{[]string{"--gateway-addr", ":4001"}, "refusing to serve the gateway"},
+		{[]string{"--etcd-client-addr", "0.0.0.0:4914"}, "etcd.client_addr"},
+		{[]string{"--etcd-client-addr", ":4914"}, "etcd.client_addr"},
+		{[]string{"--etcd-peer-addr", "[::]:4380"}, "etcd.peer_addr"},
+		{[]string{"--set", `etcd.peer_addr="10.0.0.1:4380"`}, "etcd.peer_addr"},
+		{[]string{"--etcd-client-addr", "localhost:4914", "--etcd-peer-addr", "[::1]:4380"}, ""},
+		{[]string{"--metrics-addr", "0.0.0.0:9568"}, ""},
+		{[]string{"--insecure", "--gateway-addr", "0.0.0.0:4001", "--etcd-client-addr", "0.0.0.0:4914", "--etcd-peer-addr", "0.0.0.0:4380"}, ""},
+	}
+	for _, tc := range cases {
+		var out, errb bytes.Buffer
+		_, code := configure(tc.args, &out, &errb)
+		if tc.want == "" && code != -1 || tc.want != "" && (code != 2 || !strings.Contains(errb.String(), tc.want) || !strings.Contains(errb.String(), "--insecure")) {
+			t.Errorf("%v: code %d, stderr %q; want %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+// TestFlagsInOrder: the config file first, then flags and --set in
+// command-line order, a later one winning (docs/configuration.md).
+func TestFlagsInOrder(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(file, []byte("node.id = 9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[uint64][]string{
+		5: {"--node-id", "3", "--set", "node.id=5"},
+		3: {"--set", "node.id=5", "--node-id", "3"},
+		7: {"--set", "node.id=5", "--set", "node.id=7"},
+		4: {"--node-id", "4", "--config", file},
+		9: {"--config", file},
+	}
+	for want, args := range cases {
+		var out, errb bytes.Buffer
+		cfg, code := configure(args, &out, &errb)
+		if code != -1 || cfg.NodeID != want {
+			t.Errorf("%v: code %d, node.id %d, stderr %q; want %d", args, code, cfg.NodeID, errb.String(), want)
+		}
+	}
+}
+
+// TestHelp: help goes to stdout with exit 0 and names each flag's argument
+// plainly; a usage error goes to stderr with exit 2.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"run", "-h"}, {"run", "--help"}, {"-h"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 || errb.Len() != 0 || !strings.Contains(out.String(), "usage") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	run([]string{"run", "-h"}, &out, &errb)
+	if !strings.Contains(out.String(), "-config FILE") || strings.Contains(out.String(), "-config key") {
+		t.Errorf("run -h garbles the --config argument:\n%s", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"run", "--bogus"}, &out, &errb); code != 2 || out.Len() != 0 || !strings.Contains(errb.String(), "bogus") {
+		t.Errorf("--bogus: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
+
+// TestSecondSignalExits: the first signal starts a clean shutdown, a second
+// one exits at once with status 1 (docs/operations.md).
+func TestSecondSignalExits(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	done := make(chan struct{})
+	cancelled := make(chan struct{})
+	exited := make(chan int, 1)
+	go watchSignals(sigs, done, func() { close(cancelled) }, slog.New(slog.DiscardHandler), func(code int) { exited <- code })
+	sigs <- syscall.SIGTERM
+	<-cancelled
+	select {
+	case code := <-exited:
+		t.Fatalf("exited with %d on the first signal", code)
+	case <-time.After(50 * time.Millisecond):
+	}
+	sigs <- syscall.SIGINT
+	select {
+	case code := <-exited:
+		if code != 1 {
+			t.Fatalf("exit code %d, want 1", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second signal did not exit")
+	}
+	close(done)
 }
