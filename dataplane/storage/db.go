@@ -467,6 +467,11 @@ func (b *Batch) deleteRange(begin, end []byte) {
 	if len(begin) >= hintPrefixLen {
 		panic(fmt.Sprintf("storage: range deletion from %x, inside the memtable insert hints' domain", begin))
 	}
+	b.rangeDeletion(begin, end)
+}
+
+// rangeDeletion adds the operation unchecked (tests play format 3 with it).
+func (b *Batch) rangeDeletion(begin, end []byte) {
 	b.data = append(b.data, 0x0F)
 	b.data = binary.AppendUvarint(b.data, uint64(len(begin)))
 	b.data = append(b.data, begin...)

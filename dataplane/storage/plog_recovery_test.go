@@ -382,10 +382,20 @@ func TestCleanCloseSealsActiveSegment(t *testing.T) {
 
 	db = openTest(t, dir)
 	defer db.Close()
-	p, _ = db.Partition(PartitionKey{Partition: 1})
-	got, err := readLog(p, 0, 25)
-	if err != nil || len(got) != 25 {
-		t.Fatalf("read %d records (%v), want 25", len(got), err)
+	wantRecords(t, db, 25)
+}
+
+// wantRecords checks that partition 1 of db holds records 0..n-1 as
+// appendLog wrote them.
+func wantRecords(t *testing.T, db *DB, n int) {
+	t.Helper()
+	p, err := db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readLog(p, 0, int64(n))
+	if err != nil || len(got) != n {
+		t.Fatalf("read %d records (%v), want %d", len(got), err, n)
 	}
 	for i, r := range got {
 		if want := fmt.Sprintf("%d:%s", i, recordText(int64(i))); r != want {
@@ -416,11 +426,7 @@ func TestCleanCloseReopensSegment(t *testing.T) {
 	crashClose(db)
 	db = openTest(t, dir)
 	defer db.Close()
-	p, _ = db.Partition(PartitionKey{Partition: 1})
-	got, err := readLog(p, 0, 20)
-	if err != nil || len(got) != 20 {
-		t.Fatalf("read %d records (%v), want 20", len(got), err)
-	}
+	wantRecords(t, db, 20)
 	if len(segFiles(t, dir)) != 1 {
 		t.Fatalf("%d segment files, want 1", len(segFiles(t, dir)))
 	}
@@ -490,13 +496,7 @@ func TestUpgradeReplaysOldWALWithoutHints(t *testing.T) {
 	b := NewBatch()
 	p.CompactLog(b, 4, 1, 5, nil)
 	// What a format 3 build's CompactLog wrote: from entry 0's own key.
-	begin, end := p.key.u64Key('l', 0), p.key.u64Key('l', 5)
-	b.data = append(b.data, 0x0F)
-	b.data = binary.AppendUvarint(b.data, uint64(len(begin)))
-	b.data = append(b.data, begin...)
-	b.data = binary.AppendUvarint(b.data, uint64(len(end)))
-	b.data = append(b.data, end...)
-	b.count++
+	b.rangeDeletion(p.key.u64Key('l', 0), p.key.u64Key('l', 5))
 	b.put(formatKey, []byte(upgradable))
 	mustWrite(t, db, b)
 	p.CommitCompaction(4, 1)
