@@ -143,6 +143,27 @@ func addrKey(name, doc, def string, field func(*Config) *string) key {
 	}}
 }
 
+// ipAddrKey is an address key whose host must be an IP address or
+// "localhost": the embedded etcd binds only those (a name or an empty
+// host fails when it starts, after the data dir was created).
+func ipAddrKey(name, doc, def string, field func(*Config) *string) key {
+	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
+		s, err := v.str()
+		if err != nil {
+			return err
+		}
+		if err := checkAddr(s); err != nil {
+			return err
+		}
+		host, _, _ := net.SplitHostPort(s)
+		if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
+			return fmt.Errorf("want an IP address or localhost (0.0.0.0 or [::] for every interface), got %q", clip(host))
+		}
+		*field(c) = s
+		return nil
+	}}
+}
+
 func hostKey(name, doc, def string, field func(*Config) *string) key {
 	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
 		s, err := v.str()
@@ -303,9 +324,9 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.HeartbeatIntervalMs }),
 	intKey("raft.max_uncommitted_bytes", "Per partition: uncommitted log bytes at the leader beyond which produce gets 429 backpressure.", 64*mib, 1*mib, 16*gib,
 		func(c *Config) *int64 { return &c.MaxUncommittedBytes }),
-	addrKey("etcd.client_addr", "Client URL address of the embedded etcd member (etcdctl talks to it). Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4379",
+	ipAddrKey("etcd.client_addr", "Client URL address of the embedded etcd member (etcdctl talks to it); the host is an IP address or localhost. Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4379",
 		func(c *Config) *string { return &c.EtcdClientAddr }),
-	addrKey("etcd.peer_addr", "Peer URL address of the embedded etcd member. Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4380",
+	ipAddrKey("etcd.peer_addr", "Peer URL address of the embedded etcd member; the host is an IP address or localhost. Plain HTTP without authentication: a non-loopback address needs --insecure.", "127.0.0.1:4380",
 		func(c *Config) *string { return &c.EtcdPeerAddr }),
 	intKey("replication_factor", "Default replicas per partition; capped at the live node count when a topic is created without one.", 3, 1, 7,
 		func(c *Config) *int64 { return &c.ReplicationFactor }),

@@ -131,15 +131,17 @@ func TestRetentionZeroRefused(t *testing.T) {
 // a typo refuses to start before anything is created on disk.
 func TestAddressesChecked(t *testing.T) {
 	bad := map[string]string{
-		"raft.addr=127.0.0.1:70000":        "raft.addr",
-		"raft.addr=127.0.0.1:abc":          "raft.addr",
-		"raft.addr=127.0.0.1:":             "raft.addr",
-		"raft.addr=127.0.0.1:-1":           "raft.addr",
-		"etcd.client_addr=127.0.0.1:99999": "etcd.client_addr",
-		"etcd.peer_addr=bad host!:4380":    "etcd.peer_addr",
-		"gateway.host=bad host!":           "gateway.host",
-		"metrics.host=a..b":                "metrics.host",
-		"metrics.host=-a":                  "metrics.host",
+		"raft.addr=127.0.0.1:70000":          "raft.addr",
+		"raft.addr=127.0.0.1:abc":            "raft.addr",
+		"raft.addr=127.0.0.1:":               "raft.addr",
+		"raft.addr=127.0.0.1:-1":             "raft.addr",
+		"etcd.client_addr=127.0.0.1:99999":   "etcd.client_addr",
+		"etcd.peer_addr=bad host!:4380":      "etcd.peer_addr",
+		"etcd.client_addr=:4379":             "etcd.client_addr", // etcd binds an IP or localhost only
+		"etcd.peer_addr=node-1.example:4380": "etcd.peer_addr",
+		"gateway.host=bad host!":             "gateway.host",
+		"metrics.host=a..b":                  "metrics.host",
+		"metrics.host=-a":                    "metrics.host",
 	}
 	for kv, want := range bad {
 		k, v, _ := strings.Cut(kv, "=")
@@ -149,7 +151,8 @@ func TestAddressesChecked(t *testing.T) {
 		}
 	}
 	good := []string{"raft.addr=127.0.0.1:0", "raft.addr=:4002", "raft.addr=[::1]:65535", "raft.addr=node-1.example.com:4002",
-		"gateway.host=::1", "gateway.host=", "metrics.host=fe80::1%eth0", "metrics.host=localhost"}
+		"gateway.host=::1", "gateway.host=", "metrics.host=fe80::1%eth0", "metrics.host=localhost",
+		"etcd.client_addr=LOCALHOST:4379", "etcd.peer_addr=[::]:4380", "etcd.peer_addr=0.0.0.0:0"}
 	for _, kv := range good {
 		k, v, _ := strings.Cut(kv, "=")
 		c := Default()

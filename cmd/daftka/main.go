@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -105,7 +106,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	done := make(chan struct{})
 	defer close(done)
-	go watchSignals(sigs, done, cancel, logger, os.Exit)
+	go watchSignals(sigs, done, cancel, logger, os.Exit, secondSignalGrace)
 
 	n, err := node.Start(ctx, cfg, logger, node.Options{})
 	if err != nil {
@@ -234,7 +235,7 @@ func apply(cfg *config.Config, op flagOp) error {
 // mTLS.
 func checkLoopback(cfg config.Config) error {
 	if !isLoopback(cfg.GatewayHost) {
-		return fmt.Errorf("refusing to serve the gateway on %s without authentication; authentication is not available in this version, so listen on loopback or pass --insecure", cfg.GatewayAddr())
+		return fmt.Errorf("refusing to serve the gateway on %s (config key gateway.host) without authentication; authentication is not available in this version, so listen on loopback or pass --insecure", cfg.GatewayAddr())
 	}
 	for _, l := range []struct{ key, addr string }{
 		{"etcd.client_addr", cfg.EtcdClientAddr},
@@ -248,31 +249,49 @@ func checkLoopback(cfg config.Config) error {
 	return nil
 }
 
+// secondSignalGrace: a signal within this long of the first is taken as
+// the same request (a wrapper forwarding SIGTERM while the terminal sends
+// SIGINT to the group), not as an operator asking twice.
+const secondSignalGrace = time.Second
+
 // watchSignals cancels the node's context on the first SIGTERM or SIGINT,
-// starting a clean shutdown, and exits at once with status 1 on a second
-// one: an operator who asks twice wants the process gone, and a crash-only
-// node loses nothing acknowledged (the next start recovers from disk).
-func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, cancel func(), logger *slog.Logger, exit func(int)) {
+// starting a clean shutdown, and exits at once with status 1 on another
+// one more than secondSignalGrace later: an operator who asks twice wants
+// the process gone, and a crash-only node loses nothing acknowledged (the
+// next start recovers from disk).
+func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, cancel func(), logger *slog.Logger, exit func(int), grace time.Duration) {
+	var first time.Time
 	select {
 	case s := <-sigs:
+		first = time.Now()
 		logger.Info("signal received, shutting down; send it again to exit at once", "signal", s.String())
 		cancel()
 	case <-done:
 		return
 	}
-	select {
-	case s := <-sigs:
-		logger.Warn("second signal received during shutdown, exiting now without a clean shutdown", "signal", s.String())
-		exit(1)
-	case <-done:
+	for {
+		select {
+		case s := <-sigs:
+			if time.Since(first) < grace {
+				logger.Info("signal received again within a second; still shutting down", "signal", s.String())
+				continue
+			}
+			logger.Warn("second signal received during shutdown, exiting now without a clean shutdown", "signal", s.String())
+			exit(1)
+			return
+		case <-done:
+			return
+		}
 	}
 }
 
-// isLoopback reports whether host names only loopback addresses.
+// isLoopback reports whether host names only loopback addresses:
+// localhost (any case, a trailing dot allowed) or a loopback IP address
+// (a zone allowed).
 func isLoopback(host string) bool {
-	if host == "localhost" {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

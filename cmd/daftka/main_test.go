@@ -148,14 +148,15 @@ func TestLoopbackRule(t *testing.T) {
 		args []string
 		want string // "" = accepted
 	}{
-		{[]string{"--gateway-addr", "0.0.0.0:4001"}, "refusing to serve the gateway on 0.0.0.0:4001"},
+		{[]string{"--gateway-addr", "0.0.0.0:4001"}, "refusing to serve the gateway on 0.0.0.0:4001 (config key gateway.host)"},
 		{[]string{"--gateway-addr", ":4001"}, "refusing to serve the gateway"},
 		{[]string{"--etcd-client-addr", "0.0.0.0:4914"}, "etcd.client_addr"},
-		{[]string{"--etcd-client-addr", ":4914"}, "etcd.client_addr"},
 		{[]string{"--etcd-peer-addr", "[::]:4380"}, "etcd.peer_addr"},
 		{[]string{"--set", `etcd.peer_addr="10.0.0.1:4380"`}, "etcd.peer_addr"},
 		{[]string{"--etcd-client-addr", "localhost:4914", "--etcd-peer-addr", "[::1]:4380"}, ""},
 		{[]string{"--metrics-addr", "0.0.0.0:9568"}, ""},
+		{[]string{"--gateway-addr", "LOCALHOST:4001", "--etcd-client-addr", "[::1%lo]:4914", "--etcd-peer-addr", "[::ffff:127.0.0.1]:4380"}, ""},
+		{[]string{"--gateway-addr", "localhost.:4001"}, ""},
 		{[]string{"--insecure", "--gateway-addr", "0.0.0.0:4001", "--etcd-client-addr", "0.0.0.0:4914", "--etcd-peer-addr", "0.0.0.0:4380"}, ""},
 	}
 	for _, tc := range cases {
@@ -211,21 +212,27 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// TestSecondSignalExits: the first signal starts a clean shutdown, a second
-// one exits at once with status 1 (docs/operations.md).
+// TestSecondSignalExits: the first signal starts a clean shutdown; another
+// one within the grace (SIGINT to the group while a wrapper forwards
+// SIGTERM) is the same request; a later one exits at once with status 1
+// (docs/operations.md).
 func TestSecondSignalExits(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	done := make(chan struct{})
 	cancelled := make(chan struct{})
 	exited := make(chan int, 1)
-	go watchSignals(sigs, done, func() { close(cancelled) }, slog.New(slog.DiscardHandler), func(code int) { exited <- code })
+	const grace = 2 * time.Second
+	go watchSignals(sigs, done, func() { close(cancelled) }, slog.New(slog.DiscardHandler), func(code int) { exited <- code }, grace)
+	start := time.Now()
 	sigs <- syscall.SIGTERM
 	<-cancelled
+	sigs <- syscall.SIGINT // at once: the same request
 	select {
 	case code := <-exited:
-		t.Fatalf("exited with %d on the first signal", code)
-	case <-time.After(50 * time.Millisecond):
+		t.Fatalf("exited with %d on a signal within the grace", code)
+	case <-time.After(300 * time.Millisecond):
 	}
+	time.Sleep(time.Until(start.Add(grace + 100*time.Millisecond)))
 	sigs <- syscall.SIGINT
 	select {
 	case code := <-exited:
