@@ -172,7 +172,8 @@ func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecor
 }
 
 // encodeTrim builds a retention command: delete every record below before
-// (a batch boundary), which hold bytes bytes.
+// (a batch boundary), which held bytes bytes when the leader proposed it
+// (for the log; apply counts what they hold when it runs).
 func encodeTrim(before, bytes int64) []byte {
 	b := make([]byte, 5, 24)
 	b[0] = cmdTrim

@@ -413,6 +413,20 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	return nil
 }
 
+// storedBytes is the stored bytes of the batches in [from, before), from
+// the batch index.
+func (r *Replica) storedBytes(from, before int64) (int64, error) {
+	var n int64
+	err := r.store.Batches(from, func(bi storage.BatchInfo) error {
+		if bi.FirstOffset >= before {
+			return storage.ErrStop
+		}
+		n += bi.Bytes
+		return nil
+	})
+	return n, err
+}
+
 // readRecords calls fn with each committed record in [from, to) in offset
 // order (compaction leaves gaps), until fn returns storage.ErrStop (not
 // reported) or another error (returned). rec is valid only during the call.
@@ -913,9 +927,26 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 				freed = true
 			case cmdTrim:
 				if cmd.before > st.LogStartOffset && cmd.before <= st.NextOffset {
+					// The bytes it removes are counted now, from the batch
+					// index: a key-compaction pass applied since the leader
+					// proposed it may have thinned those batches (cmd.bytes
+					// is what they held then). Write what this batch holds
+					// first, so that the count reads it.
+					before := st
+					before.Applied = e.Index - 1
+					r.store.PutAppliedState(b, before)
+					if err := r.e.cfg.DB.Write(b); err != nil {
+						return err
+					}
+					b = storage.NewBatch()
+					removed, err := r.storedBytes(st.LogStartOffset, cmd.before)
+					if err != nil {
+						b.Discard()
+						return err
+					}
 					r.store.DeleteBelow(b, cmd.before)
 					st.LogStartOffset = cmd.before
-					st.SizeBytes = max(0, st.SizeBytes-cmd.bytes)
+					st.SizeBytes = max(0, st.SizeBytes-removed)
 					freed = true
 				}
 			case cmdProduceIdempotent:

@@ -227,3 +227,45 @@ func TestLoneRequestOverInflightBoundAdmitted(t *testing.T) {
 		t.Fatalf("a large request behind another: %v, want backpressure", err)
 	}
 }
+
+// TestTrimCountsBytesAtApply: a retention trim proposed before a key
+// compaction pass but applied after it subtracts what the trimmed batches
+// hold when it applies, not what they held when it was proposed, so
+// size_bytes stays the partition's stored record bytes.
+func TestTrimCountsBytesAtApply(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000)
+	defer func() { e.Close(); db.Close() }()
+	r, err := e.EnsureReplica(PartitionID{Topic: "tr", TopicID: "00112233445566c5", Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	value := bytes.Repeat([]byte("v"), 50)
+	for i := 0; i < 10; i++ {
+		produceOne(t, r, []byte("a"), value)
+	}
+	for i := 0; i < 5; i++ {
+		produceOne(t, r, nil, value)
+	}
+	proposed, err := r.storedBytes(0, 10) // what the leader's retention check saw
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.propose(ctx, encodeCompact(15, time.Now().UnixMilli())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.propose(ctx, encodeTrim(10, proposed)); err != nil {
+		t.Fatal(err)
+	}
+	pos := r.Position()
+	var stored int64
+	if err := r.readRecords(pos.LogStartOffset, pos.HighWatermark, func(_ int64, rec []byte) error {
+		stored += int64(len(rec))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pos.LogStartOffset != 10 || pos.SizeBytes != stored {
+		t.Fatalf("log start %d, size_bytes %d; want 10 and the %d bytes stored", pos.LogStartOffset, pos.SizeBytes, stored)
+	}
+}
