@@ -29,7 +29,7 @@ build: deps
 	$(GO) build -o $(BIN)/daftka ./cmd/daftka
 
 # run starts a single-node cluster with the embedded defaults:
-# data in ./data/daftka, gateway http://127.0.0.1:4001, metrics :9568.
+# data in ./data/daftka, gateway http://127.0.0.1:4001, metrics 127.0.0.1:9568.
 run: build
 	./$(BIN)/daftka run $(ARGS)
 
