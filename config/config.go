@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -89,6 +90,9 @@ func (v value) int(min, max int64) (int64, error) {
 	if v.isString {
 		return 0, fmt.Errorf("want an integer, got %q", clip(v.raw))
 	}
+	if !underscoresBetweenDigits(v.raw) {
+		return 0, fmt.Errorf("want an integer, got %q (a '_' must stand between two digits)", clip(v.raw))
+	}
 	n, err := strconv.ParseInt(strings.ReplaceAll(v.raw, "_", ""), 10, 64)
 	if errors.Is(err, strconv.ErrRange) {
 		return 0, fmt.Errorf("%s is out of range [%d, %d]", clip(v.raw), min, max)
@@ -102,9 +106,29 @@ func (v value) int(min, max int64) (int64, error) {
 	return n, nil
 }
 
+// underscoresBetweenDigits reports whether every '_' in s stands between
+// two digits, as TOML requires: 1_000, not _5, 5_ or 1__000.
+func underscoresBetweenDigits(s string) bool {
+	isDigit := func(i int) bool { return 0 <= i && i < len(s) && '0' <= s[i] && s[i] <= '9' }
+	for i := 0; i < len(s); i++ {
+		if s[i] == '_' && !(isDigit(i-1) && isDigit(i+1)) {
+			return false
+		}
+	}
+	return true
+}
+
+// str returns a string value. A control character (NUL, a newline, a tab,
+// DEL, C1) is refused: no path, address or level contains one, and a NUL
+// would cut a path short where the system call reads it.
 func (v value) str() (string, error) {
 	if !v.isString {
 		return "", fmt.Errorf("want a quoted string, got %s", clip(v.raw))
+	}
+	for i, r := range v.raw {
+		if unicode.IsControl(r) {
+			return "", fmt.Errorf("control character %U at byte %d of %q: not allowed in a string", r, i, clip(v.raw))
+		}
 	}
 	return v.raw, nil
 }
@@ -234,7 +258,8 @@ func checkHost(h string) error {
 }
 
 // retentionKey is an integer key of which -1 means "no limit" and 0 is
-// refused: a topic's retention must be -1 or positive (node.validTopicConfig),
+// refused: a topic's retention must be -1 or positive ((*node.Node).applyPatch
+// in node/api.go),
 // and the node's default must be a value topic creation accepts.
 func retentionKey(name, doc, unit string, def int64, field func(*Config) *int64) key {
 	return key{name: name, doc: doc, def: strconv.FormatInt(def, 10), set: func(c *Config, v value) error {
@@ -385,11 +410,15 @@ func Default() Config {
 
 // Set sets one key from its config-file spelling (`"text"` or `42`). A bare
 // word that is not a number is taken as a string, for flags like
-// --set log.level=debug.
+// --set log.level=debug; a value that starts with '"' must be a whole
+// quoted string, as in a file.
 func (c *Config) Set(name, raw string) error {
 	for _, k := range keys {
 		if k.name == name {
-			v := parseValue(raw)
+			v, err := parseSetting(raw)
+			if err != nil {
+				return fmt.Errorf("config key %s: %w", name, err)
+			}
 			if !v.isString && !looksNumeric(v.raw) {
 				v.isString = true
 			}
@@ -419,6 +448,16 @@ func looksNumeric(s string) bool {
 		}
 	}
 	return digits > 0
+}
+
+// parseSetting parses a value as a file or --set gives it: one that starts
+// with '"' must be a whole quoted string.
+func parseSetting(raw string) (value, error) {
+	v := parseValue(raw)
+	if !v.isString && strings.HasPrefix(v.raw, `"`) {
+		return value{}, fmt.Errorf("bad string %s: want a whole \"quoted string\"", clip(v.raw))
+	}
+	return v, nil
 }
 
 func parseValue(raw string) value {
@@ -452,7 +491,7 @@ const maxLineBytes = 8 * kib
 // Parse reads `key = value` lines over c. A key given twice is an error. A
 // UTF-8 byte order mark at the start is skipped.
 func (c *Config) Parse(r io.Reader) error {
-	br := bufio.NewReaderSize(r, maxLineBytes+1)
+	br := bufio.NewReaderSize(r, maxLineBytes+len("\r\n"))
 	section := ""
 	seen := map[string]int{}
 	for line := 1; ; line++ {
@@ -492,9 +531,9 @@ func (c *Config) Parse(r io.Reader) error {
 			return fmt.Errorf("line %d: key %s already set on line %d", line, clip(name), prev)
 		}
 		seen[name] = line
-		v := parseValue(raw)
-		if !v.isString && strings.HasPrefix(strings.TrimSpace(raw), `"`) {
-			return fmt.Errorf("line %d: key %s: bad string %s", line, clip(name), clip(strings.TrimSpace(raw)))
+		v, err := parseSetting(raw)
+		if err != nil {
+			return fmt.Errorf("line %d: key %s: %w", line, clip(name), err)
 		}
 		found := false
 		for _, k := range keys {
@@ -512,11 +551,13 @@ func (c *Config) Parse(r io.Reader) error {
 }
 
 // readLine returns the next line without its "\n" or "\r\n"; io.EOF after
-// the last one. A line longer than maxLineBytes is an error.
+// the last one. A line whose content (without its line ending) is longer
+// than maxLineBytes is an error; br's buffer holds maxLineBytes and "\r\n".
 func readLine(br *bufio.Reader) (string, error) {
 	b, err := br.ReadSlice('\n')
-	if err == bufio.ErrBufferFull || len(b) > maxLineBytes+1 || len(b) == maxLineBytes+1 && b[len(b)-1] != '\n' {
-		return "", fmt.Errorf("longer than %d bytes; is this a config file?", maxLineBytes)
+	tooLong := fmt.Errorf("longer than %d bytes; is this a config file?", maxLineBytes)
+	if err == bufio.ErrBufferFull {
+		return "", tooLong
 	}
 	if err == io.EOF && len(b) > 0 {
 		err = nil
@@ -525,7 +566,11 @@ func readLine(br *bufio.Reader) (string, error) {
 		return "", err
 	}
 	s := strings.TrimSuffix(string(b), "\n")
-	return strings.TrimSuffix(s, "\r"), nil
+	s = strings.TrimSuffix(s, "\r")
+	if len(s) > maxLineBytes {
+		return "", tooLong
+	}
+	return s, nil
 }
 
 // stripComment drops a # comment that is not inside a string.
@@ -568,12 +613,17 @@ func (c *Config) Validate() error {
 	return c.checkListeners()
 }
 
-// checkListeners refuses two TCP listeners on one port when their hosts
-// are equal or one is a wildcard (binding both would fail half-way through
-// start-up). Port 0 picks a free port and never clashes. raft.addr is UDP
-// (QUIC) and may share a port number with a TCP listener.
+// checkListeners refuses two TCP listeners on one port when they would bind
+// the same address (binding both would fail half-way through start-up).
+// They are compared by what they bind, not by spelling: the port as a
+// number (0 picks a free port and never clashes), see bindsOverlap for the
+// host. raft.addr is UDP (QUIC) and may share a port number with a TCP
+// listener.
 func (c *Config) checkListeners() error {
-	type listener struct{ keys, host, port string }
+	type listener struct {
+		keys, host, portText string
+		port                 int
+	}
 	var ls []listener
 	for _, l := range []struct{ keys, addr string }{
 		{"gateway.host/gateway.port", c.GatewayAddr()},
@@ -582,21 +632,66 @@ func (c *Config) checkListeners() error {
 		{"etcd.peer_addr", c.EtcdPeerAddr},
 	} {
 		host, port, err := net.SplitHostPort(l.addr)
-		if err != nil || port == "0" {
+		if err != nil {
 			continue
 		}
-		ls = append(ls, listener{l.keys, host, port})
+		n, err := strconv.Atoi(port)
+		if err != nil || n == 0 {
+			continue
+		}
+		ls = append(ls, listener{l.keys, host, port, n})
 	}
-	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	for i, a := range ls {
 		for _, b := range ls[i+1:] {
-			if a.port == b.port && (a.host == b.host || wildcard(a.host) || wildcard(b.host)) {
+			if a.port == b.port && bindsOverlap(a.host, b.host) {
 				return fmt.Errorf("config keys %s (%s) and %s (%s) name the same TCP port: give each listener its own port",
-					a.keys, net.JoinHostPort(a.host, a.port), b.keys, net.JoinHostPort(b.host, b.port))
+					a.keys, net.JoinHostPort(a.host, a.portText), b.keys, net.JoinHostPort(b.host, b.portText))
 			}
 		}
 	}
 	return nil
+}
+
+// bindsOverlap reports whether listeners on hosts a and b (on one port)
+// would bind a common address. A wildcard (the empty host or any
+// unspecified address, 0.0.0.0 included: Go listens on it dual-stack)
+// overlaps every host; an IPv4-mapped IPv6 address is its IPv4 address;
+// localhost (any case, a trailing dot allowed) is both 127.0.0.1 and ::1;
+// other host names are compared as text, ignoring case (they are not
+// resolved).
+func bindsOverlap(a, b string) bool {
+	as, aWild := bindAddrs(a)
+	bs, bWild := bindAddrs(b)
+	if aWild || bWild {
+		return true
+	}
+	for _, x := range as {
+		for _, y := range bs {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bindAddrs returns the addresses a listener on host binds, spelled for
+// comparison, or wildcard.
+func bindAddrs(host string) (addrs []string, wildcard bool) {
+	if host == "" {
+		return nil, true
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return []string{"127.0.0.1", "::1"}, false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.Unmap()
+		if ip.WithZone("").IsUnspecified() {
+			return nil, true
+		}
+		return []string{ip.String()}, false
+	}
+	return []string{"name:" + strings.ToLower(host)}, false
 }
 
 func btoi(b bool) int {

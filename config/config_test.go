@@ -109,7 +109,8 @@ func TestIntegerErrorsShowTheValue(t *testing.T) {
 }
 
 // TestRetentionZeroRefused: retention 0 is a value topic creation refuses,
-// so the node's default may not be 0 (-1 or positive; node.validTopicConfig).
+// so the node's default may not be 0 (-1 or positive; (*node.Node).applyPatch
+// in node/api.go).
 func TestRetentionZeroRefused(t *testing.T) {
 	for _, k := range []string{"retention.time_ms", "retention.bytes"} {
 		c := Default()
@@ -244,5 +245,134 @@ func TestLoadNamesTheFile(t *testing.T) {
 	c := Default()
 	if err := c.Load(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("Load = %v", err)
+	}
+}
+
+// TestListenerClashesByMeaning: listeners clash by what they bind, not by
+// how it is spelled: ports as numbers (0 never clashes), IP addresses
+// normalised (a v4-mapped address is its IPv4 address; any unspecified
+// address is a wildcard, and Go's wildcard listener is dual-stack),
+// localhost as both 127.0.0.1 and ::1, other names case-insensitively.
+func TestListenerClashesByMeaning(t *testing.T) {
+	clash := []map[string]string{
+		{"gateway.host": `"localhost"`, "metrics.port": "4001"},
+		{"gateway.host": `"LocalHost."`, "metrics.port": "4001"},
+		{"gateway.host": `"localhost"`, "metrics.host": `"::1"`, "metrics.port": "4001"},
+		{"etcd.client_addr": `"127.0.0.1:04001"`},
+		{"etcd.client_addr": `"[::ffff:127.0.0.1]:4001"`},
+		{"etcd.client_addr": `"[0:0:0:0:0:0:0:0]:4001"`},
+		{"etcd.client_addr": `"[::0]:4001"`},
+		{"etcd.client_addr": `"[::ffff:0.0.0.0]:4001"`},
+		{"gateway.host": `"::1"`, "etcd.client_addr": `"0.0.0.0:4001"`},
+		{"gateway.host": `"node-1.example"`, "metrics.host": `"NODE-1.example"`, "metrics.port": "4001"},
+	}
+	for _, set := range clash {
+		c := Default()
+		for k, v := range set {
+			if err := c.Set(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "same TCP port") {
+			t.Errorf("%v: Validate = %v, want a clash", set, err)
+		}
+	}
+	distinct := []map[string]string{
+		{"etcd.client_addr": `"127.0.0.1:00"`, "etcd.peer_addr": `"127.0.0.1:00"`},
+		{"etcd.client_addr": `"0.0.0.0:0"`, "etcd.peer_addr": `"[::]:000"`},
+		{"etcd.client_addr": `"127.0.0.2:4001"`},
+		{"etcd.client_addr": `"[::2]:4001"`, "gateway.host": `"localhost"`},
+		{"gateway.host": `"node-1.example"`, "metrics.host": `"node-2.example"`, "metrics.port": "4001"},
+	}
+	for _, set := range distinct {
+		c := Default()
+		for k, v := range set {
+			if err := c.Set(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%v: Validate = %v", set, err)
+		}
+	}
+}
+
+// TestSetParsesLikeAFile: --set takes a bare word as a string, but a value
+// that starts with a quote must be a whole quoted string, as in a file.
+func TestSetParsesLikeAFile(t *testing.T) {
+	for _, raw := range []string{`"abc`, `"a"b"`, `"`, ` "abc`} {
+		c := Default()
+		if err := c.Set("storage.path", raw); err == nil || !strings.Contains(err.Error(), "storage.path") || !strings.Contains(err.Error(), "bad string") {
+			t.Errorf("Set(storage.path, %s) = %v (path %q), want a bad string error", raw, err, c.StoragePath)
+		}
+	}
+	c := Default()
+	if err := c.Set("storage.path", `"a b"`); err != nil || c.StoragePath != "a b" {
+		t.Errorf("quoted: %v %q", err, c.StoragePath)
+	}
+	if err := c.Set("storage.path", `abc"`); err != nil || c.StoragePath != `abc"` {
+		t.Errorf("bare word: %v %q", err, c.StoragePath)
+	}
+}
+
+// TestIntegerUnderscores: as in TOML, each '_' stands between two digits.
+func TestIntegerUnderscores(t *testing.T) {
+	for _, raw := range []string{"_5", "5_", "_5_", "1__000", "-_5", "+_5", "_"} {
+		c := Default()
+		if err := c.Set("node.id", raw); err == nil || !strings.Contains(err.Error(), "node.id") {
+			t.Errorf("Set(node.id, %s) = %v (node.id %d), want an error", raw, err, c.NodeID)
+		}
+		if err := c.Parse(strings.NewReader("node.id = " + raw)); err == nil || !strings.Contains(err.Error(), "node.id") {
+			t.Errorf("Parse(node.id = %s) = %v, want an error", raw, err)
+		}
+	}
+	for raw, want := range map[string]int64{"1_000": 1000, "+1_0": 10, "1_2_3": 123, "-1_0": -10} {
+		c := Default()
+		if err := c.Set("retention.bytes", raw); err != nil && want > 0 || err == nil && c.RetentionBytes != want {
+			t.Errorf("Set(retention.bytes, %s) = %v, %d", raw, err, c.RetentionBytes)
+		}
+	}
+}
+
+// TestStringsRefuseControlCharacters: a NUL or other control character in
+// a string value (an escape in a file, or a flag's text) is refused with a
+// message naming the key.
+func TestStringsRefuseControlCharacters(t *testing.T) {
+	for _, line := range []string{`storage.path = "a\u0000b"`, `storage.path = "a\x00b"`, `tls.ca_file = "a\nb"`,
+		`log.level = "info\r"`, `storage.path = "a\tb"`, `storage.path = "a\u0085b"`, `storage.path = "a\x7fb"`,
+		"storage.path = \"a\x01b\""} {
+		c := Default()
+		err := c.Parse(strings.NewReader(line))
+		k, _, _ := strings.Cut(line, " ")
+		if err == nil || !strings.Contains(err.Error(), k) || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("Parse(%s) = %v, want a control character error naming %s", line, err, k)
+		}
+	}
+	c := Default()
+	if err := c.Set("storage.path", "a\x00b"); err == nil || !strings.Contains(err.Error(), "storage.path") {
+		t.Errorf("Set(storage.path, a NUL b) = %v", err)
+	}
+	if err := c.Set("storage.path", strconv.Quote("/var/lib/dåftka")); err != nil {
+		t.Errorf("non-ASCII path: %v", err)
+	}
+}
+
+// TestLineLimitIsContent: the line-length limit counts the line's content,
+// whichever line ending follows it.
+func TestLineLimitIsContent(t *testing.T) {
+	exact := "storage.path = \"" + strings.Repeat("a", maxLineBytes-len("storage.path = \"\"")) + "\""
+	for _, end := range []string{"\n", "\r\n", ""} {
+		c := Default()
+		next := "node.id = 3\n"
+		if end == "" { // the last line, no line ending
+			next = ""
+			c.NodeID = 3
+		}
+		if err := c.Parse(strings.NewReader(exact + end + next)); err != nil || c.NodeID != 3 {
+			t.Errorf("%q ending: %v", end, err)
+		}
+		if err := c.Parse(strings.NewReader(exact + "x" + end)); err == nil || !strings.Contains(err.Error(), "longer than") {
+			t.Errorf("%q ending, one byte over: %v", end, err)
+		}
 	}
 }

@@ -76,6 +76,13 @@ type orderedFlag struct {
 func (f orderedFlag) String() string     { return "" }
 func (f orderedFlag) Set(v string) error { *f.ops = append(*f.ops, flagOp{f.name, v}); return nil }
 
+// listFlag records every value of a flag, so that configure can refuse one
+// given twice rather than silently keep the last.
+type listFlag struct{ vals *[]string }
+
+func (f listFlag) String() string     { return "" }
+func (f listFlag) Set(v string) error { *f.vals = append(*f.vals, v); return nil }
+
 // flagKeys maps each named flag to the config keys it sets: two keys take
 // one host:port.
 var flagKeys = map[string][]string{
@@ -134,10 +141,9 @@ func configure(args []string, stdout, stderr io.Writer) (config.Config, int) {
 	// with exit 0, a usage error to stderr with exit 2.
 	fs.Usage = func() {}
 	var ops []flagOp
-	var (
-		configFile = fs.String("config", "", "read `FILE` first (key = value lines; see docs/configuration.md)")
-		insecure   = fs.Bool("insecure", false, "allow the gateway and the embedded etcd on non-loopback addresses without authentication")
-	)
+	var configFiles []string
+	fs.Var(listFlag{&configFiles}, "config", "read `FILE` first (key = value lines; see docs/configuration.md; at most once)")
+	insecure := fs.Bool("insecure", false, "allow the gateway and the embedded etcd on non-loopback addresses without authentication")
 	for _, f := range []struct{ name, usage string }{
 		{"node-id", "node id `N` (config key node.id)"},
 		{"data-dir", "data directory `DIR` (config key storage.path)"},
@@ -172,11 +178,14 @@ func configure(args []string, stdout, stderr io.Writer) (config.Config, int) {
 	if fs.NArg() > 0 {
 		return fail(fmt.Errorf("run: unexpected argument %q", fs.Arg(0)))
 	}
+	// Only one file is read: a second --config (a wrapper adding its own,
+	// say) would otherwise silently replace the first.
+	if len(configFiles) > 1 {
+		return fail(fmt.Errorf("--config given twice (%q, then %q): name one config file, and override its keys with --set", configFiles[0], configFiles[1]))
+	}
 	// An explicitly empty value is a mistake (an unset shell variable,
 	// say), not a request for the default.
-	configGiven := false
-	fs.Visit(func(f *flag.Flag) { configGiven = configGiven || f.Name == "config" })
-	if configGiven && *configFile == "" {
+	if len(configFiles) == 1 && configFiles[0] == "" {
 		return fail(errors.New("--config must not be empty: name a config file, or leave the flag out"))
 	}
 	for _, op := range ops {
@@ -185,8 +194,8 @@ func configure(args []string, stdout, stderr io.Writer) (config.Config, int) {
 		}
 	}
 	cfg := config.Default()
-	if *configFile != "" {
-		if err := cfg.Load(*configFile); err != nil {
+	if len(configFiles) == 1 {
+		if err := cfg.Load(configFiles[0]); err != nil {
 			return fail(err)
 		}
 	}

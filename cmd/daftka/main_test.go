@@ -42,6 +42,9 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 		"raft.addr: want a port number":       {"run", "--raft-addr", "127.0.0.1:70000"},
 		"metrics.host: want an IP address":    {"run", "--metrics-addr", "bad host!:4999"},
 		"metrics.host/metrics.port":           {"run", "--metrics-addr", "127.0.0.1:4001"},
+		"--config given twice":                {"run", "--config", bad, "--config", bad},
+		"storage.path: bad string":            {"run", "--set", `storage.path="abc`},
+		"same TCP port":                       {"run", "--gateway-addr", "localhost:4961", "--metrics-addr", "127.0.0.1:4961"},
 	}
 	for want, args := range cases {
 		var out, errb bytes.Buffer
@@ -181,6 +184,7 @@ func TestFlagsInOrder(t *testing.T) {
 		7: {"--set", "node.id=5", "--set", "node.id=7"},
 		4: {"--node-id", "4", "--config", file},
 		9: {"--config", file},
+		1: {"--etcd-client-addr", "127.0.0.1:00", "--etcd-peer-addr", "127.0.0.1:00"},
 	}
 	for want, args := range cases {
 		var out, errb bytes.Buffer
