@@ -153,53 +153,46 @@ func strKey(name, doc, def string, field func(*Config) *string) key {
 	}}
 }
 
-func addrKey(name, doc, def string, field func(*Config) *string) key {
+// checkedKey is a string key whose value check must accept.
+func checkedKey(name, doc, def string, field func(*Config) *string, check func(string) error) key {
 	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
 		s, err := v.str()
 		if err != nil {
 			return err
 		}
-		if err := checkAddr(s); err != nil {
+		if err := check(s); err != nil {
 			return err
 		}
 		*field(c) = s
 		return nil
 	}}
+}
+
+func addrKey(name, doc, def string, field func(*Config) *string) key {
+	return checkedKey(name, doc, def, field, checkAddr)
 }
 
 // ipAddrKey is an address key whose host must be an IP address or
 // "localhost": the embedded etcd binds only those (a name or an empty
 // host fails when it starts, after the data dir was created).
 func ipAddrKey(name, doc, def string, field func(*Config) *string) key {
-	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
-		s, err := v.str()
-		if err != nil {
-			return err
-		}
-		if err := checkAddr(s); err != nil {
-			return err
-		}
-		host, _, _ := net.SplitHostPort(s)
-		if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
-			return fmt.Errorf("want an IP address or localhost (0.0.0.0 or [::] for every interface), got %q", clip(host))
-		}
-		*field(c) = s
-		return nil
-	}}
+	return checkedKey(name, doc, def, field, checkIPAddr)
 }
 
 func hostKey(name, doc, def string, field func(*Config) *string) key {
-	return key{name: name, doc: doc, def: strconv.Quote(def), set: func(c *Config, v value) error {
-		s, err := v.str()
-		if err != nil {
-			return err
-		}
-		if err := checkHost(s); err != nil {
-			return err
-		}
-		*field(c) = s
-		return nil
-	}}
+	return checkedKey(name, doc, def, field, checkHost)
+}
+
+// checkIPAddr is checkAddr with a host that is an IP address or localhost.
+func checkIPAddr(s string) error {
+	if err := checkAddr(s); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(s)
+	if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
+		return fmt.Errorf("want an IP address or localhost (0.0.0.0 or [::] for every interface), got %q", clip(host))
+	}
+	return nil
 }
 
 // checkAddr accepts host:port with a host that checkHost accepts and a
