@@ -413,6 +413,18 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	return nil
 }
 
+// writeApplied writes b, what apply holds so far, with st applied up to
+// index, for a command that reads the partition; it returns the batch to
+// go on with.
+func (r *Replica) writeApplied(b *storage.Batch, st storage.AppliedState, index uint64) (*storage.Batch, error) {
+	st.Applied = index
+	r.store.PutAppliedState(b, st)
+	if err := r.e.cfg.DB.Write(b); err != nil {
+		return nil, err
+	}
+	return storage.NewBatch(), nil
+}
+
 // storedBytes is the stored bytes of the batches in [from, before), from
 // the batch index.
 func (r *Replica) storedBytes(from, before int64) (int64, error) {
@@ -911,15 +923,12 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			case cmdProduce:
 				res.offsets = r.appendRecords(b, &st, cmd.records, cmd.appendMs, e.Index, 0)
 			case cmdCompact:
-				// The pass reads the partition: first write what this
-				// batch holds so far, so that it reads what it applies.
-				before := st
-				before.Applied = e.Index - 1
-				r.store.PutAppliedState(b, before)
-				if err := r.e.cfg.DB.Write(b); err != nil {
+				// The pass reads the partition, so that it reads what
+				// this apply wrote before it.
+				var err error
+				if b, err = r.writeApplied(b, st, e.Index-1); err != nil {
 					return err
 				}
-				b = storage.NewBatch()
 				if err := r.compact(b, &st, cmd.before, cmd.appendMs); err != nil {
 					b.Discard()
 					return err
@@ -930,15 +939,12 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 					// The bytes it removes are counted now, from the batch
 					// index: a key-compaction pass applied since the leader
 					// proposed it may have thinned those batches (cmd.bytes
-					// is what they held then). Write what this batch holds
-					// first, so that the count reads it.
-					before := st
-					before.Applied = e.Index - 1
-					r.store.PutAppliedState(b, before)
-					if err := r.e.cfg.DB.Write(b); err != nil {
+					// is what they held then), including a pass earlier in
+					// this apply.
+					var err error
+					if b, err = r.writeApplied(b, st, e.Index-1); err != nil {
 						return err
 					}
-					b = storage.NewBatch()
 					removed, err := r.storedBytes(st.LogStartOffset, cmd.before)
 					if err != nil {
 						b.Discard()
