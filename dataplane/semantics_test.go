@@ -26,6 +26,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// singleReplica starts an engine on a fresh dir (closed with the test) and
+// a single-voter replica of partition 0 of topic (id) on it.
+func singleReplica(t *testing.T, topic, id string, opts ...func(*Config)) *Replica {
+	t.Helper()
+	db, e := openEngine(t, t.TempDir(), 1000, opts...)
+	t.Cleanup(func() { e.Close(); db.Close() })
+	r, err := e.EnsureReplica(PartitionID{Topic: topic, TopicID: id, Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func produceOne(t *testing.T, r *Replica, key, value []byte) int64 {
 	t.Helper()
 	offs, err := r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Key: key, Value: value}})
@@ -41,12 +54,7 @@ func produceOne(t *testing.T, r *Replica, key, value []byte) int64 {
 // long poll there waits for the next record instead of answering at once
 // (docs/semantics.md, "Key compaction" and "Fetch").
 func TestFetchSkipsTrailingCompactionGap(t *testing.T) {
-	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.CompactionCheckTicks = 2; c.TombstoneGraceMs = 0 })
-	defer func() { e.Close(); db.Close() }()
-	r, err := e.EnsureReplica(PartitionID{Topic: "g", TopicID: "00112233445566c1", Partition: 0}, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := singleReplica(t, "g", "00112233445566c1", func(c *Config) { c.CompactionCheckTicks = 2; c.TombstoneGraceMs = 0 })
 	ctx := context.Background()
 	produceOne(t, r, []byte("a"), []byte("kept"))
 	for i := 1; i <= 3; i++ {
@@ -92,12 +100,7 @@ func TestFetchSkipsTrailingCompactionGap(t *testing.T) {
 // cleanup_policy=delete, retention by bytes trims by what is really
 // stored and size_bytes stays the partition's stored record bytes.
 func TestCompactionKeepsBatchBytes(t *testing.T) {
-	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.CompactionCheckTicks = 2; c.RetentionCheckTicks = 2 })
-	defer func() { e.Close(); db.Close() }()
-	r, err := e.EnsureReplica(PartitionID{Topic: "b", TopicID: "00112233445566c2", Partition: 0}, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := singleReplica(t, "b", "00112233445566c2", func(c *Config) { c.CompactionCheckTicks = 2; c.RetentionCheckTicks = 2 })
 	ctx := context.Background()
 	value := bytes.Repeat([]byte("v"), 50)
 	for i := 0; i < 10; i++ {
@@ -208,12 +211,7 @@ func TestFetchStopsBeforeDamage(t *testing.T) {
 // partition waits for commit — refused, a retry could never pass — while
 // the bound still refuses requests that would pile up behind others.
 func TestLoneRequestOverInflightBoundAdmitted(t *testing.T) {
-	db, e := openEngine(t, t.TempDir(), 1000, func(c *Config) { c.MaxInflightBytes = 1 << 10 })
-	defer func() { e.Close(); db.Close() }()
-	r, err := e.EnsureReplica(PartitionID{Topic: "big", TopicID: "00112233445566c4", Partition: 0}, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := singleReplica(t, "big", "00112233445566c4", func(c *Config) { c.MaxInflightBytes = 1 << 10 })
 	big := bytes.Repeat([]byte("b"), 4<<10)
 	if off := produceOne(t, r, nil, big); off != 0 {
 		t.Fatalf("offset %d", off)
@@ -221,7 +219,7 @@ func TestLoneRequestOverInflightBoundAdmitted(t *testing.T) {
 	// With a request waiting, the next one is refused.
 	r.inflightBytes.Add(1)
 	defer r.inflightBytes.Add(-1)
-	_, err = r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Value: big}})
+	_, err := r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Value: big}})
 	var de *daftka.Error
 	if !errors.As(err, &de) || de.Code != daftka.CodeBackpressure {
 		t.Fatalf("a large request behind another: %v, want backpressure", err)
@@ -233,12 +231,7 @@ func TestLoneRequestOverInflightBoundAdmitted(t *testing.T) {
 // hold when it applies, not what they held when it was proposed, so
 // size_bytes stays the partition's stored record bytes.
 func TestTrimCountsBytesAtApply(t *testing.T) {
-	db, e := openEngine(t, t.TempDir(), 1000)
-	defer func() { e.Close(); db.Close() }()
-	r, err := e.EnsureReplica(PartitionID{Topic: "tr", TopicID: "00112233445566c5", Partition: 0}, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := singleReplica(t, "tr", "00112233445566c5")
 	ctx := context.Background()
 	value := bytes.Repeat([]byte("v"), 50)
 	for i := 0; i < 10; i++ {

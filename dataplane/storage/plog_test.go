@@ -231,17 +231,9 @@ func TestReclaimDeadSegments(t *testing.T) {
 		t.Fatalf("reclaimed %d (%v) with every entry live", n, err)
 	}
 	// Retention drops pa's offsets below 80, then its log is compacted.
-	st, _ := pa.AppliedState()
-	st.LogStartOffset = 80
-	b := NewBatch()
-	pa.DeleteBelow(b, 80)
-	pa.PutAppliedState(b, st)
-	mustWrite(t, db, b)
+	trimBelow(t, db, pa, 80)
 	floor, _, _ := pa.DataFloor(80)
-	b = NewBatch()
-	pa.CompactLog(b, 100, 1, floor, nil)
-	mustWrite(t, db, b)
-	pa.CommitCompaction(100, 1)
+	compactLog(t, db, pa, 100, 1, floor)
 	n, err := db.ReclaimPayload()
 	if err != nil || n == 0 {
 		t.Fatalf("reclaimed %d (%v) after retention", n, err)

@@ -153,6 +153,31 @@ func appendLog(t *testing.T, db *DB, p *Partition, n, compacted int) {
 	p.CommitRaft(raft.HardState{Term: 1, Commit: st.Applied}, ents)
 }
 
+// trimBelow writes what a retention trim of p below offset before does:
+// its records and batch index below it gone, the log start moved.
+func trimBelow(t *testing.T, db *DB, p *Partition, before int64) {
+	t.Helper()
+	st, err := p.AppliedState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.LogStartOffset = before
+	b := NewBatch()
+	p.DeleteBelow(b, before)
+	p.PutAppliedState(b, st)
+	mustWrite(t, db, b)
+}
+
+// compactLog compacts p's Raft log up to (index, term), deleting the
+// entries below floor, and commits the compaction.
+func compactLog(t *testing.T, db *DB, p *Partition, index, term, floor uint64) {
+	t.Helper()
+	b := NewBatch()
+	p.CompactLog(b, index, term, floor, nil)
+	mustWrite(t, db, b)
+	p.CommitCompaction(index, term)
+}
+
 // readLog reads [from, to) of a log written by appendLog as strings.
 func readLog(p *Partition, from, to int64) ([]string, error) {
 	var out []string
@@ -356,12 +381,7 @@ func TestRecordsStoredOnce(t *testing.T) {
 	if err != nil || !found || floor != 31 {
 		t.Fatalf("data floor %d %v %v, want 31", floor, found, err)
 	}
-	b := NewBatch()
-	p.CompactLog(b, 100, 1, floor, nil)
-	if err := db.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	p.CommitCompaction(100, 1)
+	compactLog(t, db, p, 100, 1, floor)
 	if n := countKeys(t, db, p, 'l'); n != 70 {
 		t.Fatalf("%d entries left, want the 70 holding records", n)
 	}
@@ -382,16 +402,9 @@ func TestRecordsStoredOnce(t *testing.T) {
 
 	// Retention drops offsets below 60; the next log compaction deletes
 	// the entries that held them.
-	st, _ := p.AppliedState()
-	st.LogStartOffset = 60
-	b = NewBatch()
-	p.DeleteBelow(b, 60)
-	p.PutAppliedState(b, st)
-	if err := db.Write(b); err != nil {
-		t.Fatal(err)
-	}
+	trimBelow(t, db, p, 60)
 	floor, _, _ = p.DataFloor(60)
-	b = NewBatch()
+	b := NewBatch()
 	p.CompactLog(b, 100, 1, floor, nil)
 	if err := db.Write(b); err != nil {
 		t.Fatal(err)
@@ -452,11 +465,8 @@ func TestSnapshotCarriesStoredOnceLog(t *testing.T) {
 	b := NewBatch()
 	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
 	mustWrite(t, src, b)
-	appendLog(t, src, p, 100, 30) // entries 1..100; offsets 0..29 compacted
-	b = NewBatch()
-	p.CompactLog(b, 60, 1, 1, nil) // Raft forgets up to 60, nothing deleted
-	mustWrite(t, src, b)
-	p.CommitCompaction(60, 1)
+	appendLog(t, src, p, 100, 30)   // entries 1..100; offsets 0..29 compacted
+	compactLog(t, src, p, 60, 1, 1) // Raft forgets up to 60, nothing deleted
 
 	meta, chunks := takeSnapshot(t, src, k, 4096)
 	if meta.Index != 100 || meta.Term != 1 {
@@ -529,20 +539,12 @@ func TestRangeDeletionsBesideInsertHints(t *testing.T) {
 	defer db.Close()
 	p, _ := db.Partition(PartitionKey{Partition: 1})
 	appendLog(t, db, p, 50, 10)
-	st, _ := p.AppliedState()
-	st.LogStartOffset = 20
-	b := NewBatch()
-	p.DeleteBelow(b, 20)
-	p.PutAppliedState(b, st)
-	mustWrite(t, db, b)
-	b = NewBatch()
-	p.CompactLog(b, 30, 1, 21, nil)
-	mustWrite(t, db, b)
-	p.CommitCompaction(30, 1)
+	trimBelow(t, db, p, 20)
+	compactLog(t, db, p, 30, 1, 21)
 	appendLog(t, db, p, 50, 0)
 	// A new leader's entries replace the stored suffix from index 90 on.
 	ents := []raft.Entry{{Term: 2, Index: 90, Data: []byte("replaced")}}
-	b = NewBatch()
+	b := NewBatch()
 	p.PersistRaft(b, raft.HardState{Term: 2, Commit: 89}, ents)
 	if err := db.Commit(b, true); err != nil {
 		t.Fatal(err)
