@@ -171,6 +171,43 @@ func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecor
 	return b
 }
 
+// produceParts splits a plain produce command built by encodeProduce into
+// its append time, its record count and its records section (the
+// length-prefixed records, as they follow the count).
+func produceParts(data []byte) (appendMs int64, count uint64, records []byte, ok bool) {
+	if len(data) < 5 || data[0] != cmdProduce {
+		return 0, 0, nil, false
+	}
+	r := reader{b: data[5:]}
+	appendMs = r.varint()
+	count = r.uvarint()
+	return appendMs, count, r.b, r.err == nil
+}
+
+// mergeProduce builds one plain produce command holding the records of
+// cmds (plain produce commands from encodeProduce) in their order: the
+// produce requests a leader took in one cycle, stored as one Raft entry and
+// one batch. Its append time is the latest of theirs. total is the sum of
+// their lengths, for the allocation.
+func mergeProduce(cmds [][]byte, total int) []byte {
+	b := make([]byte, 5, total+16)
+	b[0] = cmdProduce
+	var appendMs int64
+	var count uint64
+	for _, c := range cmds {
+		ms, n, _, _ := produceParts(c)
+		appendMs, count = max(appendMs, ms), count+n
+	}
+	b = binary.AppendVarint(b, appendMs)
+	b = binary.AppendUvarint(b, count)
+	for _, c := range cmds {
+		_, _, recs, _ := produceParts(c)
+		b = append(b, recs...)
+	}
+	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
+	return b
+}
+
 // encodeTrim builds a retention command: delete every record below before
 // (a batch boundary), which held bytes bytes when the leader proposed it
 // (for the log; apply counts what they hold when it runs).

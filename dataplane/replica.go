@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,28 @@ type proposal struct {
 	bytes int64
 	index uint64 // set once proposed
 	term  uint64
-	done  chan result // buffered, written once
+	done  chan result // buffered, written once (through finish)
+	// A merged proposal (proposeCycle) carries the plain produce requests
+	// whose records its entry holds, in order; count is each one's number
+	// of records.
+	parts []*proposal
+	count int
+}
+
+// finish answers p; a merged proposal answers each of its parts with its
+// share of the offsets.
+func (p *proposal) finish(res result) {
+	if p.parts == nil {
+		p.done <- res
+		return
+	}
+	for _, q := range p.parts {
+		sub := result{err: res.err}
+		if res.err == nil && len(res.offsets) >= q.count {
+			sub.offsets, res.offsets = res.offsets[:q.count:q.count], res.offsets[q.count:]
+		}
+		q.done <- sub
+	}
 }
 
 type result struct {
@@ -782,6 +804,7 @@ func (r *Replica) GroupOffset(group string) (int64, bool, error) {
 func (r *Replica) run() {
 	defer close(r.doneC)
 	const maxBatch = 1024
+	cycle := make([]*proposal, 0, maxBatch)
 	for {
 		select {
 		case <-r.stopC:
@@ -800,22 +823,64 @@ func (r *Replica) run() {
 				r.checkCompaction(time.Now())
 			}
 		case p := <-r.props:
-			r.proposeLocked(p)
-			for i := 1; i < maxBatch; i++ {
+			cycle = append(cycle[:0], p)
+			for len(cycle) < maxBatch {
 				select {
 				case p := <-r.props:
-					r.proposeLocked(p)
+					cycle = append(cycle, p)
 					continue
 				default:
 				}
 				break
 			}
+			r.proposeCycle(cycle)
+			clear(cycle)
 		}
 		if err := r.handleReady(); err != nil {
 			r.e.fatal(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
 			r.failAll(&daftka.Error{Code: daftka.CodeInternal, Message: "partition storage failed", Err: err})
 			return
 		}
+	}
+}
+
+// maxMergedBytes bounds the entry that merges a cycle's plain produce
+// requests (a larger request goes alone).
+const maxMergedBytes = 1 << 20
+
+// proposeCycle proposes what the driver took in one cycle, in order. A run
+// of consecutive plain produce requests goes as one entry (mergeProduce):
+// one payload frame, one entry pointer and one batch index entry for all of
+// them, where each request alone costs its own — what makes many small
+// requests cost about what one batched request does. Each request's records
+// stay contiguous and in order, and commit or fail together with the rest
+// of the entry. Idempotent produces and group offsets go alone: their apply
+// decides per request.
+func (r *Replica) proposeCycle(ps []*proposal) {
+	for i := 0; i < len(ps); {
+		j, total := i+1, len(ps[i].data)
+		if _, _, _, ok := produceParts(ps[i].data); ok {
+			for j < len(ps) && total+len(ps[j].data) <= maxMergedBytes {
+				if _, _, _, ok := produceParts(ps[j].data); !ok {
+					break
+				}
+				total += len(ps[j].data)
+				j++
+			}
+		}
+		if j-i == 1 {
+			r.proposeLocked(ps[i])
+			i = j
+			continue
+		}
+		run := slices.Clone(ps[i:j])
+		cmds := make([][]byte, len(run))
+		for k, q := range run {
+			_, n, _, _ := produceParts(q.data)
+			cmds[k], q.count = q.data, int(n)
+		}
+		r.proposeLocked(&proposal{data: mergeProduce(cmds, total), parts: run})
+		i = j
 	}
 }
 
@@ -826,9 +891,9 @@ func (r *Replica) proposeLocked(p *proposal) {
 		p.index, p.term = idx, term
 		r.waiters[idx] = p
 	case errors.Is(err, raft.ErrUncommittedTooLarge):
-		p.done <- result{err: backpressure("partition %s has too many uncommitted bytes", r.id)}
+		p.finish(result{err: backpressure("partition %s has too many uncommitted bytes", r.id)})
 	default:
-		p.done <- result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "partition " + r.id.String() + " has no leader here yet", RetryAfter: time.Second, Err: err}}
+		p.finish(result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "partition " + r.id.String() + " has no leader here yet", RetryAfter: time.Second, Err: err}})
 	}
 }
 
@@ -994,14 +1059,14 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 		r.e.recordsCommitted.Add(int(produced))
 	}
 	for _, d := range finished {
-		d.p.done <- d.res
+		d.p.finish(d.res)
 	}
 	return nil
 }
 
 func (r *Replica) failWaiters(err error) {
 	for idx, p := range r.waiters {
-		p.done <- result{err: err}
+		p.finish(result{err: err})
 		delete(r.waiters, idx)
 	}
 }
@@ -1012,7 +1077,7 @@ func (r *Replica) failAll(err error) {
 	for {
 		select {
 		case p := <-r.props:
-			p.done <- result{err: err}
+			p.finish(result{err: err})
 		default:
 			return
 		}

@@ -79,12 +79,15 @@ func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
 	var ents []raft.Entry
 	return func(reqs []*request) error {
 		t := time.Now()
-		// Ready 1: the new entries (MustSync), no HardState change.
-		ents = ents[:0]
-		for _, r := range reqs {
-			last++
-			ents = append(ents, raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: r.data})
+		// Ready 1: the new entry (MustSync), no HardState change. As
+		// dataplane's proposeCycle does, the requests the cycle took go
+		// as one entry.
+		data := reqs[0].data
+		if len(reqs) > 1 {
+			data = mergeProduce(reqs)
 		}
+		last++
+		ents = append(ents[:0], raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: data})
 		wb := storage.NewBatch()
 		p.PersistRaft(wb, raft.HardState{}, ents)
 		b.add(0, &t)
@@ -117,23 +120,49 @@ func openPartition(db *storage.DB, i int) (*storage.Partition, storage.AppliedSt
 	return p, st, last, err
 }
 
-// apply writes what a replica's apply writes for a cycle's entries, one
-// per request: records stay in their entry, so a batch index entry that
-// finds them, and the applied state, in one write without sync.
+// apply writes what a replica's apply writes for a cycle's entry: its
+// records stay in the entry, so a batch index entry that finds them, and
+// the applied state, in one write without sync.
 func apply(db *storage.DB, p *storage.Partition, st *storage.AppliedState, reqs []*request, ents []raft.Entry) error {
 	ab := storage.NewBatch()
-	for i, r := range reqs {
-		st.Applied = ents[i].Index
-		bi := storage.BatchInfo{FirstOffset: st.NextOffset, Count: int64(len(r.recs)), Index: ents[i].Index}
+	e := ents[len(ents)-1]
+	st.Applied = e.Index
+	bi := storage.BatchInfo{FirstOffset: st.NextOffset, Index: e.Index}
+	for _, r := range reqs {
+		bi.Count += int64(len(r.recs))
 		for _, rec := range r.recs {
 			bi.Bytes += int64(len(rec))
 		}
-		st.NextOffset += bi.Count
-		st.SizeBytes += bi.Bytes
-		p.PutBatchInfo(ab, bi)
 	}
+	st.NextOffset += bi.Count
+	st.SizeBytes += bi.Bytes
+	p.PutBatchInfo(ab, bi)
 	p.PutAppliedState(ab, *st)
 	return db.Write(ab)
+}
+
+// mergeProduce mirrors dataplane's mergeProduce: one produce command
+// holding every request's records in order (the count is the sum, the
+// records sections are concatenated).
+func mergeProduce(reqs []*request) []byte {
+	size, n := 16, 0
+	for _, r := range reqs {
+		size += len(r.data)
+		n += len(r.recs)
+	}
+	b := make([]byte, 5, size)
+	b[0] = 1
+	b = binary.AppendVarint(b, time.Now().UnixMilli())
+	b = binary.AppendUvarint(b, uint64(n))
+	for _, r := range reqs {
+		d := r.data[5:]
+		_, k := binary.Varint(d)
+		d = d[k:]
+		_, k = binary.Uvarint(d)
+		b = append(b, d[k:]...)
+	}
+	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
+	return b
 }
 
 // rawBackend appends every partition's batches to one file and
