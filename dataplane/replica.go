@@ -72,6 +72,7 @@ type Replica struct {
 	node      *raft.Node
 	state     storage.AppliedState
 	waiters   map[uint64]*proposal
+	cycle     []*proposal // takeProposals' buffer
 	producers map[string]*producerState
 	// nextSeq publishes each producer's window of sequences for
 	// Sequences (producer id → [2]int64: oldest remembered, next).
@@ -801,11 +802,17 @@ func (r *Replica) GroupOffset(group string) (int64, bool, error) {
 }
 
 // run is the replica's driver loop; see raft/doc.go for the contract.
+// closedC is ready at once: the driver's select takes it when raft has a
+// Ready, so that it does not block.
+var closedC = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 func (r *Replica) run() {
 	defer close(r.doneC)
-	const maxBatch = 1024
-	cycle := make([]*proposal, 0, maxBatch)
 	for {
+		var ready <-chan struct{}
+		if r.node.HasReady() {
+			ready = closedC
+		}
 		select {
 		case <-r.stopC:
 			r.failAll(r.stopped())
@@ -823,18 +830,8 @@ func (r *Replica) run() {
 				r.checkCompaction(time.Now())
 			}
 		case p := <-r.props:
-			cycle = append(cycle[:0], p)
-			for len(cycle) < maxBatch {
-				select {
-				case p := <-r.props:
-					cycle = append(cycle, p)
-					continue
-				default:
-				}
-				break
-			}
-			r.proposeCycle(cycle)
-			clear(cycle)
+			r.takeProposals(p)
+		case <-ready:
 		}
 		if err := r.handleReady(); err != nil {
 			r.e.fatal(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
@@ -842,6 +839,29 @@ func (r *Replica) run() {
 			return
 		}
 	}
+}
+
+// maxCycle bounds the proposals the driver takes in one cycle.
+const maxCycle = 1024
+
+// takeProposals proposes first (if any) and whatever else is queued, up to
+// maxCycle, without waiting.
+func (r *Replica) takeProposals(first *proposal) {
+	r.cycle = r.cycle[:0]
+	if first != nil {
+		r.cycle = append(r.cycle, first)
+	}
+	for len(r.cycle) < maxCycle {
+		select {
+		case p := <-r.props:
+			r.cycle = append(r.cycle, p)
+			continue
+		default:
+		}
+		break
+	}
+	r.proposeCycle(r.cycle)
+	clear(r.cycle)
 }
 
 // maxMergedBytes bounds the entry that merges a cycle's plain produce
@@ -897,72 +917,138 @@ func (r *Replica) proposeLocked(p *proposal) {
 	}
 }
 
+// handleReady handles raft's next Ready, if any. It first proposes the
+// requests already queued, so that a leader's Ready carries both the
+// entries its last Ready persisted, committed since, to apply, and the new
+// ones to persist: both go in one batch through the committer, and the
+// applied entries are answered as soon as that batch is written, while its
+// fsync (which they do not need: they are durable already) runs. One
+// committer round trip per cycle, not two.
 func (r *Replica) handleReady() error {
-	for r.node.HasReady() {
-		rd := r.node.Ready()
-		if rd.SoftState != nil {
-			ss := *rd.SoftState
-			r.publish(func(p *Position) { p.Leader, p.IsLeader = ss.Lead, ss.Role == raft.Leader })
-			if ss.Role != raft.Leader {
-				r.failWaiters(&daftka.Error{Code: daftka.CodeUnavailable, Message: "leadership changed; the write may or may not be committed", RetryAfter: time.Second})
-			}
-		}
-		if !rd.Snapshot.IsEmpty() {
-			// Only a follower receives snapshots, and partitions are single
-			// voters until replication lands: refuse rather than diverge.
-			return fmt.Errorf("raft asked to install a snapshot at index %d; snapshot installation is not supported yet", rd.Snapshot.Meta.Index)
-		}
-		r.e.send(r.id, rd.Messages)
-		for i := range rd.Entries {
-			r.logBytes += int64(len(rd.Entries[i].Data))
-		}
-		// What must be durable goes through the node's committer and its
-		// shared fsync. A HardState that changed only its commit index is
-		// not written at all: the commit index need not be durable (a
-		// leader re-establishes it), and on open the partition raises the
-		// stored one to the applied index, which is (storage.DB.Partition).
-		var b *storage.Batch
-		switch {
-		case rd.MustSync:
-			pb := storage.NewBatch()
-			r.store.PersistRaft(pb, rd.HardState, rd.Entries)
-			if err := r.e.cfg.DB.Commit(pb, true); err != nil {
-				return err
-			}
-			r.store.CommitRaft(rd.HardState, rd.Entries)
-		case len(rd.Entries) > 0:
-			b = storage.NewBatch()
-			r.store.PersistRaft(b, raft.HardState{}, rd.Entries)
-		}
-		if b != nil || len(rd.CommittedEntries) > 0 {
-			if b == nil {
-				b = storage.NewBatch()
-			}
-			if err := r.apply(b, rd.CommittedEntries); err != nil {
-				return err
-			}
-			if !rd.MustSync {
-				r.store.CommitRaft(rd.HardState, rd.Entries)
-			}
-		}
-		r.e.send(r.id, rd.MessagesAfterPersist)
-		r.node.Advance(rd)
+	r.takeProposals(nil)
+	if !r.node.HasReady() {
+		return nil
 	}
+	rd := r.node.Ready()
+	if rd.SoftState != nil {
+		ss := *rd.SoftState
+		r.publish(func(p *Position) { p.Leader, p.IsLeader = ss.Lead, ss.Role == raft.Leader })
+		if ss.Role != raft.Leader {
+			r.failWaiters(&daftka.Error{Code: daftka.CodeUnavailable, Message: "leadership changed; the write may or may not be committed", RetryAfter: time.Second})
+		}
+	}
+	if !rd.Snapshot.IsEmpty() {
+		// Only a follower receives snapshots, and partitions are single
+		// voters until replication lands: refuse rather than diverge.
+		return fmt.Errorf("raft asked to install a snapshot at index %d; snapshot installation is not supported yet", rd.Snapshot.Meta.Index)
+	}
+	r.e.send(r.id, rd.Messages)
+	for i := range rd.Entries {
+		r.logBytes += int64(len(rd.Entries[i].Data))
+	}
+	// What must be durable goes through the node's committer and its
+	// shared fsync. A HardState that changed only its commit index is not
+	// written at all: the commit index need not be durable (a leader
+	// re-establishes it), and on open the partition raises the stored one
+	// to the applied index, which is (storage.DB.Partition).
+	var b *storage.Batch
+	if rd.MustSync || len(rd.Entries) > 0 {
+		hs := raft.HardState{}
+		if rd.MustSync {
+			hs = rd.HardState
+		}
+		b = storage.NewBatch()
+		r.store.PersistRaft(b, hs, rd.Entries)
+	}
+	var a applied
+	if n := len(rd.CommittedEntries); n > 0 {
+		if b == nil {
+			b = storage.NewBatch()
+		}
+		var err error
+		if b, a, err = r.apply(b, rd.CommittedEntries); err != nil {
+			return err
+		}
+		// Entries committed in the Ready that brings them (a follower's)
+		// are answered only once durable here too.
+		a.late = len(rd.Entries) > 0 && rd.CommittedEntries[n-1].Index >= rd.Entries[0].Index
+	}
+	if b != nil {
+		var err error
+		switch {
+		case !rd.MustSync:
+			if err = r.e.cfg.DB.Write(b); err == nil {
+				r.finishApply(&a)
+			}
+		case a.late:
+			if err = r.e.cfg.DB.Commit(b, true); err == nil {
+				r.finishApply(&a)
+			}
+		default:
+			err = r.e.cfg.DB.CommitThen(b, func() { r.finishApply(&a) })
+		}
+		if err != nil {
+			return err
+		}
+		r.store.CommitRaft(rd.HardState, rd.Entries)
+	}
+	if len(rd.CommittedEntries) > 0 {
+		if err := r.maybeCompactLog(a.freed); err != nil {
+			return err
+		}
+	}
+	r.e.send(r.id, rd.MessagesAfterPersist)
+	r.node.Advance(rd)
 	return nil
+}
+
+// applied is what apply computed for a Ready's committed entries, published
+// and answered by finishApply once the batch holding it is written.
+type applied struct {
+	st       storage.AppliedState
+	finished []finishedProposal
+	freed    bool // a trim or compaction pass left entries without records
+	late     bool // answer only once the batch is durable
+	ok       bool // entries were applied
+}
+
+type finishedProposal struct {
+	p   *proposal
+	res result
+}
+
+// finishApply makes a's state the replica's, publishes it (the high
+// watermark moves, long polls wake) and answers a's proposals.
+func (r *Replica) finishApply(a *applied) {
+	if !a.ok {
+		return
+	}
+	produced := a.st.NextOffset - r.state.NextOffset
+	r.state = a.st
+	st := a.st
+	r.publish(func(p *Position) {
+		p.HighWatermark, p.SizeBytes, p.LogStartOffset = st.NextOffset, st.SizeBytes, st.LogStartOffset
+	})
+	if produced > 0 {
+		r.e.recordsCommitted.Add(int(produced))
+	}
+	for _, d := range a.finished {
+		d.p.finish(d.res)
+	}
+	a.ok, a.finished = false, nil
 }
 
 // apply runs committed entries through the partition state machine:
 // offsets are assigned here, densely, in log order, so every replica and
-// every replay assigns the same ones. b may already hold Raft state to
-// write with the results; apply writes it.
-func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
+// every replay assigns the same ones. It adds what they change to b (which
+// may already hold Raft state) and returns the batch to write and what to
+// publish once it is written (finishApply). A command that reads the
+// partition (a trim, a compaction pass) has what comes before it written
+// first, so the returned batch may be a new one.
+func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, applied, error) {
 	st := r.state
-	type done struct {
-		p   *proposal
-		res result
-	}
-	var finished []done
-	freed := false // a trim or compaction pass left entries without records
+	var finished []finishedProposal
+	freed := false
 	for _, e := range ents {
 		st.Applied = e.Index
 		next := st.NextOffset
@@ -972,7 +1058,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			var cc raft.ConfChange
 			if err := cc.Unmarshal(e.Data); err != nil {
 				b.Discard()
-				return fmt.Errorf("conf change at %d: %w", e.Index, err)
+				return nil, applied{}, fmt.Errorf("conf change at %d: %w", e.Index, err)
 			}
 			r.store.SetConfState(b, r.node.ApplyConfChange(cc))
 		case raft.EntryNormal:
@@ -982,7 +1068,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			cmd, err := decodeCommand(e.Data)
 			if err != nil {
 				b.Discard()
-				return fmt.Errorf("entry %d: %w", e.Index, err)
+				return nil, applied{}, fmt.Errorf("entry %d: %w", e.Index, err)
 			}
 			switch cmd.kind {
 			case cmdProduce:
@@ -992,11 +1078,11 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 				// this apply wrote before it.
 				var err error
 				if b, err = r.writeApplied(b, st, e.Index-1); err != nil {
-					return err
+					return nil, applied{}, err
 				}
 				if err := r.compact(b, &st, cmd.before, cmd.appendMs); err != nil {
 					b.Discard()
-					return err
+					return nil, applied{}, err
 				}
 				freed = true
 			case cmdTrim:
@@ -1008,12 +1094,12 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 					// this apply.
 					var err error
 					if b, err = r.writeApplied(b, st, e.Index-1); err != nil {
-						return err
+						return nil, applied{}, err
 					}
 					removed, err := r.storedBytes(st.LogStartOffset, cmd.before)
 					if err != nil {
 						b.Discard()
-						return err
+						return nil, applied{}, err
 					}
 					r.store.DeleteBelow(b, cmd.before)
 					st.LogStartOffset = cmd.before
@@ -1040,28 +1126,11 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) error {
 			if p.term != e.Term {
 				res = result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "the write was superseded by a new leader; retry", RetryAfter: time.Second}}
 			}
-			finished = append(finished, done{p, res})
+			finished = append(finished, finishedProposal{p, res})
 		}
 	}
 	r.store.PutAppliedState(b, st)
-	if err := r.e.cfg.DB.Write(b); err != nil {
-		return err
-	}
-	produced := st.NextOffset - r.state.NextOffset
-	r.state = st
-	r.publish(func(p *Position) {
-		p.HighWatermark, p.SizeBytes, p.LogStartOffset = st.NextOffset, st.SizeBytes, st.LogStartOffset
-	})
-	if err := r.maybeCompactLog(freed); err != nil {
-		return err
-	}
-	if produced > 0 {
-		r.e.recordsCommitted.Add(int(produced))
-	}
-	for _, d := range finished {
-		d.p.finish(d.res)
-	}
-	return nil
+	return b, applied{st: st, finished: finished, freed: freed, ok: true}, nil
 }
 
 func (r *Replica) failWaiters(err error) {

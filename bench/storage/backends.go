@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -64,45 +65,73 @@ func newRocksBackend(c Config) (backend, error) {
 		return nil, err
 	}
 	b := &rocksBackend{db: db}
-	b.init("build", "write-raft+sync", "write-apply")
+	b.init("build", "write", "sync", "write-apply-only")
 	return b, nil
 }
 
 func (b *rocksBackend) syncs() uint64 { s, _ := b.db.SyncStats(); return s }
 func (b *rocksBackend) close() error  { return b.db.Close() }
 
-func (b *rocksBackend) writer(i int) (func([]*request) error, error) {
+// writer is a single-voter replica's driver cycle (dataplane's
+// Replica.handleReady): the requests taken go as one new entry, persisted
+// in one batch with the apply of the previous cycle's entry (durable since
+// that cycle's fsync) through the node-wide committer; the previous
+// cycle's requests are acknowledged once that batch is written, while its
+// fsync runs. A cycle with no new request writes only the pending apply.
+func (b *rocksBackend) writer(i int, ack func([]*request, error)) (func([]*request) (bool, error), error) {
 	p, st, last, err := openPartition(b.db, i)
 	if err != nil {
 		return nil, err
 	}
 	var ents []raft.Entry
-	return func(reqs []*request) error {
+	var prev []*request // persisted, committed, not applied yet
+	var prevIndex uint64
+	return func(reqs []*request) (bool, error) {
 		t := time.Now()
-		// Ready 1: the new entry (MustSync), no HardState change. As
-		// dataplane's proposeCycle does, the requests the cycle took go
-		// as one entry.
-		data := reqs[0].data
-		if len(reqs) > 1 {
-			data = mergeProduce(reqs)
-		}
-		last++
-		ents = append(ents[:0], raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: data})
 		wb := storage.NewBatch()
-		p.PersistRaft(wb, raft.HardState{}, ents)
-		b.add(0, &t)
-		// As the replica does: through the node-wide committer.
-		if err := b.db.Commit(wb, true); err != nil {
-			return err
+		ents = ents[:0]
+		if len(reqs) > 0 {
+			// As dataplane's proposeCycle does, the requests the cycle
+			// took go as one entry.
+			data := reqs[0].data
+			if len(reqs) > 1 {
+				data = mergeProduce(reqs)
+			}
+			last++
+			ents = append(ents, raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: data})
+			p.PersistRaft(wb, raft.HardState{}, ents)
 		}
-		p.CommitRaft(raft.HardState{}, ents)
-		b.add(1, &t)
-		// Ready 2: the commit index moved, which the replica does not
-		// write, and the committed entries are applied.
-		err := apply(b.db, p, &st, reqs, ents)
-		p.CommitRaft(raft.HardState{Term: 1, Vote: 1, Commit: last}, nil)
-		b.add(2, &t)
-		return err
+		if len(prev) > 0 {
+			apply(p, wb, &st, prev, prevIndex)
+		}
+		b.add(0, &t)
+		applied := prev
+		var err error
+		if len(ents) > 0 {
+			err = b.db.CommitThen(wb, func() {
+				b.add(1, &t)
+				ack(applied, nil)
+				applied = nil
+			})
+			if err == nil {
+				p.CommitRaft(raft.HardState{}, ents)
+				// raft's commit index moves (not written).
+				p.CommitRaft(raft.HardState{Term: 1, Vote: 1, Commit: last}, nil)
+			}
+			b.add(2, &t)
+		} else {
+			err = b.db.Write(wb)
+			b.add(3, &t)
+		}
+		if applied != nil {
+			ack(applied, err)
+		}
+		if err != nil {
+			ack(reqs, err)
+			return false, err
+		}
+		prev, prevIndex = slices.Clone(reqs), last // reqs is the caller's buffer
+		return len(prev) > 0, nil
 	}, nil
 }
 
@@ -120,14 +149,12 @@ func openPartition(db *storage.DB, i int) (*storage.Partition, storage.AppliedSt
 	return p, st, last, err
 }
 
-// apply writes what a replica's apply writes for a cycle's entry: its
-// records stay in the entry, so a batch index entry that finds them, and
-// the applied state, in one write without sync.
-func apply(db *storage.DB, p *storage.Partition, st *storage.AppliedState, reqs []*request, ents []raft.Entry) error {
-	ab := storage.NewBatch()
-	e := ents[len(ents)-1]
-	st.Applied = e.Index
-	bi := storage.BatchInfo{FirstOffset: st.NextOffset, Index: e.Index}
+// apply adds to wb what a replica's apply writes for the entry at index,
+// which holds reqs' records: they stay in the entry, so a batch index
+// entry that finds them, and the applied state.
+func apply(p *storage.Partition, wb *storage.Batch, st *storage.AppliedState, reqs []*request, index uint64) {
+	st.Applied = index
+	bi := storage.BatchInfo{FirstOffset: st.NextOffset, Index: index}
 	for _, r := range reqs {
 		bi.Count += int64(len(r.recs))
 		for _, rec := range r.recs {
@@ -136,9 +163,8 @@ func apply(db *storage.DB, p *storage.Partition, st *storage.AppliedState, reqs 
 	}
 	st.NextOffset += bi.Count
 	st.SizeBytes += bi.Bytes
-	p.PutBatchInfo(ab, bi)
-	p.PutAppliedState(ab, *st)
-	return db.Write(ab)
+	p.PutBatchInfo(wb, bi)
+	p.PutAppliedState(wb, *st)
 }
 
 // mergeProduce mirrors dataplane's mergeProduce: one produce command
@@ -192,9 +218,9 @@ func (b *rawBackend) close() error {
 	return b.f.Close()
 }
 
-func (b *rawBackend) writer(int) (func([]*request) error, error) {
+func (b *rawBackend) writer(_ int, ack func([]*request, error)) (func([]*request) (bool, error), error) {
 	var buf []byte
-	return func(reqs []*request) error {
+	write := func(reqs []*request) error {
 		t := time.Now()
 		buf = buf[:0]
 		for _, r := range reqs {
@@ -210,5 +236,10 @@ func (b *rawBackend) writer(int) (func([]*request) error, error) {
 		err := b.gs.sync()
 		b.add(2, &t)
 		return err
+	}
+	return func(reqs []*request) (bool, error) {
+		err := write(reqs)
+		ack(reqs, err)
+		return false, err
 	}, nil
 }

@@ -182,8 +182,12 @@ func refill(data []byte, recs [][]byte, size int, pool []byte, off *int) {
 // backend is one storage under test.
 type backend interface {
 	// writer returns the cycle function of partition i; only partition i's
-	// writer goroutine calls it.
-	writer(i int) (func(reqs []*request) error, error)
+	// writer goroutine calls it. A cycle writes reqs (none when the last
+	// cycle left requests waiting and no new one came) and answers
+	// requests through ack, reqs or earlier ones; it reports whether
+	// requests are still waiting for a later cycle, which must then come
+	// without waiting for new requests.
+	writer(i int, ack func(reqs []*request, err error)) (func(reqs []*request) (waiting bool, err error), error)
 	// syncs is the number of fsyncs so far.
 	syncs() uint64
 	// phases is the writers' total time per step of a cycle so far.
@@ -246,7 +250,17 @@ func Run(c Config) (Result, error) {
 	queues := make([]chan *request, c.Partitions)
 	var writers, producers sync.WaitGroup
 	for i := range c.Partitions {
-		cycle, err := be.writer(i)
+		ack := func(reqs []*request, err error) {
+			n := 0
+			for _, r := range reqs {
+				n += len(r.recs)
+				r.done <- err
+			}
+			if err == nil {
+				cnt[i].records.Add(uint64(n))
+			}
+		}
+		cycle, err := be.writer(i, ack)
 		if err != nil {
 			return Result{}, err
 		}
@@ -257,13 +271,16 @@ func Run(c Config) (Result, error) {
 			defer writers.Done()
 			const maxBatch = 1024
 			reqs := make([]*request, 0, maxBatch)
+			waiting := false
 			for {
 				reqs = reqs[:0]
-				select {
-				case r := <-q:
-					reqs = append(reqs, r)
-				case <-stop:
-					return
+				if !waiting {
+					select {
+					case r := <-q:
+						reqs = append(reqs, r)
+					case <-stop:
+						return
+					}
 				}
 			gather:
 				for len(reqs) < maxBatch {
@@ -274,18 +291,11 @@ func Run(c Config) (Result, error) {
 						break gather
 					}
 				}
-				err := cycle(reqs)
-				if err != nil {
-					fail(err)
-				}
-				n := 0
-				for _, r := range reqs {
-					n += len(r.recs)
-					r.done <- err
-				}
-				cnt[i].records.Add(uint64(n))
+				var err error
+				waiting, err = cycle(reqs)
 				cnt[i].cycles.Add(1)
 				if err != nil {
+					fail(err)
 					return
 				}
 			}

@@ -309,6 +309,15 @@ func (d *DB) Commit(b *Batch, sync bool) error {
 	return d.syncer.commit(b, sync)
 }
 
+// CommitThen writes b durably, as Commit(b, true) does, and calls written
+// on the caller's goroutine as soon as b is written and readable, before
+// waiting for the fsync that makes it durable: a replica publishes what b
+// applies (entries already durable) while the fsync of what b appends runs.
+// written is not called if the write fails.
+func (d *DB) CommitThen(b *Batch, written func()) error {
+	return d.syncer.commitThen(b, true, written)
+}
+
 // writeTo writes b directly, bypassing the committer: for Open, before the
 // committer starts, and for the committer itself.
 func (b *Batch) writeTo(db *grocksdb.DB, wo *grocksdb.WriteOptions) error {

@@ -15,7 +15,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/daftka/daftka/raft"
 	"golang.org/x/sys/unix"
@@ -546,5 +548,64 @@ func TestMissingPayloadLogRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "payload log") || !strings.Contains(err.Error(), "restore it") {
 		t.Fatalf("error %q does not say what is missing and what to do", err)
+	}
+}
+
+// TestCommitThenSignalsBeforeTheFsync: CommitThen calls written once the
+// batch is readable and before its fsync ends (a replica answers the
+// entries it applies, durable already, while the fsync of the entries it
+// appends runs); it returns only after that fsync, with its error, and
+// never calls written for a batch it did not write.
+func TestCommitThenSignalsBeforeTheFsync(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	real := fdatasync
+	defer func() { fdatasync = real }()
+	release := make(chan struct{}, 1)
+	var fsyncErr error
+	var blocked atomic.Bool
+	fdatasync = func(s *segment) error {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+			blocked.Store(true) // written did not come before the fsync
+		}
+		if fsyncErr != nil {
+			return fsyncErr
+		}
+		return real(s)
+	}
+	commit := func(first uint64) (bool, error) {
+		b := NewBatch()
+		p.PersistRaft(b, raft.HardState{}, unsyncedEntries(first-1, 1))
+		p.PutGroupOffset(b, "g", int64(first))
+		called := false
+		err := db.CommitThen(b, func() {
+			called = true
+			if off, ok, err := p.GroupOffset("g"); err != nil || !ok || off != int64(first) {
+				t.Errorf("in written: group offset %d, %v, %v; want %d: the batch is not readable yet", off, ok, err, first)
+			}
+			release <- struct{}{}
+		})
+		return called, err
+	}
+	if called, err := commit(1); err != nil || !called {
+		t.Fatalf("CommitThen: written called %v, %v", called, err)
+	}
+	if blocked.Load() {
+		t.Fatal("the fsync ended before written was called")
+	}
+	fsyncErr = unix.EIO
+	if called, err := commit(2); !errors.Is(err, unix.EIO) || !called {
+		t.Fatalf("CommitThen over a failing fdatasync: written called %v, %v; want called (the write succeeded), EIO", called, err)
+	}
+	fsyncErr = nil
+	if err := db.Close(); err != nil && !errors.Is(err, unix.EIO) {
+		t.Fatal(err)
+	}
+	b := NewBatch()
+	p.PutGroupOffset(b, "g", 9)
+	if err := db.CommitThen(b, func() { t.Error("written called for a batch that was not written") }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("CommitThen after Close: %v, want ErrClosed", err)
 	}
 }

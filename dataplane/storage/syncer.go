@@ -65,6 +65,9 @@ type commitReq struct {
 	b    *Batch // nil: only wait for durability
 	sync bool
 	done chan error
+	// written, if set (a durable request), is signalled once b is written
+	// and readable, before its fsync.
+	written chan struct{}
 }
 
 // maxRoundBytes bounds one round's merged batch; what does not fit waits
@@ -82,24 +85,60 @@ func newSyncer(db *grocksdb.DB, pl *plog, flushInterval time.Duration, queue int
 
 func (s *syncer) sync() error { return s.commit(nil, true) }
 
-func (s *syncer) commit(b *Batch, sync bool) error {
+func (s *syncer) commit(b *Batch, sync bool) error { return s.commitThen(b, sync, nil) }
+
+// commitThen is commit, and with sync and a non-nil written, calls written
+// on the caller's goroutine once b is written and readable, then waits for
+// the fsync. written is not called if the write fails.
+func (s *syncer) commitThen(b *Batch, sync bool, written func()) error {
 	r := &commitReq{b: b, sync: sync, done: make(chan error, 1)}
+	if sync && written != nil {
+		r.written = make(chan struct{}, 1)
+	}
 	select {
 	case s.reqs <- r:
 	case <-s.quit:
 		return ErrClosed
 	}
+	var err error
+	select {
+	case <-r.written: // nil unless asked for: blocks forever
+		written()
+		return s.wait(r)
+	case err = <-r.done:
+	case <-s.done:
+		err = answered(r)
+	}
+	// The fsync may have ended before the caller saw the write's signal,
+	// which the writer sent first.
+	if r.written != nil {
+		select {
+		case <-r.written:
+			written()
+		default:
+		}
+	}
+	return err
+}
+
+// wait returns r's answer.
+func (s *syncer) wait(r *commitReq) error {
 	select {
 	case err := <-r.done:
 		return err
 	case <-s.done:
-		// The loops may have answered just before stopping.
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return ErrClosed
-		}
+		return answered(r)
+	}
+}
+
+// answered is r's answer once the loops have stopped: they may have
+// answered just before.
+func answered(r *commitReq) error {
+	select {
+	case err := <-r.done:
+		return err
+	default:
+		return ErrClosed
 	}
 }
 
@@ -245,6 +284,9 @@ func (s *syncer) write() {
 				r.done <- err
 			} else {
 				durable = true
+				if r.written != nil {
+					r.written <- struct{}{}
+				}
 			}
 		}
 		if !durable && seg == nil {
