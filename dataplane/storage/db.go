@@ -77,6 +77,15 @@ func Open(dir string, o Options) (*DB, error) {
 	// default) of them is a walk of cache misses. 8 MiB measured better at
 	// 256 partitions (docs/benchmarks.md, "Storage").
 	opts.SetWriteBufferSize(8 << 20)
+	// Manual WAL flush: a write leaves its WAL record in RocksDB's buffer
+	// (1 MiB at most) and the committer's FlushWAL(sync) writes and syncs
+	// it with the round's fsync, instead of a write(2) per round. A
+	// process crash then loses what was written since the last sync, as a
+	// power loss does anyway: nothing answered durable is in it, and
+	// whatever must survive before an irreversible step (deleting a
+	// segment, dropping a topic) is synced first (docs/architecture.md,
+	// "Storage layout").
+	opts.SetManualWALFlush(true)
 	var err error
 	if !o.noInsertHints {
 		if err := replayWithoutHints(dir, opts); err != nil {
@@ -283,6 +292,9 @@ func (d *DB) Close() error {
 	var err error
 	if d.syncer.failure() == nil { // else the segment may miss what was written: the next start scans it
 		err = d.plog.sealOnClose(d.db)
+		// What was written since the last sync is still in RocksDB's WAL
+		// buffer (manual_wal_flush): a clean close keeps it.
+		err = errors.Join(err, d.db.FlushWAL(true))
 	}
 	d.plog.close()
 	d.closeRocks()
