@@ -11,16 +11,18 @@
 // 1024), and writes them as one cycle.
 //
 //   - rocks (ours, named for the RocksDB it also writes): what a
-//     single-voter replica writes per cycle. Ready 1: PersistRaft(entries)
-//     (one Raft entry per request, the request's encoded produce command,
-//     which holds its records: the only copy of them) through the
-//     node-wide committer, DB.Commit(sync): the commands go to the payload
-//     log (dataplane/storage/plog.go), RocksDB gets a pointer per entry,
-//     and the WAL fsync and the segment's fdatasync run concurrently; then
-//     CommitRaft. Ready 2 (the commit index moved, which the replica does
-//     not write) and apply, in one DB.Write without sync: one batch index
-//     entry per request (where its records are) and PutAppliedState. Then
-//     the requests are acknowledged.
+//     single-voter replica's driver (Replica.handleReady) writes per cycle,
+//     in one batch through the node-wide committer: PersistRaft of one new
+//     Raft entry holding every request the cycle took (one request's
+//     encoded produce command, or several merged as Replica.proposeCycle
+//     does: the only copy of the records), and the apply of the previous
+//     cycle's entry, durable since that cycle's fsync (its batch index
+//     entry and PutAppliedState). DB.CommitThen: the entry's data goes to
+//     the payload log (dataplane/storage/plog.go), RocksDB gets a pointer
+//     to it; the previous cycle's requests are acknowledged once the batch
+//     is written, and the WAL fsync and the segment's fdatasync run
+//     concurrently meanwhile; then CommitRaft. A cycle that finds no new
+//     request writes the pending apply alone (DB.Write) and acknowledges.
 //
 //   - raw (baseline): the writer frames its requests' produce commands
 //     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with
