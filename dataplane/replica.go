@@ -67,12 +67,20 @@ type Replica struct {
 	doneC         chan struct{}
 	stopErr       atomic.Pointer[daftka.Error]
 	retention     atomic.Pointer[Retention]
+	recovered     atomic.Bool
 
 	// Owned by the run goroutine.
-	node      *raft.Node
-	state     storage.AppliedState
-	waiters   map[uint64]*proposal
-	cycle     []*proposal // takeProposals' buffer
+	node    *raft.Node
+	state   storage.AppliedState
+	waiters map[uint64]*proposal
+	cycle   []*proposal // takeProposals' buffer
+	// recoverTo is the last log index found at open: until the replica has
+	// applied it, its stored applied state may be older than what it
+	// answered before a crash (requests are answered once their apply is
+	// written, not synced), so it withholds its leadership and the node
+	// serves nothing of it (Recovered).
+	recoverTo uint64
+	lead      raft.SoftState // the last one raft reported
 	producers map[string]*producerState
 	// nextSeq publishes each producer's window of sequences for
 	// Sequences (producer id → [2]int64: oldest remembered, next).
@@ -228,6 +236,11 @@ func (r *Replica) checkRetention(now time.Time) error {
 	return nil
 }
 
+// soleVoter reports whether cs makes node the group's only member.
+func soleVoter(cs raft.ConfState, node uint64) bool {
+	return len(cs.Voters) == 1 && cs.Voters[0] == node && len(cs.Learners) == 0 && len(cs.VotersOutgoing) == 0
+}
+
 // maxNoData bounds Replica.noData (512 KiB per replica; more than the
 // default snapshot.interval_ops entries between two log compactions).
 const maxNoData = 1 << 16
@@ -253,7 +266,7 @@ func (r *Replica) maybeCompactLog(force bool) error {
 	if !force && st.Applied-done < uint64(r.e.cfg.SnapshotIntervalOps) && r.logBytes < r.e.cfg.SnapshotMaxLogBytes {
 		return nil
 	}
-	if _, cs, _ := r.store.InitialState(); len(cs.Voters) != 1 || len(cs.Learners) != 0 || len(cs.VotersOutgoing) != 0 {
+	if _, cs, _ := r.store.InitialState(); !soleVoter(cs, r.e.cfg.NodeID) {
 		r.noData = r.noData[:0] // no compaction to delete them: retention will
 		return nil
 	}
@@ -567,10 +580,21 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 		changedC:  make(chan struct{}),
 	}
 	r.pos = Position{LogStartOffset: st.LogStartOffset, HighWatermark: st.NextOffset, SizeBytes: st.SizeBytes}
+	last, err := store.LastIndex()
+	if err != nil {
+		return nil, err
+	}
 	for id, ps := range producers {
 		r.nextSeq.Store(id, ps.window())
 	}
 	hs, cs, _ := store.InitialState()
+	// A sole voter commits its whole log once it leads: it has recovered
+	// when it has applied all of it. (With followers, which entries a new
+	// leader keeps is the replicated-partitions issue's to settle.)
+	if soleVoter(cs, e.cfg.NodeID) {
+		r.recoverTo = last
+	}
+	r.recovered.Store(st.Applied >= r.recoverTo)
 	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {
 		// The sole voter need not wait for an election timeout.
 		if err := node.Campaign(); err != nil {
@@ -589,6 +613,21 @@ func (r *Replica) Position() Position {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.pos
+}
+
+// Recovered reports whether the replica has applied every entry it found
+// in its log at open: before, its published position may be older than
+// what it answered before a crash, and it reports no leader.
+func (r *Replica) Recovered() bool { return r.recovered.Load() }
+
+// publishLeader publishes the leadership raft last reported, or none while
+// the replica recovers.
+func (r *Replica) publishLeader() {
+	lead, isLeader := r.lead.Lead, r.lead.Role == raft.Leader
+	if !r.recovered.Load() {
+		lead, isLeader = 0, false
+	}
+	r.publish(func(p *Position) { p.Leader, p.IsLeader = lead, isLeader })
 }
 
 func (r *Replica) positionAndChange() (Position, <-chan struct{}) {
@@ -835,10 +874,16 @@ func (r *Replica) run() {
 		}
 		if err := r.handleReady(); err != nil {
 			r.e.fatal(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
-			r.failAll(&daftka.Error{Code: daftka.CodeInternal, Message: "partition storage failed", Err: err})
+			r.failAll(storageFailed(err))
 			return
 		}
 	}
+}
+
+// storageFailed is the answer to requests a storage failure left
+// undecided.
+func storageFailed(err error) *daftka.Error {
+	return &daftka.Error{Code: daftka.CodeInternal, Message: "partition storage failed", Err: err}
 }
 
 // maxCycle bounds the proposals the driver takes in one cycle.
@@ -932,7 +977,8 @@ func (r *Replica) handleReady() error {
 	rd := r.node.Ready()
 	if rd.SoftState != nil {
 		ss := *rd.SoftState
-		r.publish(func(p *Position) { p.Leader, p.IsLeader = ss.Lead, ss.Role == raft.Leader })
+		r.lead = ss
+		r.publishLeader()
 		if ss.Role != raft.Leader {
 			r.failWaiters(&daftka.Error{Code: daftka.CodeUnavailable, Message: "leadership changed; the write may or may not be committed", RetryAfter: time.Second})
 		}
@@ -960,8 +1006,20 @@ func (r *Replica) handleReady() error {
 		b = storage.NewBatch()
 		r.store.PersistRaft(b, hs, rd.Entries)
 	}
+	// Entries a Ready both brings and commits (a follower's) are made
+	// durable here before anything applies them: an applied state must
+	// never point past the log a crash leaves (the payload log's repair
+	// cuts only what lies above the applied index).
+	mustSync, persisted := rd.MustSync, false
+	if n := len(rd.CommittedEntries); b != nil && n > 0 && len(rd.Entries) > 0 && rd.CommittedEntries[n-1].Index >= rd.Entries[0].Index {
+		if err := r.e.cfg.DB.Commit(b, true); err != nil {
+			return err
+		}
+		r.store.CommitRaft(rd.HardState, rd.Entries)
+		b, mustSync, persisted = nil, false, true
+	}
 	var a applied
-	if n := len(rd.CommittedEntries); n > 0 {
+	if len(rd.CommittedEntries) > 0 {
 		if b == nil {
 			b = storage.NewBatch()
 		}
@@ -969,28 +1027,23 @@ func (r *Replica) handleReady() error {
 		if b, a, err = r.apply(b, rd.CommittedEntries); err != nil {
 			return err
 		}
-		// Entries committed in the Ready that brings them (a follower's)
-		// are answered only once durable here too.
-		a.late = len(rd.Entries) > 0 && rd.CommittedEntries[n-1].Index >= rd.Entries[0].Index
 	}
 	if b != nil {
 		var err error
-		switch {
-		case !rd.MustSync:
-			if err = r.e.cfg.DB.Write(b); err == nil {
-				r.finishApply(&a)
-			}
-		case a.late:
-			if err = r.e.cfg.DB.Commit(b, true); err == nil {
-				r.finishApply(&a)
-			}
-		default:
+		if mustSync {
 			err = r.e.cfg.DB.CommitThen(b, func() { r.finishApply(&a) })
+		} else if err = r.e.cfg.DB.Write(b); err == nil {
+			r.finishApply(&a)
 		}
 		if err != nil {
+			for _, d := range a.finished { // not answered: the write failed
+				d.p.finish(result{err: storageFailed(err)})
+			}
 			return err
 		}
-		r.store.CommitRaft(rd.HardState, rd.Entries)
+		if !persisted {
+			r.store.CommitRaft(rd.HardState, rd.Entries)
+		}
 	}
 	if len(rd.CommittedEntries) > 0 {
 		if err := r.maybeCompactLog(a.freed); err != nil {
@@ -1008,7 +1061,6 @@ type applied struct {
 	st       storage.AppliedState
 	finished []finishedProposal
 	freed    bool // a trim or compaction pass left entries without records
-	late     bool // answer only once the batch is durable
 	ok       bool // entries were applied
 }
 
@@ -1031,6 +1083,11 @@ func (r *Replica) finishApply(a *applied) {
 	})
 	if produced > 0 {
 		r.e.recordsCommitted.Add(int(produced))
+	}
+	if !r.recovered.Load() && st.Applied >= r.recoverTo {
+		r.recovered.Store(true)
+		r.log.Debug("replica recovered its log", "applied", st.Applied, "high_watermark", st.NextOffset)
+		r.publishLeader()
 	}
 	for _, d := range a.finished {
 		d.p.finish(d.res)
@@ -1121,8 +1178,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 		if st.NextOffset == next && len(r.noData) < maxNoData {
 			r.noData = append(r.noData, e.Index)
 		}
-		if p, ok := r.waiters[e.Index]; ok {
-			delete(r.waiters, e.Index)
+		if p, ok := r.waiters[e.Index]; ok { // removed below: if apply fails, failAll answers it
 			if p.term != e.Term {
 				res = result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "the write was superseded by a new leader; retry", RetryAfter: time.Second}}
 			}
@@ -1130,6 +1186,9 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 		}
 	}
 	r.store.PutAppliedState(b, st)
+	for _, d := range finished {
+		delete(r.waiters, d.p.index)
+	}
 	return b, applied{st: st, finished: finished, freed: freed, ok: true}, nil
 }
 

@@ -307,7 +307,17 @@ func (n *Node) replica(t controlplane.Topic, p int32) (*dataplane.Replica, error
 	if r == nil {
 		return nil, unavailable("partition %s/%d is not hosted here yet", t.Name, p)
 	}
+	if !r.Recovered() {
+		return nil, recovering(t, p)
+	}
 	return r, nil
+}
+
+// recovering: a replica that has not yet applied the log it found at
+// start serves nothing (its stored state may be older than what it
+// answered before a crash).
+func recovering(t controlplane.Topic, p int32) error {
+	return unavailable("partition %s/%d is recovering its log after a restart", t.Name, p)
 }
 
 // DescribePartition implements daftka.API.
@@ -318,6 +328,9 @@ func (n *Node) DescribePartition(ctx context.Context, topic string, p int32) (da
 	}
 	if p < 0 || p >= t.Partitions {
 		return daftka.PartitionInfo{}, partitionNotFound(t, p)
+	}
+	if r := n.engine.Replica(t.ID, p); r != nil && !r.Recovered() {
+		return daftka.PartitionInfo{}, recovering(t, p)
 	}
 	return n.partitionInfo(t, p), nil
 }
@@ -620,6 +633,9 @@ func (n *Node) GroupOffsets(ctx context.Context, group, topic string) ([]daftka.
 			r := n.engine.Replica(t.ID, p)
 			if r == nil {
 				continue
+			}
+			if !r.Recovered() {
+				return nil, recovering(t, p)
 			}
 			off, ok, err := r.GroupOffset(group)
 			if err != nil {
