@@ -159,6 +159,22 @@ const pageRecords = 1000
 // maxPages bounds ReadPartition: enough for ten million records.
 const maxPages = 10_000
 
+// HighWatermark describes one partition: its high watermark from a 200,
+// and the answer as it came.
+func (c *Client) HighWatermark(ctx context.Context, topic string, part int32) (int64, Answer, error) {
+	a, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/topics/%s/partitions/%d", url.PathEscape(topic), part), nil)
+	if err != nil || a.Status != http.StatusOK {
+		return 0, a, err
+	}
+	var d struct {
+		HWM *int64 `json:"high_watermark"`
+	}
+	if err := json.Unmarshal(a.Body, &d); err != nil || d.HWM == nil {
+		return 0, a, fmt.Errorf("%w: describe partition: %.200s", ErrBadAnswer, a.Body)
+	}
+	return *d.HWM, a, nil
+}
+
 // ReadPartition reads a partition whole, from offset 0 to the high
 // watermark, page by page. It retries 503s and transport errors (a node
 // just restarted may not have a leader yet) until ctx ends. It keeps

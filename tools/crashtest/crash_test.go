@@ -227,7 +227,11 @@ func TestCrashSIGKILL(t *testing.T) {
 		if startupKill > 0 {
 			killDuringStartup(t, n, startupKill)
 		}
+		probed := probeStartup(ctx, c, ledger.AckedEnds())
 		restart(ctx, t, n)
+		for _, v := range probed() {
+			t.Errorf("cycle %d: while the node started: %s", cycle, v)
+		}
 		t2 := time.Now()
 		total = verify(ctx, t, c, ledger, fmt.Sprintf("cycle %d", cycle))
 		say(t, "cycle %d: at %v %s; producers stopped in %v, ready in %v, verified in %v; acked +%d, lost %d, unacked-but-present %d (+%d); answers %v",
@@ -355,6 +359,42 @@ func restart(ctx context.Context, t *testing.T, n *Node) {
 			continue
 		}
 		t.Fatalf("restart: %v", err)
+	}
+}
+
+// probeStartup describes every partition, over and over, while the node
+// starts and until the returned function is called, which returns what the
+// node showed that contradicts the ledger: a partition it describes (200)
+// must show a high watermark no lower than what was acknowledged in it,
+// even before /readyz says ready (a recovering partition answers 503).
+func probeStartup(ctx context.Context, c *Client, ends []int64) func() []string {
+	stop := make(chan struct{})
+	done := make(chan []string, 1)
+	go func() {
+		var bad []string
+		defer func() { done <- bad }()
+		for {
+			for p := range ends {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				hwm, a, err := c.HighWatermark(ctx, topic, int32(p))
+				if err == nil && a.Status == http.StatusOK && hwm < ends[p] && len(bad) < maxViolations {
+					bad = append(bad, fmt.Sprintf("partition %d described with high watermark %d, below the %d acknowledged", p, hwm, ends[p]))
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() []string {
+		close(stop)
+		return <-done
 	}
 }
 

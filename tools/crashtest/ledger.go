@@ -149,6 +149,21 @@ func (l *Ledger) Ack(req int, offs []Offset, full bool) {
 	}
 }
 
+// AckedEnds returns, per partition, one past the highest offset
+// acknowledged there (0 where none was): a high watermark the node shows
+// must not be below it.
+func (l *Ledger) AckedEnds() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ends := make([]int64, l.partitions)
+	for po := range l.ackedAt {
+		if p := po[0]; p >= 0 && p < int64(l.partitions) && po[1]+1 > ends[p] {
+			ends[p] = po[1] + 1
+		}
+	}
+	return ends
+}
+
 // Acked returns the number of acknowledged records so far.
 func (l *Ledger) Acked() int {
 	l.mu.Lock()
