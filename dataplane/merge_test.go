@@ -153,3 +153,49 @@ func TestMergeProduceKeepsRecords(t *testing.T) {
 		t.Fatal("an idempotent produce counted as mergeable")
 	}
 }
+
+// TestMergedProposalsUnderUncommittedLimit: when raft refuses a merged
+// entry (too many uncommitted bytes), every request in it gets 429
+// backpressure; every request is answered exactly once, and what was
+// acknowledged is dense and readable.
+func TestMergedProposalsUnderUncommittedLimit(t *testing.T) {
+	r := singleReplica(t, "u", "00112233445566d2", func(c *Config) { c.MaxUncommittedBytes = 4 << 10 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const producers, requests = 48, 10
+	var mu sync.Mutex
+	acked := map[int64]bool{}
+	refused := 0
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for i := range requests {
+				offs, err := r.Produce(ctx, "", 0, []daftka.ProduceRecord{{Value: bytes.Repeat([]byte{byte(p)}, 400+i)}})
+				mu.Lock()
+				var de *daftka.Error
+				switch {
+				case err == nil && len(offs) == 1 && !acked[offs[0]]:
+					acked[offs[0]] = true
+				case errors.As(err, &de) && de.Code == daftka.CodeBackpressure:
+					refused++
+				default:
+					t.Errorf("produce: %v, %v", offs, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if refused == 0 {
+		t.Fatal("no request was refused: the limit was not reached")
+	}
+	hw := r.Position().HighWatermark
+	if int64(len(acked)) != hw {
+		t.Fatalf("%d acknowledged, high watermark %d", len(acked), hw)
+	}
+	res, err := r.Fetch(ctx, 0, int(hw)+1, 64<<20, 0)
+	if err != nil || int64(len(res.Records)) != hw {
+		t.Fatalf("fetch: %d records, %v; want %d", len(res.Records), err, hw)
+	}
+	t.Logf("%d acknowledged, %d refused", len(acked), refused)
+}
