@@ -19,10 +19,12 @@ import (
 // The writer (write) takes every request waiting, concatenates their
 // batches into one WriteBatch (one cgo call for the whole round, and a
 // single writer into RocksDB: no write-group contention), writes it,
-// answers the requests that did not ask for durability and hands the
-// others to the syncer. The syncer (syncLoop) takes every written request
+// answers the requests that did not ask for durability, signals the
+// durable ones that asked to know they are written (commitThen) and hands
+// them to the syncer. The syncer (syncLoop) takes every written request
 // waiting for durability and calls FlushWAL(sync) once for all of them:
-// RocksDB's WAL is sequential and each of those writes completed before the
+// RocksDB's WAL is sequential (with the manual WAL flush, FlushWAL writes
+// the WAL buffer first) and each of those writes completed before the
 // fsync began, so it covers them all. Meanwhile the writer goes on writing
 // the next rounds, which the next fsync covers.
 //
