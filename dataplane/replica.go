@@ -68,6 +68,7 @@ type Replica struct {
 	stopErr       atomic.Pointer[daftka.Error]
 	retention     atomic.Pointer[Retention]
 	recovered     atomic.Bool
+	recoveredC    chan struct{} // closed once recovered
 
 	// Owned by the run goroutine.
 	node    *raft.Node
@@ -594,7 +595,11 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	if soleVoter(cs, e.cfg.NodeID) {
 		r.recoverTo = last
 	}
-	r.recovered.Store(st.Applied >= r.recoverTo)
+	r.recoveredC = make(chan struct{})
+	if st.Applied >= r.recoverTo {
+		r.recovered.Store(true)
+		close(r.recoveredC)
+	}
 	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {
 		// The sole voter need not wait for an election timeout.
 		if err := node.Campaign(); err != nil {
@@ -619,6 +624,9 @@ func (r *Replica) Position() Position {
 // in its log at open: before, its published position may be older than
 // what it answered before a crash, and it reports no leader.
 func (r *Replica) Recovered() bool { return r.recovered.Load() }
+
+// RecoveredC is closed once the replica has recovered.
+func (r *Replica) RecoveredC() <-chan struct{} { return r.recoveredC }
 
 // publishLeader publishes the leadership raft last reported, or none while
 // the replica recovers.
@@ -1086,6 +1094,7 @@ func (r *Replica) finishApply(a *applied) {
 	}
 	if !r.recovered.Load() && st.Applied >= r.recoverTo {
 		r.recovered.Store(true)
+		close(r.recoveredC)
 		r.log.Debug("replica recovered its log", "applied", st.Applied, "high_watermark", st.NextOffset)
 		r.publishLeader()
 	}

@@ -193,7 +193,7 @@ func (n *Node) CreateTopic(ctx context.Context, spec daftka.TopicSpec) (daftka.T
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	return n.describe(t), nil
+	return n.describe(ctx, t)
 }
 
 func (n *Node) applyCreated(as []controlplane.Assignment) error {
@@ -209,7 +209,49 @@ func (n *Node) applyCreated(as []controlplane.Assignment) error {
 	return nil
 }
 
-func (n *Node) describe(t controlplane.Topic) daftka.TopicInfo {
+// recoveryWait bounds how long a description waits for a partition that
+// is recovering its log after a restart (it takes milliseconds).
+const recoveryWait = 2 * time.Second
+
+// describe describes t, once its partitions have recovered
+// (awaitRecovery).
+func (n *Node) describe(ctx context.Context, t controlplane.Topic) (daftka.TopicInfo, error) {
+	if err := n.awaitRecovery(ctx, t, 0, t.Partitions); err != nil {
+		return daftka.TopicInfo{}, err
+	}
+	return n.describeNow(t), nil
+}
+
+// awaitRecovery waits until the hosted partitions [from, to) of t have
+// recovered their log after a restart (until then their positions may be
+// older than what they acknowledged before a crash), up to recoveryWait:
+// then 503.
+func (n *Node) awaitRecovery(ctx context.Context, t controlplane.Topic, from, to int32) error {
+	var timeout <-chan time.Time
+	for p := from; p < to; p++ {
+		r := n.engine.Replica(t.ID, p)
+		if r == nil || r.Recovered() {
+			continue
+		}
+		if timeout == nil {
+			timer := time.NewTimer(recoveryWait)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case <-r.RecoveredC():
+		case <-timeout:
+			return recovering(t, p)
+		case <-ctx.Done():
+			e := recovering(t, p)
+			e.Code, e.Err = daftka.CodeTimeout, ctx.Err()
+			return e
+		}
+	}
+	return nil
+}
+
+func (n *Node) describeNow(t controlplane.Topic) daftka.TopicInfo {
 	info := daftka.TopicInfo{
 		Name: t.Name, ID: t.ID, PartitionCount: t.Partitions,
 		ReplicationFactor: t.ReplicationFactor, Config: t.Config,
@@ -240,7 +282,11 @@ func (n *Node) ListTopics(ctx context.Context) ([]daftka.TopicInfo, error) {
 	}
 	out := make([]daftka.TopicInfo, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, n.describe(t))
+		info, err := n.describe(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }
@@ -251,7 +297,7 @@ func (n *Node) DescribeTopic(ctx context.Context, name string) (daftka.TopicInfo
 	if err != nil {
 		return daftka.TopicInfo{}, err
 	}
-	return n.describe(t), nil
+	return n.describe(ctx, t)
 }
 
 // UpdateTopicConfig implements daftka.API.
@@ -316,7 +362,7 @@ func (n *Node) replica(t controlplane.Topic, p int32) (*dataplane.Replica, error
 // recovering: a replica that has not yet applied the log it found at
 // start serves nothing (its stored state may be older than what it
 // answered before a crash).
-func recovering(t controlplane.Topic, p int32) error {
+func recovering(t controlplane.Topic, p int32) *daftka.Error {
 	return unavailable("partition %s/%d is recovering its log after a restart", t.Name, p)
 }
 
@@ -329,8 +375,8 @@ func (n *Node) DescribePartition(ctx context.Context, topic string, p int32) (da
 	if p < 0 || p >= t.Partitions {
 		return daftka.PartitionInfo{}, partitionNotFound(t, p)
 	}
-	if r := n.engine.Replica(t.ID, p); r != nil && !r.Recovered() {
-		return daftka.PartitionInfo{}, recovering(t, p)
+	if err := n.awaitRecovery(ctx, t, p, p+1); err != nil {
+		return daftka.PartitionInfo{}, err
 	}
 	return n.partitionInfo(t, p), nil
 }
