@@ -159,6 +159,32 @@ const pageRecords = 1000
 // maxPages bounds ReadPartition: enough for ten million records.
 const maxPages = 10_000
 
+// TopicHighWatermarks describes a topic: each partition's high watermark
+// from a 200, and the answer as it came.
+func (c *Client) TopicHighWatermarks(ctx context.Context, topic string) (map[int32]int64, Answer, error) {
+	a, err := c.do(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(topic), nil)
+	if err != nil || a.Status != http.StatusOK {
+		return nil, a, err
+	}
+	var d struct {
+		Partitions []struct {
+			Partition int32  `json:"partition"`
+			HWM       *int64 `json:"high_watermark"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal(a.Body, &d); err != nil {
+		return nil, a, fmt.Errorf("%w: describe topic: %.200s", ErrBadAnswer, a.Body)
+	}
+	out := map[int32]int64{}
+	for _, p := range d.Partitions {
+		if p.HWM == nil {
+			return nil, a, fmt.Errorf("%w: describe topic: partition %d without high_watermark", ErrBadAnswer, p.Partition)
+		}
+		out[p.Partition] = *p.HWM
+	}
+	return out, a, nil
+}
+
 // HighWatermark describes one partition: its high watermark from a 200,
 // and the answer as it came.
 func (c *Client) HighWatermark(ctx context.Context, topic string, part int32) (int64, Answer, error) {

@@ -362,11 +362,12 @@ func restart(ctx context.Context, t *testing.T, n *Node) {
 	}
 }
 
-// probeStartup describes every partition, over and over, while the node
-// starts and until the returned function is called, which returns what the
-// node showed that contradicts the ledger: a partition it describes (200)
-// must show a high watermark no lower than what was acknowledged in it,
-// even before /readyz says ready (a recovering partition answers 503).
+// probeStartup describes every partition and the topic, over and over,
+// while the node starts and until the returned function is called, which
+// returns what the node showed that contradicts the ledger: a description
+// (200) must show each partition's high watermark no lower than what was
+// acknowledged in it, even before /readyz says ready (a description waits
+// for a recovering partition, or answers 503).
 func probeStartup(ctx context.Context, c *Client, ends []int64) func() []string {
 	stop := make(chan struct{})
 	done := make(chan []string, 1)
@@ -383,6 +384,12 @@ func probeStartup(ctx context.Context, c *Client, ends []int64) func() []string 
 				hwm, a, err := c.HighWatermark(ctx, topic, int32(p))
 				if err == nil && a.Status == http.StatusOK && hwm < ends[p] && len(bad) < maxViolations {
 					bad = append(bad, fmt.Sprintf("partition %d described with high watermark %d, below the %d acknowledged", p, hwm, ends[p]))
+				}
+			}
+			hwms, a, err := c.TopicHighWatermarks(ctx, topic)
+			for p := range ends {
+				if hwm, ok := hwms[int32(p)]; err == nil && a.Status == http.StatusOK && (!ok || hwm < ends[p]) && len(bad) < maxViolations {
+					bad = append(bad, fmt.Sprintf("topic described with partition %d at high watermark %d (listed: %v), below the %d acknowledged", p, hwm, ok, ends[p]))
 				}
 			}
 			select {

@@ -7,9 +7,10 @@
 // acknowledged record survives any crash at exactly its acknowledged offset;
 // offsets are dense; what a reader saw below the high watermark never
 // changes afterwards. While the node starts, before /readyz says ready, it
-// also describes every partition over and over: a partition described
-// with 200 must not show a high watermark below what was acknowledged in it
-// (a partition still recovering its log answers 503).
+// also describes every partition and the topic over and over: a
+// description answered 200 must not show a partition's high watermark below
+// what was acknowledged in it (a description waits for a partition still
+// recovering its log, or answers 503).
 //
 // The package's non-test code is the checker (Ledger), the child-process
 // harness (Node) and a minimal HTTP client (Client). The checker is
