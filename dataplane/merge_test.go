@@ -85,15 +85,7 @@ func TestConcurrentProducesMergeIntoBatches(t *testing.T) {
 			requestsStored++
 		}
 	}
-	hw := r.Position().HighWatermark
-	if int64(len(want)) != hw {
-		t.Fatalf("%d records acknowledged, high watermark %d: offsets are not dense", len(want), hw)
-	}
-	res, err := r.Fetch(ctx, 0, int(hw)+1, 64<<20, 0)
-	if err != nil || int64(len(res.Records)) != hw {
-		t.Fatalf("fetch: %d records, %v; want %d", len(res.Records), err, hw)
-	}
-	for _, rec := range res.Records {
+	for _, rec := range readDense(t, r, len(want)) {
 		if !bytes.Equal(rec.Value, want[rec.Offset]) {
 			t.Fatalf("offset %d holds %q, want %q", rec.Offset, rec.Value, want[rec.Offset])
 		}
@@ -189,13 +181,21 @@ func TestMergedProposalsUnderUncommittedLimit(t *testing.T) {
 	if refused == 0 {
 		t.Fatal("no request was refused: the limit was not reached")
 	}
+	readDense(t, r, len(acked))
+	t.Logf("%d acknowledged, %d refused", len(acked), refused)
+}
+
+// readDense checks that the partition holds exactly the acked records
+// acknowledged (its high watermark, as offsets are dense) and returns them.
+func readDense(t *testing.T, r *Replica, acked int) []daftka.Record {
+	t.Helper()
 	hw := r.Position().HighWatermark
-	if int64(len(acked)) != hw {
-		t.Fatalf("%d acknowledged, high watermark %d", len(acked), hw)
+	if int64(acked) != hw {
+		t.Fatalf("%d records acknowledged, high watermark %d: offsets are not dense", acked, hw)
 	}
-	res, err := r.Fetch(ctx, 0, int(hw)+1, 64<<20, 0)
+	res, err := r.Fetch(context.Background(), 0, int(hw)+1, 64<<20, 0)
 	if err != nil || int64(len(res.Records)) != hw {
 		t.Fatalf("fetch: %d records, %v; want %d", len(res.Records), err, hw)
 	}
-	t.Logf("%d acknowledged, %d refused", len(acked), refused)
+	return res.Records
 }
