@@ -171,38 +171,42 @@ func encodeProduce(producerID string, firstSeq int64, recs []daftka.ProduceRecor
 	return b
 }
 
-// produceParts splits a plain produce command built by encodeProduce into
+// producePart is a plain produce command built by encodeProduce, split:
 // its append time, its record count and its records section (the
 // length-prefixed records, as they follow the count).
-func produceParts(data []byte) (appendMs int64, count uint64, records []byte, ok bool) {
+type producePart struct {
+	appendMs int64
+	count    uint64
+	records  []byte
+}
+
+// splitProduce splits data if it is a plain produce command.
+func splitProduce(data []byte) (producePart, bool) {
 	if len(data) < 5 || data[0] != cmdProduce {
-		return 0, 0, nil, false
+		return producePart{}, false
 	}
 	r := reader{b: data[5:]}
-	appendMs = r.varint()
-	count = r.uvarint()
-	return appendMs, count, r.b, r.err == nil
+	p := producePart{appendMs: r.varint(), count: r.uvarint()}
+	p.records = r.b
+	return p, r.err == nil
 }
 
 // mergeProduce builds one plain produce command holding the records of
-// cmds (plain produce commands from encodeProduce) in their order: the
-// produce requests a leader took in one cycle, stored as one Raft entry and
-// one batch. Its append time is the latest of theirs. total is the sum of
-// their lengths, for the allocation.
-func mergeProduce(cmds [][]byte, total int) []byte {
-	b := make([]byte, 5, total+16)
+// parts in their order: the produce requests a leader took in one cycle,
+// stored as one Raft entry and one batch. Its append time is the latest of
+// theirs. size bounds the result, for the allocation.
+func mergeProduce(parts []producePart, size int) []byte {
+	b := make([]byte, 5, size+16)
 	b[0] = cmdProduce
 	var appendMs int64
 	var count uint64
-	for _, c := range cmds {
-		ms, n, _, _ := produceParts(c)
-		appendMs, count = max(appendMs, ms), count+n
+	for _, p := range parts {
+		appendMs, count = max(appendMs, p.appendMs), count+p.count
 	}
 	b = binary.AppendVarint(b, appendMs)
 	b = binary.AppendUvarint(b, count)
-	for _, c := range cmds {
-		_, _, recs, _ := produceParts(c)
-		b = append(b, recs...)
+	for _, p := range parts {
+		b = append(b, p.records...)
 	}
 	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(b[5:], castagnoli))
 	return b

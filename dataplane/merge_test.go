@@ -128,7 +128,12 @@ func TestMergeProduceKeepsRecords(t *testing.T) {
 	t0 := time.UnixMilli(1_700_000_000_000)
 	a := encodeProduce("", 0, []daftka.ProduceRecord{{Value: []byte("a0")}, {Key: []byte("k"), Value: []byte("a1")}}, t0)
 	b := encodeProduce("", 0, []daftka.ProduceRecord{{Value: nil, Headers: []daftka.Header{{Key: "h", Value: "v"}}}}, t0.Add(time.Second))
-	cmd, err := decodeCommand(mergeProduce([][]byte{a, b}, len(a)+len(b)))
+	pa, okA := splitProduce(a)
+	pb, okB := splitProduce(b)
+	if !okA || !okB {
+		t.Fatal("a plain produce was not split")
+	}
+	cmd, err := decodeCommand(mergeProduce([]producePart{pa, pb}, len(a)+len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +146,7 @@ func TestMergeProduceKeepsRecords(t *testing.T) {
 			t.Fatalf("record %d: %q, %v; want %q", i, rec.Value, err, want)
 		}
 	}
-	if _, _, _, ok := produceParts(encodeProduce("p", 1, nil, t0)); ok {
+	if _, ok := splitProduce(encodeProduce("p", 1, nil, t0)); ok {
 		t.Fatal("an idempotent produce counted as mergeable")
 	}
 }

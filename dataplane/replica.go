@@ -930,29 +930,28 @@ const maxMergedBytes = 1 << 20
 // of the entry. Idempotent produces and group offsets go alone: their apply
 // decides per request.
 func (r *Replica) proposeCycle(ps []*proposal) {
+	var parts []producePart
 	for i := 0; i < len(ps); {
-		j, total := i+1, len(ps[i].data)
-		if _, _, _, ok := produceParts(ps[i].data); ok {
-			for j < len(ps) && total+len(ps[j].data) <= maxMergedBytes {
-				if _, _, _, ok := produceParts(ps[j].data); !ok {
-					break
-				}
-				total += len(ps[j].data)
-				j++
+		parts = parts[:0]
+		j, total := i, 0
+		for ; j < len(ps) && (j == i || total+len(ps[j].data) <= maxMergedBytes); j++ {
+			part, ok := splitProduce(ps[j].data)
+			if !ok {
+				break
 			}
+			parts = append(parts, part)
+			total += len(ps[j].data)
 		}
-		if j-i == 1 {
+		if len(parts) < 2 {
 			r.proposeLocked(ps[i])
-			i = j
+			i++
 			continue
 		}
 		run := slices.Clone(ps[i:j])
-		cmds := make([][]byte, len(run))
 		for k, q := range run {
-			_, n, _, _ := produceParts(q.data)
-			cmds[k], q.count = q.data, int(n)
+			q.count = int(parts[k].count)
 		}
-		r.proposeLocked(&proposal{data: mergeProduce(cmds, total), parts: run})
+		r.proposeLocked(&proposal{data: mergeProduce(parts, total), parts: run})
 		i = j
 	}
 }
