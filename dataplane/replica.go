@@ -67,8 +67,7 @@ type Replica struct {
 	doneC         chan struct{}
 	stopErr       atomic.Pointer[daftka.Error]
 	retention     atomic.Pointer[Retention]
-	recovered     atomic.Bool
-	recoveredC    chan struct{} // closed once recovered
+	recoveredC    chan struct{} // closed once recovered (Recovered)
 
 	// Owned by the run goroutine.
 	node    *raft.Node
@@ -597,7 +596,6 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	}
 	r.recoveredC = make(chan struct{})
 	if st.Applied >= r.recoverTo {
-		r.recovered.Store(true)
 		close(r.recoveredC)
 	}
 	if len(cs.Voters) == 1 && cs.Voters[0] == e.cfg.NodeID {
@@ -623,7 +621,14 @@ func (r *Replica) Position() Position {
 // Recovered reports whether the replica has applied every entry it found
 // in its log at open: before, its published position may be older than
 // what it answered before a crash, and it reports no leader.
-func (r *Replica) Recovered() bool { return r.recovered.Load() }
+func (r *Replica) Recovered() bool {
+	select {
+	case <-r.recoveredC:
+		return true
+	default:
+		return false
+	}
+}
 
 // RecoveredC is closed once the replica has recovered.
 func (r *Replica) RecoveredC() <-chan struct{} { return r.recoveredC }
@@ -632,7 +637,7 @@ func (r *Replica) RecoveredC() <-chan struct{} { return r.recoveredC }
 // the replica recovers.
 func (r *Replica) publishLeader() {
 	lead, isLeader := r.lead.Lead, r.lead.Role == raft.Leader
-	if !r.recovered.Load() {
+	if !r.Recovered() {
 		lead, isLeader = 0, false
 	}
 	r.publish(func(p *Position) { p.Leader, p.IsLeader = lead, isLeader })
@@ -1091,8 +1096,7 @@ func (r *Replica) finishApply(a *applied) {
 	if produced > 0 {
 		r.e.recordsCommitted.Add(int(produced))
 	}
-	if !r.recovered.Load() && st.Applied >= r.recoverTo {
-		r.recovered.Store(true)
+	if !r.Recovered() && st.Applied >= r.recoverTo {
 		close(r.recoveredC)
 		r.log.Debug("replica recovered its log", "applied", st.Applied, "high_watermark", st.NextOffset)
 		r.publishLeader()
