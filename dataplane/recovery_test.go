@@ -129,3 +129,124 @@ func TestRecoveredBeforeServing(t *testing.T) {
 		t.Fatalf("recovered, leader %d", r.Position().Leader)
 	}
 }
+
+var replayID = PartitionID{Topic: "t", TopicID: "00112233445566e2", Partition: 0}
+
+// TestReplayChild is the process TestReplayRebuildsOpenBlock kills: plain
+// produces (which leave the applied state unwritten until their batch
+// index block is full), an idempotent produce and a group offset in
+// between (which write it at once), more plain produces, then a SIGKILL.
+func TestReplayChild(t *testing.T) {
+	dir := os.Getenv("DAFTKA_REPLAY_DIR")
+	if dir == "" {
+		t.Skip("run by TestReplayRebuildsOpenBlock")
+	}
+	_, e := openEngine(t, dir, 1_000_000)
+	r, err := e.EnsureReplica(replayID, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	plain := func(n int) {
+		for range n {
+			if _, err := r.Produce(ctx, "", 0, []daftka.ProduceRecord{{Value: fmt.Appendf(nil, "v%d", r.Position().HighWatermark)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Fewer than BlockBatches batches after the first block, so that the
+	// replay would cross the idempotent batch if it did not write the
+	// applied state.
+	plain(storage.BlockBatches + 2)
+	offs, err := r.Produce(ctx, "p", 0, []daftka.ProduceRecord{{Value: []byte("i0")}, {Value: []byte("i1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain(3)
+	if err := r.CommitGroupOffset(ctx, "g", 7); err != nil {
+		t.Fatal(err)
+	}
+	plain(storage.BlockBatches - 10)
+	fmt.Printf("ACKED %d %d\n", r.Position().HighWatermark, offs[0])
+	os.Stdout.Sync() //nolint:errcheck
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
+}
+
+// TestReplayRebuildsOpenBlock: after a SIGKILL, the stored applied state is
+// behind the acknowledged plain produces (their batch index is in a block
+// not written yet); the restarted replica replays them, and every record
+// is at its offset, the idempotent producer's retry is a duplicate with
+// its original offsets, and the group offset holds.
+func TestReplayRebuildsOpenBlock(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayChild$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "DAFTKA_REPLAY_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var acked, idem int64 = -1, -1
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "ACKED "); ok {
+			fmt.Sscan(v, &acked, &idem) //nolint:errcheck
+		}
+	}
+	cmd.Wait() //nolint:errcheck // killed
+	if acked <= 0 || idem < 0 {
+		t.Fatal("the child acknowledged nothing")
+	}
+
+	db, err := storage.Open(dir, storage.Options{NodeID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := db.Partition(replayID.storageKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.AppliedState()
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NextOffset >= acked {
+		t.Fatalf("stored next offset %d after the kill, %d acknowledged: this test needs it behind", st.NextOffset, acked)
+	}
+	t.Logf("stored next offset %d after the kill; %d acknowledged", st.NextOffset, acked)
+
+	_, e := openEngine(t, dir, 1_000_000)
+	defer e.Close()
+	r, err := e.EnsureReplica(replayID, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "recovery", r.Recovered)
+	recs := readDense(t, r, int(acked))
+	for i, rec := range recs {
+		want := fmt.Sprintf("v%d", i)
+		switch int64(i) {
+		case idem:
+			want = "i0"
+		case idem + 1:
+			want = "i1"
+		}
+		if rec.Offset != int64(i) || string(rec.Value) != want {
+			t.Fatalf("record %d: offset %d value %q, want %q", i, rec.Offset, rec.Value, want)
+		}
+	}
+	offs, err := r.Produce(context.Background(), "p", 0, []daftka.ProduceRecord{{Value: []byte("i0")}, {Value: []byte("i1")}})
+	if err != nil || len(offs) != 2 || offs[0] != idem || offs[1] != idem+1 {
+		t.Fatalf("retry of the idempotent batch: %v, %v; want offsets %d, %d", offs, err, idem, idem+1)
+	}
+	if g, ok, err := r.GroupOffset("g"); err != nil || !ok || g != 7 {
+		t.Fatalf("group offset %d (%v, %v), want 7", g, ok, err)
+	}
+	if hw := r.Position().HighWatermark; hw != acked {
+		t.Fatalf("high watermark %d after the duplicate, want %d", hw, acked)
+	}
+}

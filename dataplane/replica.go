@@ -119,7 +119,7 @@ func (r *Replica) appendRecords(b *storage.Batch, st *storage.AppliedState, recs
 		}
 	}
 	st.SizeBytes += bi.Bytes
-	r.store.PutBatchInfo(b, bi)
+	r.store.AppendBatch(bi)
 	return offsets
 }
 
@@ -282,6 +282,9 @@ func (r *Replica) maybeCompactLog(force bool) error {
 		floor = st.Applied + 1
 	}
 	b := storage.NewBatch()
+	// The stored applied state reaches what is compacted: recovery never
+	// needs those entries.
+	r.store.PutAppliedState(b, st)
 	r.store.CompactLog(b, st.Applied, term, floor, r.noData)
 	if err := r.e.cfg.DB.Write(b); err != nil {
 		return err
@@ -440,13 +443,14 @@ func (r *Replica) compact(b *storage.Batch, st *storage.AppliedState, upTo, nowM
 	}
 	// A batch's Bytes is what of it is still stored: retention trims by
 	// it, and subtracts it from the partition's size.
+	var thinned []storage.BatchInfo
 	for i, n := range dropped {
 		if n > 0 {
 			batches[i].Bytes = max(0, batches[i].Bytes-n)
-			r.store.PutBatchInfo(b, batches[i])
+			thinned = append(thinned, batches[i])
 		}
 	}
-	return nil
+	return r.store.UpdateBatches(b, thinned)
 }
 
 // writeApplied writes b, what apply holds so far, with st applied up to
@@ -868,6 +872,7 @@ func (r *Replica) run() {
 		select {
 		case <-r.stopC:
 			r.failAll(r.stopped())
+			r.writeOpenBlock()
 			return
 		case <-r.tickC:
 			r.node.Tick()
@@ -890,6 +895,17 @@ func (r *Replica) run() {
 			r.failAll(storageFailed(err))
 			return
 		}
+	}
+}
+
+// writeOpenBlock writes the batch index's open block with the applied
+// state, on a clean stop, so that the next start has nothing to replay.
+// Best effort: a replay rebuilds it.
+func (r *Replica) writeOpenBlock() {
+	b := storage.NewBatch()
+	r.store.PutAppliedState(b, r.state)
+	if err := r.e.cfg.DB.Write(b); err != nil && !errors.Is(err, storage.ErrClosed) {
+		r.log.Warn("writing the applied state at stop failed; the next start replays the log after it", "err", err)
 	}
 }
 
@@ -1042,10 +1058,16 @@ func (r *Replica) handleReady() error {
 	}
 	if b != nil {
 		var err error
-		if mustSync {
+		switch {
+		case mustSync:
 			err = r.e.cfg.DB.CommitThen(b, func() { r.finishApply(&a) })
-		} else if err = r.e.cfg.DB.Write(b); err == nil {
+		case b.Count() == 0:
+			// An apply that only added to the batch index's open block.
 			r.finishApply(&a)
+		default:
+			if err = r.e.cfg.DB.Write(b); err == nil {
+				r.finishApply(&a)
+			}
 		}
 		if err != nil {
 			for _, d := range a.finished { // not answered: the write failed
@@ -1118,10 +1140,20 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 	st := r.state
 	var finished []finishedProposal
 	freed := false
+	// Plain produces and no-ops only append to the batch index's open
+	// block: the applied state is written with the block once it is full
+	// (storage.Partition.PutAppliedState), since a restart replays the
+	// entries after it. Anything else writes it at once: its effects are
+	// keys of their own (producer state, group offsets, membership) that a
+	// replay from an older applied state would see applied already.
+	writeState := false
 	for _, e := range ents {
 		st.Applied = e.Index
 		next := st.NextOffset
 		var res result
+		if e.Type != raft.EntryNormal || len(e.Data) > 0 && e.Data[0] != cmdProduce {
+			writeState = true
+		}
 		switch e.Type {
 		case raft.EntryConfChange:
 			var cc raft.ConfChange
@@ -1170,7 +1202,10 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 						b.Discard()
 						return nil, applied{}, err
 					}
-					r.store.DeleteBelow(b, cmd.before)
+					if err := r.store.DeleteBelow(b, cmd.before); err != nil {
+						b.Discard()
+						return nil, applied{}, err
+					}
 					st.LogStartOffset = cmd.before
 					st.SizeBytes = max(0, st.SizeBytes-removed)
 					freed = true
@@ -1197,7 +1232,9 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 			finished = append(finished, finishedProposal{p, res})
 		}
 	}
-	r.store.PutAppliedState(b, st)
+	if writeState || r.store.OpenBlockFull() {
+		r.store.PutAppliedState(b, st)
+	}
 	for _, d := range finished {
 		delete(r.waiters, d.p.index)
 	}

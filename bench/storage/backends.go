@@ -119,7 +119,7 @@ func (b *rocksBackend) writer(i int, ack func([]*request, error)) (func([]*reque
 				p.CommitRaft(raft.HardState{Term: 1, Vote: 1, Commit: last}, nil)
 			}
 			b.add(2, &t)
-		} else {
+		} else if wb.Count() > 0 {
 			err = b.db.Write(wb)
 			b.add(3, &t)
 		}
@@ -151,7 +151,8 @@ func openPartition(db *storage.DB, i int) (*storage.Partition, storage.AppliedSt
 
 // apply adds to wb what a replica's apply writes for the entry at index,
 // which holds reqs' records: they stay in the entry, so a batch index
-// entry that finds them, and the applied state.
+// entry that finds them, appended to the open block, and once that is full
+// the block with the applied state.
 func apply(p *storage.Partition, wb *storage.Batch, st *storage.AppliedState, reqs []*request, index uint64) {
 	st.Applied = index
 	bi := storage.BatchInfo{FirstOffset: st.NextOffset, Index: index}
@@ -163,8 +164,10 @@ func apply(p *storage.Partition, wb *storage.Batch, st *storage.AppliedState, re
 	}
 	st.NextOffset += bi.Count
 	st.SizeBytes += bi.Bytes
-	p.PutBatchInfo(wb, bi)
-	p.PutAppliedState(wb, *st)
+	p.AppendBatch(bi)
+	if p.OpenBlockFull() {
+		p.PutAppliedState(wb, *st)
+	}
 }
 
 // mergeProduce mirrors dataplane's mergeProduce: one produce command

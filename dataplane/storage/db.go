@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,11 +232,15 @@ var (
 // data of Raft entries in the payload log (plog.go), pointers in RocksDB.
 // 4: the same keys, every range deletion outside the memtable insert
 // hints' domain (hintPrefixLen); a format 3 directory is upgraded at open
-// (replayWithoutHints), and builds of format 3 refuse it after that.
-const format = "4"
+// (replayWithoutHints). 5: the batch index in blocks of batches, written
+// with the applied state, which may therefore lag the log's applied
+// entries (partition.go, "The batch index is stored in blocks"); format 4
+// values read as blocks of one batch. Builds of an earlier format refuse
+// a directory once it is upgraded.
+const format = "5"
 
-// upgradable is the earlier format Open upgrades in place.
-const upgradable = "3"
+// upgradable lists the earlier formats Open upgrades in place.
+var upgradable = []string{"3", "4"}
 
 // checkNodeID records the node id and the data format in a new data dir,
 // and refuses a dir of another node or another format.
@@ -260,7 +265,7 @@ func (d *DB) checkNodeID(id uint64) error {
 	if string(v) != strconv.FormatUint(id, 10) {
 		return fmt.Errorf("storage: data dir belongs to node %s, not node %d", v, id)
 	}
-	if string(f) == upgradable {
+	if slices.Contains(upgradable, string(f)) {
 		b := NewBatch()
 		b.put(formatKey, []byte(format))
 		wo := grocksdb.NewDefaultWriteOptions()
@@ -272,7 +277,7 @@ func (d *DB) checkNodeID(id uint64) error {
 		if f == nil {
 			f = []byte("1")
 		}
-		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s and upgrades %s (no other migration: remove the dir to start empty)", f, format, upgradable)
+		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s and upgrades %s (no other migration: remove the dir to start empty)", f, format, strings.Join(upgradable, " and "))
 	}
 	return nil
 }
@@ -334,7 +339,11 @@ func (d *DB) CommitThen(b *Batch, written func()) error {
 // committer starts, and for the committer itself.
 func (b *Batch) writeTo(db *grocksdb.DB, wo *grocksdb.WriteOptions) error {
 	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
-	return writeRaw(db, wo, b.data, b.count)
+	if err := writeRaw(db, wo, b.data, b.count); err != nil {
+		return err
+	}
+	b.wrote()
+	return nil
 }
 
 // writeRaw writes a serialized batch of count operations in one cgo call.
@@ -413,6 +422,20 @@ type Batch struct {
 	// expect: the batch is written only if these keys hold these
 	// (sealed) values then; otherwise nothing of it is (errConflict).
 	expect []expectation
+	// written runs once the batch is written and readable, on the writer's
+	// goroutine, before anyone waiting for the write is told.
+	written []func()
+}
+
+// afterWrite has fn run once b is written (not if the write fails).
+func (b *Batch) afterWrite(fn func()) { b.written = append(b.written, fn) }
+
+// wrote runs b's afterWrite functions.
+func (b *Batch) wrote() {
+	for _, fn := range b.written {
+		fn()
+	}
+	b.written = nil
 }
 
 type expectation struct{ key, value []byte }

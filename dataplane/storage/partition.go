@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/daftka/daftka/raft"
@@ -59,6 +60,15 @@ type Partition struct {
 	// and this spares a RocksDB read. Bounded by one Ready's entries,
 	// which the replica's in-flight bytes bound.
 	recent []raft.Entry
+
+	// open is the batch index's open block (AppendBatch): batches applied
+	// whose block is not written yet, in offset order. Readers take the
+	// slice and keep it: it is only ever appended to or cut at the front.
+	// openSeq is the sequence number of open[0] (every appended batch
+	// takes the next one), so that a written block removes exactly the
+	// batches it holds.
+	open    []BatchInfo
+	openSeq uint64
 }
 
 // Partition opens the key space of one replica, loading its log bounds.
@@ -456,8 +466,18 @@ func decodeAppliedState(v []byte) (AppliedState, error) {
 	}, nil
 }
 
-// PutAppliedState adds s to b.
+// PutAppliedState adds s to b, and with it the batch index's open block
+// (AppendBatch) as one block, so that the stored applied state and the
+// stored batch index always agree: s must be the state the open block's
+// batches were applied to. Once b is written the block leaves memory.
 func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
+	p.mu.Lock()
+	blk, upTo := p.open, p.openSeq+uint64(len(p.open))
+	p.mu.Unlock()
+	if len(blk) > 0 {
+		b.put(p.key.u64Key('t', uint64(blk[0].FirstOffset)), encodeBlock(blk))
+		b.afterWrite(func() { p.dropOpen(upTo) })
+	}
 	v := make([]byte, 40)
 	binary.BigEndian.PutUint64(v[0:], s.Applied)
 	binary.BigEndian.PutUint64(v[8:], uint64(s.NextOffset))
@@ -579,6 +599,9 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 	// stay until the read is over.
 	gen := d.plog.gate.enter()
 	defer d.plog.gate.exit(gen)
+	// The open block before the snapshot: a batch it no longer holds
+	// was written before (see batches).
+	open := p.openBlock()
 	snap := d.db.NewSnapshot()
 	defer d.db.ReleaseSnapshot(snap)
 	ro, roEntries := grocksdb.NewDefaultReadOptions(), grocksdb.NewDefaultReadOptions()
@@ -586,14 +609,14 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 	defer roEntries.Destroy()
 	ro.SetSnapshot(snap)
 	roEntries.SetSnapshot(snap)
-	err := p.readLog(ro, roEntries, from, to, record, batch)
+	err := p.readLog(ro, roEntries, open, from, to, record, batch)
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
 }
 
-func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
+func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, open []BatchInfo, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
 	var st AppliedState
 	if v, err := p.db.getWith(ro, p.key.key('m')); err != nil {
 		return err
@@ -618,45 +641,22 @@ func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, from, to int64,
 	if from >= to {
 		return nil
 	}
-	// The batch holding from starts at or before it.
-	tlo := p.key.u64Key('t', uint64(from))
-	start := tlo
-	if err := p.db.scanWith(ro, p.key.key('t'), tlo, true, func(k, _ []byte) error {
-		start = append([]byte(nil), k...)
-		return ErrStop
-	}); err != nil && !errors.Is(err, ErrStop) {
-		return err
-	}
-	return p.readBatches(ro, roEntries, start, p.key.u64Key('t', uint64(to)), from, batch)
+	return p.readBatches(ro, roEntries, open, from, to, batch)
 }
 
-// readBatches walks the batch index from start (below hi) and, with a
-// second iterator at the same snapshot, the Raft entries the batches name
-// (usually consecutive, so the entry iterator mostly steps), calling batch
-// with each entry's data in place (not copied) once verified.
-func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi []byte, from int64, batch func(BatchInfo, []byte) error) error {
-	ro.SetIterateUpperBound(hi)
-	ti := p.db.db.NewIterator(ro)
-	defer ti.Close()
+// readBatches walks the batch index from the batch holding from up to to
+// and, with a second iterator at the same snapshot, the Raft entries the
+// batches name (usually consecutive, so the entry iterator mostly steps),
+// calling batch with each entry's data in place (not copied) once
+// verified.
+func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []BatchInfo, from, to int64, batch func(BatchInfo, []byte) error) error {
 	roEntries.SetIterateUpperBound(p.key.key('l' + 1))
 	ei := p.db.db.NewIterator(roEntries)
 	defer ei.Close()
 	want := p.key.u64Key('l', 0)
 	var buf []byte // payloads read from the payload log
 	at := func() bool { return ei.Valid() && bytes.Equal(ei.Key().Data(), want) }
-	for ti.Seek(start); ti.Valid(); ti.Next() {
-		k := ti.Key().Data()
-		v, err := unseal(k, ti.Value().Data())
-		if err != nil {
-			return err
-		}
-		bi, err := decodeBatchInfo(k, v)
-		if err != nil {
-			return err
-		}
-		if bi.FirstOffset+bi.Count <= from {
-			continue
-		}
+	err := p.batches(ro, open, from, to, func(bi BatchInfo) error {
 		binary.BigEndian.PutUint64(want[len(want)-8:], bi.Index)
 		if ei.Valid() && bytes.Compare(ei.Key().Data(), want) < 0 {
 			ei.Next()
@@ -688,11 +688,9 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, start, hi [
 		if err != nil {
 			return err
 		}
-		if err := batch(bi, data); err != nil {
-			return err
-		}
-	}
-	if err := ti.Err(); err != nil {
+		return batch(bi, data)
+	})
+	if err != nil {
 		return err
 	}
 	return ei.Err()
@@ -744,51 +742,301 @@ type BatchInfo struct {
 
 const batchInfoLen = 48
 
-// PutBatchInfo adds a batch index entry to b.
-func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
-	var v [batchInfoLen]byte
-	binary.BigEndian.PutUint64(v[0:], uint64(bi.AppendMs))
-	binary.BigEndian.PutUint64(v[8:], uint64(bi.Bytes))
-	binary.BigEndian.PutUint64(v[16:], uint64(bi.MaxTimestampMs))
-	binary.BigEndian.PutUint64(v[24:], bi.Index)
-	binary.BigEndian.PutUint64(v[32:], uint64(bi.Skip))
-	binary.BigEndian.PutUint64(v[40:], uint64(bi.Count))
-	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), v[:])
+// The batch index is stored in blocks: one 't' key per run of consecutive
+// batches, under the first one's offset, its value batchBlockVersion then
+// each batch's offset and info (blockInfoLen bytes each). A value of
+// batchInfoLen bytes is a block of one batch (data format 4 and before),
+// its offset in the key. A replica applies batches into the open block,
+// in memory (AppendBatch), and the open block is written with the applied
+// state (PutAppliedState): one key per block instead of two per applied
+// entry. After a crash the stored applied state is that of the last
+// written block, and the replica's replay of the entries after it rebuilds
+// the open block.
+const (
+	batchBlockVersion = 1
+	blockInfoLen      = 8 + batchInfoLen
+	// BlockBatches is how many batches an open block holds before the
+	// replica writes it (OpenBlockFull), BlockBytes how many record bytes:
+	// what a restart may have to replay per partition.
+	BlockBatches = 32
+	BlockBytes   = 8 << 20
+)
+
+func appendBatchInfo(v []byte, bi BatchInfo) []byte {
+	v = binary.BigEndian.AppendUint64(v, uint64(bi.AppendMs))
+	v = binary.BigEndian.AppendUint64(v, uint64(bi.Bytes))
+	v = binary.BigEndian.AppendUint64(v, uint64(bi.MaxTimestampMs))
+	v = binary.BigEndian.AppendUint64(v, bi.Index)
+	v = binary.BigEndian.AppendUint64(v, uint64(bi.Skip))
+	return binary.BigEndian.AppendUint64(v, uint64(bi.Count))
 }
 
-func decodeBatchInfo(k, v []byte) (BatchInfo, error) {
-	if len(v) != batchInfoLen {
-		return BatchInfo{}, fmt.Errorf("%w: batch index entry of %d bytes", ErrCorrupt, len(v))
-	}
+func decodeInfo(first int64, v []byte) BatchInfo {
 	return BatchInfo{
-		FirstOffset:    int64(binary.BigEndian.Uint64(k[len(k)-8:])),
+		FirstOffset:    first,
 		AppendMs:       int64(binary.BigEndian.Uint64(v[0:])),
 		Bytes:          int64(binary.BigEndian.Uint64(v[8:])),
 		MaxTimestampMs: int64(binary.BigEndian.Uint64(v[16:])),
 		Index:          binary.BigEndian.Uint64(v[24:]),
 		Skip:           int64(binary.BigEndian.Uint64(v[32:])),
 		Count:          int64(binary.BigEndian.Uint64(v[40:])),
-	}, nil
+	}
 }
 
-// Batches calls fn with batch index entries from offset from on, in order,
-// until fn returns ErrStop or another error (returned).
-func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
-	return p.db.scan(p.key.u64Key('t', uint64(from)), p.key.key('t'+1), func(k, v []byte) error {
-		bi, err := decodeBatchInfo(k, v)
-		if err != nil {
+func encodeBlock(bs []BatchInfo) []byte {
+	v := make([]byte, 1, 1+len(bs)*blockInfoLen)
+	v[0] = batchBlockVersion
+	for _, bi := range bs {
+		v = binary.BigEndian.AppendUint64(v, uint64(bi.FirstOffset))
+		v = appendBatchInfo(v, bi)
+	}
+	return v
+}
+
+// decodeBlock appends the batches of the block stored under k to out.
+func decodeBlock(k, v []byte, out []BatchInfo) ([]BatchInfo, error) {
+	first := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
+	if len(v) == batchInfoLen {
+		return append(out, decodeInfo(first, v)), nil
+	}
+	if len(v) < 1+blockInfoLen || v[0] != batchBlockVersion || (len(v)-1)%blockInfoLen != 0 {
+		return out, fmt.Errorf("%w: batch index block of %d bytes", ErrCorrupt, len(v))
+	}
+	next := first
+	for i := 1; i < len(v); i += blockInfoLen {
+		bi := decodeInfo(int64(binary.BigEndian.Uint64(v[i:])), v[i+8:i+blockInfoLen])
+		if bi.FirstOffset < next || i == 1 && bi.FirstOffset != first || bi.Count < 0 {
+			return out, fmt.Errorf("%w: batch index block at offset %d: batch at %d out of order", ErrCorrupt, first, bi.FirstOffset)
+		}
+		next = bi.FirstOffset + bi.Count
+		out = append(out, bi)
+	}
+	return out, nil
+}
+
+// PutBatchInfo adds to b a block of the one batch bi, bypassing the open
+// block (for tests that build a partition's state directly).
+func (p *Partition) PutBatchInfo(b *Batch, bi BatchInfo) {
+	b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), encodeBlock([]BatchInfo{bi}))
+}
+
+// AppendBatch adds bi, applied after every batch before it, to the batch
+// index's open block: readable at once (ReadLog, Batches), written with
+// the next PutAppliedState. Driver goroutine only.
+func (p *Partition) AppendBatch(bi BatchInfo) {
+	p.mu.Lock()
+	p.open = append(p.open, bi)
+	p.mu.Unlock()
+}
+
+// OpenBlockFull reports whether the open block holds BlockBatches
+// batches or BlockBytes bytes: time for the replica to write it.
+func (p *Partition) OpenBlockFull() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for _, bi := range p.open {
+		n += bi.Bytes
+	}
+	return len(p.open) >= BlockBatches || n >= BlockBytes
+}
+
+// openBlock is the open block as it is now (see Partition.open).
+func (p *Partition) openBlock() []BatchInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
+}
+
+// dropOpen removes from the open block the batches before sequence upTo,
+// once a block holding them is written.
+func (p *Partition) dropOpen(upTo uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if upTo <= p.openSeq {
+		return
+	}
+	n := min(upTo-p.openSeq, uint64(len(p.open)))
+	p.open, p.openSeq = p.open[n:], p.openSeq+n
+	if len(p.open) == 0 {
+		p.open = nil // let the array go
+	}
+}
+
+// read runs fn with read options of its own while the DB stays open; an
+// ErrStop from fn is not reported.
+func (d *DB) read(fn func(ro *grocksdb.ReadOptions) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	err := fn(ro)
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
+}
+
+// blockAt returns the key and batches of the stored block that holds
+// offset at (the last block starting at or before it), nil if none does.
+func (p *Partition) blockAt(ro *grocksdb.ReadOptions, at int64, buf []BatchInfo) ([]byte, []BatchInfo, error) {
+	var key []byte
+	err := p.db.scanWith(ro, p.key.key('t'), p.key.u64Key('t', uint64(at)+1), true, func(k, v []byte) error {
+		key = append([]byte(nil), k...)
+		var err error
+		if buf, err = decodeBlock(k, v, buf[:0]); err != nil {
 			return err
 		}
-		return fn(bi)
+		return ErrStop
+	})
+	if err != nil && !errors.Is(err, ErrStop) {
+		return nil, nil, err
+	}
+	return key, buf, nil
+}
+
+// storedBatches calls fn with each stored batch that ends after offset from
+// (or starts at it) and starts before hi, in order, reading at ro, until fn
+// returns ErrStop (returned) or another error.
+func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn func(BatchInfo) error) error {
+	if from >= hi {
+		return nil
+	}
+	// The block holding from starts at or before it.
+	start, _, err := p.blockAt(ro, from, nil)
+	if err != nil {
+		return err
+	}
+	if start == nil {
+		start = p.key.u64Key('t', uint64(from))
+	}
+	var blk []BatchInfo
+	reachedHi := false
+	err = p.db.scanWith(ro, start, p.key.u64Key('t', uint64(hi)), false, func(k, v []byte) error {
+		var err error
+		if blk, err = decodeBlock(k, v, blk[:0]); err != nil {
+			return err
+		}
+		for _, bi := range blk {
+			if bi.FirstOffset >= hi {
+				reachedHi = true
+				return ErrStop
+			}
+			if bi.FirstOffset < from && bi.FirstOffset+bi.Count <= from {
+				continue
+			}
+			if err := fn(bi); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if reachedHi {
+		return nil
+	}
+	return err
+}
+
+// batches calls fn with each batch, stored (read at ro) or in open (the open
+// block, taken before ro's snapshot), that ends after from (or starts at
+// it) and starts before hi, in order, until fn returns ErrStop (returned)
+// or another error.
+func (p *Partition) batches(ro *grocksdb.ReadOptions, open []BatchInfo, from, hi int64, fn func(BatchInfo) error) error {
+	storedHi := hi
+	if len(open) > 0 {
+		// A block written since open was taken holds open's first batches
+		// under open[0]'s offset: those are read from open only.
+		storedHi = min(hi, open[0].FirstOffset)
+	}
+	if err := p.storedBatches(ro, from, storedHi, fn); err != nil {
+		return err
+	}
+	for _, bi := range open {
+		if bi.FirstOffset >= hi {
+			break
+		}
+		if bi.FirstOffset < from && bi.FirstOffset+bi.Count <= from {
+			continue
+		}
+		if err := fn(bi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Batches calls fn with each batch of the batch index that starts at or
+// after offset from, in order, until fn returns ErrStop or another error
+// (returned).
+func (p *Partition) Batches(from int64, fn func(BatchInfo) error) error {
+	open := p.openBlock()
+	return p.db.read(func(ro *grocksdb.ReadOptions) error {
+		return p.batches(ro, open, from, math.MaxInt64, func(bi BatchInfo) error {
+			if bi.FirstOffset < from {
+				return nil
+			}
+			return fn(bi)
+		})
 	})
 }
 
-// DeleteBelow adds to b the removal of every record and batch index entry
-// below offset before. The Raft entries that held them go at the next
-// CompactLog (see DataFloor).
-func (p *Partition) DeleteBelow(b *Batch, before int64) {
-	b.deleteRange(p.key.key('r'), p.key.u64Key('r', uint64(before)))
-	b.deleteRange(p.key.key('t'), p.key.u64Key('t', uint64(before)))
+// UpdateBatches adds to b the batch index with each batch of changed
+// (stored ones, in offset order) replaced by its new info: key compaction
+// thins batches.
+func (p *Partition) UpdateBatches(b *Batch, changed []BatchInfo) error {
+	return p.db.read(func(ro *grocksdb.ReadOptions) error {
+		var blk []BatchInfo
+		for len(changed) > 0 {
+			key, got, err := p.blockAt(ro, changed[0].FirstOffset, blk)
+			if err != nil {
+				return err
+			}
+			blk = got
+			n := len(changed)
+			for i := range blk {
+				if len(changed) > 0 && blk[i].FirstOffset == changed[0].FirstOffset {
+					blk[i], changed = changed[0], changed[1:]
+				}
+			}
+			if len(changed) == n {
+				return fmt.Errorf("storage: no stored batch at offset %d", changed[0].FirstOffset)
+			}
+			b.put(key, encodeBlock(blk))
+		}
+		return nil
+	})
+}
+
+// DeleteBelow adds to b the removal of every record and batch below offset
+// before, a batch boundary (the open block must hold none of them: a
+// PutAppliedState was written since they were applied). A block that holds
+// batches on both sides is stored again with the later ones. The Raft
+// entries that held them go at the next CompactLog (see DataFloor).
+func (p *Partition) DeleteBelow(b *Batch, before int64) error {
+	if open := p.openBlock(); len(open) > 0 && open[0].FirstOffset < before {
+		return fmt.Errorf("storage: trim to offset %d while the batch at %d is not written", before, open[0].FirstOffset)
+	}
+	return p.db.read(func(ro *grocksdb.ReadOptions) error {
+		key, blk, err := p.blockAt(ro, before, nil)
+		if err != nil {
+			return err
+		}
+		b.deleteRange(p.key.key('r'), p.key.u64Key('r', uint64(before)))
+		b.deleteRange(p.key.key('t'), p.key.u64Key('t', uint64(before)))
+		if key == nil || int64(binary.BigEndian.Uint64(key[len(key)-8:])) == before {
+			return nil
+		}
+		for i, bi := range blk {
+			if bi.FirstOffset >= before {
+				b.put(p.key.u64Key('t', uint64(bi.FirstOffset)), encodeBlock(blk[i:]))
+				break
+			}
+		}
+		return nil
+	})
 }
 
 // topicPrefix is 'P' topicID: every partition of one topic incarnation.

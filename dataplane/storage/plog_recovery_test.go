@@ -499,7 +499,7 @@ func TestUpgradeReplaysOldWALWithoutHints(t *testing.T) {
 	p.CompactLog(b, 4, 1, 5, nil)
 	// What a format 3 build's CompactLog wrote: from entry 0's own key.
 	b.rangeDeletion(p.key.u64Key('l', 0), p.key.u64Key('l', 5))
-	b.put(formatKey, []byte(upgradable))
+	b.put(formatKey, []byte("3"))
 	mustWrite(t, db, b)
 	p.CommitCompaction(4, 1)
 	appendLog(t, db, p, 10, 0) // puts of the same prefix after it, in the WAL

@@ -40,6 +40,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"hash/crc32"
 	"io"
 	"os"
@@ -214,12 +215,9 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 		return nil, err
 	}
 	r.floor = r.meta.Index + 1
-	tlo := p.key.u64Key('t', uint64(max(st.LogStartOffset, st.CompactedUpTo)))
-	if err := d.scanWith(r.ro, tlo, p.key.key('t'+1), false, func(k, v []byte) error {
-		bi, err := decodeBatchInfo(k, v)
-		if err != nil {
-			return err
-		}
+	// The snapshot is that of the stored applied state, which the stored
+	// batch index matches (PutAppliedState): the open block is not in it.
+	if err := p.storedBatches(r.ro, max(st.LogStartOffset, st.CompactedUpTo), math.MaxInt64, func(bi BatchInfo) error {
 		r.floor = min(r.floor, bi.Index)
 		return ErrStop
 	}); err != nil && !errors.Is(err, ErrStop) {

@@ -123,7 +123,7 @@ func recordText(off int64) string {
 
 // appendLog appends n one-record batches to p as the data plane does: each
 // record is the whole data of its Raft entry (index = offset + 1), found
-// through the batch index; the first compacted records are also copied
+// through the batch index (one block per call); the first compacted records are also copied
 // under their own keys, as key compaction moves the records it keeps.
 func appendLog(t *testing.T, db *DB, p *Partition, n, compacted int) {
 	t.Helper()
@@ -140,7 +140,7 @@ func appendLog(t *testing.T, db *DB, p *Partition, n, compacted int) {
 		if off < int64(compacted) {
 			p.PutRecord(b, off, rec)
 		}
-		p.PutBatchInfo(b, BatchInfo{FirstOffset: off, Count: 1, Index: uint64(off) + 1, Bytes: int64(len(rec))})
+		p.AppendBatch(BatchInfo{FirstOffset: off, Count: 1, Index: uint64(off) + 1, Bytes: int64(len(rec))})
 		st.NextOffset++
 		st.Applied = uint64(off) + 1
 	}
@@ -163,7 +163,9 @@ func trimBelow(t *testing.T, db *DB, p *Partition, before int64) {
 	}
 	st.LogStartOffset = before
 	b := NewBatch()
-	p.DeleteBelow(b, before)
+	if err := p.DeleteBelow(b, before); err != nil {
+		t.Fatal(err)
+	}
 	p.PutAppliedState(b, st)
 	mustWrite(t, db, b)
 }

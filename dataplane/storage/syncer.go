@@ -278,6 +278,11 @@ func (s *syncer) write() {
 			if seg != nil {
 				s.plog.wrote(seg, frames, base+totalLen(frames))
 			}
+			for _, r := range round {
+				if r.b != nil {
+					r.b.wrote()
+				}
+			}
 		}
 		clear(frames) // let the round's payload go
 		durable := false
