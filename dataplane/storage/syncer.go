@@ -39,6 +39,12 @@ type syncer struct {
 	wo            *grocksdb.WriteOptions
 	flushInterval time.Duration
 	reqs          chan *commitReq
+	// enter guards sending on reqs against close: once stopping is set no
+	// request is sent, so every request sent is answered (by the writer,
+	// the syncer or failQueued) and callers need not watch for the loops'
+	// end.
+	enter         sync.RWMutex
+	stopping      bool
 	quit          chan struct{}
 	written       chan struct{} // cap 1: the writer handed over durable requests
 	writerDone    chan struct{}
@@ -66,11 +72,20 @@ type syncer struct {
 type commitReq struct {
 	b    *Batch // nil: only wait for durability
 	sync bool
-	done chan error
-	// written, if set (a durable request), is signalled once b is written
-	// and readable, before its fsync.
-	written chan struct{}
+	// wantWritten (a durable request only): ev gets errWritten once b is
+	// written and readable, before its answer.
+	wantWritten bool
+	// ev gets the request's events in order, at most two (errWritten, then
+	// the answer), so that a send never blocks.
+	ev chan error
 }
+
+// errWritten is the event of a durable request's batch being written.
+var errWritten = errors.New("storage: written")
+
+// reqPool recycles requests: one is put back only once its answer is
+// received, when its channel is empty.
+var reqPool = sync.Pool{New: func() any { return &commitReq{ev: make(chan error, 2)} }}
 
 // maxRoundBytes bounds one round's merged batch; what does not fit waits
 // for the next round.
@@ -93,54 +108,26 @@ func (s *syncer) commit(b *Batch, sync bool) error { return s.commitThen(b, sync
 // on the caller's goroutine once b is written and readable, then waits for
 // the fsync. written is not called if the write fails.
 func (s *syncer) commitThen(b *Batch, sync bool, written func()) error {
-	r := &commitReq{b: b, sync: sync, done: make(chan error, 1)}
-	if sync && written != nil {
-		r.written = make(chan struct{}, 1)
-	}
-	select {
-	case s.reqs <- r:
-	case <-s.quit:
+	r := reqPool.Get().(*commitReq)
+	r.b, r.sync, r.wantWritten = b, sync, sync && written != nil
+	s.enter.RLock()
+	if s.stopping {
+		s.enter.RUnlock()
+		r.b = nil
+		reqPool.Put(r)
 		return ErrClosed
 	}
-	var err error
-	select {
-	case <-r.written: // nil unless asked for: blocks forever
-		written()
-		return s.wait(r)
-	case err = <-r.done:
-	case <-s.done:
-		err = answered(r)
-	}
-	// The fsync may have ended before the caller saw the write's signal,
-	// which the writer sent first.
-	if r.written != nil {
-		select {
-		case <-r.written:
+	s.reqs <- r // the writer runs until stopping is set
+	s.enter.RUnlock()
+	for {
+		err := <-r.ev
+		if err == errWritten {
 			written()
-		default:
+			continue
 		}
-	}
-	return err
-}
-
-// wait returns r's answer.
-func (s *syncer) wait(r *commitReq) error {
-	select {
-	case err := <-r.done:
+		r.b = nil
+		reqPool.Put(r)
 		return err
-	case <-s.done:
-		return answered(r)
-	}
-}
-
-// answered is r's answer once the loops have stopped: they may have
-// answered just before.
-func answered(r *commitReq) error {
-	select {
-	case err := <-r.done:
-		return err
-	default:
-		return ErrClosed
 	}
 }
 
@@ -148,6 +135,9 @@ func answered(r *commitReq) error {
 // took, then records the final watermark durably, so that a reopen tells
 // any damage in the last segment from a torn tail exactly.
 func (s *syncer) close() {
+	s.enter.Lock()
+	s.stopping = true
+	s.enter.Unlock()
 	close(s.quit)
 	<-s.done
 	if s.synced != s.wmWritten {
@@ -174,6 +164,7 @@ func (s *syncer) stats() (syncs, writers uint64) {
 func (s *syncer) write() {
 	defer close(s.writerDone)
 	round := make([]*commitReq, 0, 256)
+	var durable []*commitReq // the round's requests waiting for an fsync
 	var carry *commitReq // the request that did not fit the last round
 	merged := make([]byte, batchHeader, 1<<20)
 	var frames [][]byte
@@ -215,7 +206,7 @@ func (s *syncer) write() {
 			s.exclusive.Lock()
 			if err := s.check(round[0].b.expect); err != nil {
 				s.exclusive.Unlock()
-				round[0].done <- err
+				round[0].ev <- err
 				continue
 			}
 		}
@@ -285,26 +276,25 @@ func (s *syncer) write() {
 			}
 		}
 		clear(frames) // let the round's payload go
-		durable := false
+		// A request answered here may be reused by its caller at once:
+		// only the durable ones, which wait for their fsync, are kept.
+		durable = durable[:0]
 		for _, r := range round {
 			if !r.sync || err != nil {
-				r.done <- err
+				r.ev <- err
 			} else {
-				durable = true
-				if r.written != nil {
-					r.written <- struct{}{}
+				durable = append(durable, r)
+				if r.wantWritten {
+					r.ev <- errWritten
 				}
 			}
 		}
-		if !durable && seg == nil {
+		clear(round)
+		if len(durable) == 0 && seg == nil {
 			continue
 		}
 		s.mu.Lock()
-		for _, r := range round {
-			if r.sync && err == nil {
-				s.pending = append(s.pending, r)
-			}
-		}
+		s.pending = append(s.pending, durable...)
 		if seg != nil && err == nil {
 			if !slices.Contains(s.dirty, seg) {
 				s.dirty = append(s.dirty, seg)
@@ -312,7 +302,8 @@ func (s *syncer) write() {
 			s.dirtyMark = watermark{seg: seg.id, off: seg.size}
 		}
 		s.mu.Unlock()
-		if !durable {
+		clear(durable)
+		if len(durable) == 0 {
 			continue
 		}
 		select {
@@ -397,7 +388,7 @@ func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, last
 	s.mu.Unlock()
 	if failed != nil {
 		for _, r := range group {
-			r.done <- fmt.Errorf("storage: an earlier fsync failed, nothing written since is durable: %w", failed)
+			r.ev <- fmt.Errorf("storage: an earlier fsync failed, nothing written since is durable: %w", failed)
 		}
 		return
 	}
@@ -429,7 +420,7 @@ func (s *syncer) fsync(group []*commitReq, segs []*segment, mark watermark, last
 	s.writerCount += uint64(len(group))
 	s.mu.Unlock()
 	for _, r := range group {
-		r.done <- err
+		r.ev <- err
 	}
 }
 
@@ -475,7 +466,7 @@ func (s *syncer) failQueued() {
 	for {
 		select {
 		case r := <-s.reqs:
-			r.done <- ErrClosed
+			r.ev <- ErrClosed
 		default:
 			return
 		}
