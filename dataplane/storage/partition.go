@@ -793,25 +793,37 @@ func encodeBlock(bs []BatchInfo) []byte {
 	return v
 }
 
-// decodeBlock appends the batches of the block stored under k to out.
-func decodeBlock(k, v []byte, out []BatchInfo) ([]BatchInfo, error) {
+// walkBlock calls fn with each batch of the block stored under k, in order,
+// until fn returns an error (returned), checking the block as it goes.
+func walkBlock(k, v []byte, fn func(BatchInfo) error) error {
 	first := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
 	if len(v) == batchInfoLen {
-		return append(out, decodeInfo(first, v)), nil
+		return fn(decodeInfo(first, v))
 	}
 	if len(v) < 1+blockInfoLen || v[0] != batchBlockVersion || (len(v)-1)%blockInfoLen != 0 {
-		return out, fmt.Errorf("%w: batch index block of %d bytes", ErrCorrupt, len(v))
+		return fmt.Errorf("%w: batch index block of %d bytes", ErrCorrupt, len(v))
 	}
 	next := first
 	for i := 1; i < len(v); i += blockInfoLen {
 		bi := decodeInfo(int64(binary.BigEndian.Uint64(v[i:])), v[i+8:i+blockInfoLen])
 		if bi.FirstOffset < next || i == 1 && bi.FirstOffset != first || bi.Count < 0 {
-			return out, fmt.Errorf("%w: batch index block at offset %d: batch at %d out of order", ErrCorrupt, first, bi.FirstOffset)
+			return fmt.Errorf("%w: batch index block at offset %d: batch at %d out of order", ErrCorrupt, first, bi.FirstOffset)
 		}
 		next = bi.FirstOffset + bi.Count
-		out = append(out, bi)
+		if err := fn(bi); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
+}
+
+// decodeBlock appends the batches of the block stored under k to out.
+func decodeBlock(k, v []byte, out []BatchInfo) ([]BatchInfo, error) {
+	err := walkBlock(k, v, func(bi BatchInfo) error {
+		out = append(out, bi)
+		return nil
+	})
+	return out, err
 }
 
 // PutBatchInfo adds to b a block of the one batch bi, bypassing the open
@@ -898,6 +910,9 @@ func (p *Partition) blockAt(ro *grocksdb.ReadOptions, at int64, buf []BatchInfo)
 	return key, buf, nil
 }
 
+// errReachedHi ends storedBatches' walk at its upper offset.
+var errReachedHi = errors.New("storage: past the upper offset")
+
 // storedBatches calls fn with each stored batch that ends after offset from
 // (or starts at it) and starts before hi, in order, reading at ro, until fn
 // returns ErrStop (returned) or another error.
@@ -905,39 +920,38 @@ func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn f
 	if from >= hi {
 		return nil
 	}
+	ro.SetIterateUpperBound(p.key.u64Key('t', uint64(hi)))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
 	// The block holding from starts at or before it.
-	start, _, err := p.blockAt(ro, from, nil)
-	if err != nil {
-		return err
+	at := p.key.u64Key('t', uint64(from))
+	it.SeekForPrev(at)
+	if !it.Valid() || !bytes.HasPrefix(it.Key().Data(), at[:len(at)-8]) {
+		it.Seek(at)
 	}
-	if start == nil {
-		start = p.key.u64Key('t', uint64(from))
-	}
-	var blk []BatchInfo
-	reachedHi := false
-	err = p.db.scanWith(ro, start, p.key.u64Key('t', uint64(hi)), false, func(k, v []byte) error {
-		var err error
-		if blk, err = decodeBlock(k, v, blk[:0]); err != nil {
+	for ; it.Valid(); it.Next() {
+		k := it.Key().Data()
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
 			return err
 		}
-		for _, bi := range blk {
+		err = walkBlock(k, v, func(bi BatchInfo) error {
 			if bi.FirstOffset >= hi {
-				reachedHi = true
-				return ErrStop
+				return errReachedHi
 			}
 			if bi.FirstOffset < from && bi.FirstOffset+bi.Count <= from {
-				continue
+				return nil
 			}
-			if err := fn(bi); err != nil {
-				return err
-			}
+			return fn(bi)
+		})
+		if err == errReachedHi {
+			return nil
 		}
-		return nil
-	})
-	if reachedHi {
-		return nil
+		if err != nil {
+			return err
+		}
 	}
-	return err
+	return it.Err()
 }
 
 // batches calls fn with each batch, stored (read at ro) or in open (the open
