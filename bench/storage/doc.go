@@ -16,13 +16,15 @@
 //     Raft entry holding every request the cycle took (one request's
 //     encoded produce command, or several merged as Replica.proposeCycle
 //     does: the only copy of the records), and the apply of the previous
-//     cycle's entry, durable since that cycle's fsync (its batch index
-//     entry and PutAppliedState). DB.CommitThen: the entry's data goes to
+//     cycle's entry, durable since that cycle's fsync (its batch joins the
+//     partition's open batch index block, AppendBatch; every 32 batches the
+//     block and the applied state, PutAppliedState). DB.CommitThen: the entry's data goes to
 //     the payload log (dataplane/storage/plog.go), RocksDB gets a pointer
 //     to it; the previous cycle's requests are acknowledged once the batch
 //     is written, and the WAL fsync and the segment's fdatasync run
 //     concurrently meanwhile; then CommitRaft. A cycle that finds no new
-//     request writes the pending apply alone (DB.Write) and acknowledges.
+//     request writes the pending apply alone (DB.Write, skipped when the
+//     apply writes no key) and acknowledges.
 //
 //   - raw (baseline): the writer frames its requests' produce commands
 //     ([u32 length][u32 CRC32C][command]) into one buffer, appends it with

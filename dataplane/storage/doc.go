@@ -11,14 +11,17 @@
 //	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry: term, index, type, then its data inline
 //	                                          (under 64 bytes) or a pointer into the payload log
 //	                                          (segment, offset, length); a produce command holds its records
-//	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size)
+//	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size), written
+//	                                          with the batch index blocks (it may lag the log)
 //	'P' topicID[8] partition[4] 's'           log compaction point (index, term)
 //	'P' topicID[8] partition[4] 'r' offset[8] record kept by key compaction (below CompactedUpTo)
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
-//	'P' topicID[8] partition[4] 't' offset[8] batch index: entry index, skip, count, append time, bytes, max timestamp
+//	'P' topicID[8] partition[4] 't' offset[8] batch index block, under its first batch's offset: for each
+//	                                          batch its offset, entry index, skip, count, append time,
+//	                                          bytes, max timestamp (partition.go, "stored in blocks")
 //	'N' 'id'                                  node id that owns this data dir
-//	'N' 'fmt'                                 data format version (refused if not this build's; 3 is upgraded, see Open)
+//	'N' 'fmt'                                 data format version (refused if not this build's; 3 and 4 are upgraded, see Open)
 //	'N' 'plogm' segment[8]                    payload log: a sealed segment's manifest (partitions, index ranges, bytes)
 //	'N' 'plogw'                               payload log: watermark (segment, offset durable when written)
 //
