@@ -40,9 +40,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 

@@ -43,12 +43,12 @@ type syncer struct {
 	// request is sent, so every request sent is answered (by the writer,
 	// the syncer or failQueued) and callers need not watch for the loops'
 	// end.
-	enter         sync.RWMutex
-	stopping      bool
-	quit          chan struct{}
-	written       chan struct{} // cap 1: the writer handed over durable requests
-	writerDone    chan struct{}
-	done          chan struct{}
+	enter      sync.RWMutex
+	stopping   bool
+	quit       chan struct{}
+	written    chan struct{} // cap 1: the writer handed over durable requests
+	writerDone chan struct{}
+	done       chan struct{}
 
 	// exclusive is held by the writer from a conditional round's check to
 	// its write, and by whatever changes RocksDB outside the committer
@@ -165,7 +165,7 @@ func (s *syncer) write() {
 	defer close(s.writerDone)
 	round := make([]*commitReq, 0, 256)
 	var durable []*commitReq // the round's requests waiting for an fsync
-	var carry *commitReq // the request that did not fit the last round
+	var carry *commitReq     // the request that did not fit the last round
 	merged := make([]byte, batchHeader, 1<<20)
 	var frames [][]byte
 	meta := Batch{data: make([]byte, batchHeader, 256)}
