@@ -1225,6 +1225,11 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 		if st.NextOffset == next && len(r.noData) < maxNoData {
 			r.noData = append(r.noData, e.Index)
 		}
+		if r.store.OpenBlockFull() {
+			// Blocks stay small however many entries one Ready applies
+			// (a restart's replay, a follower catching up).
+			r.store.PutAppliedState(b, st)
+		}
 		if p, ok := r.waiters[e.Index]; ok { // removed below: if apply fails, failAll answers it
 			if p.term != e.Term {
 				res = result{err: &daftka.Error{Code: daftka.CodeUnavailable, Message: "the write was superseded by a new leader; retry", RetryAfter: time.Second}}
@@ -1232,7 +1237,7 @@ func (r *Replica) apply(b *storage.Batch, ents []raft.Entry) (*storage.Batch, ap
 			finished = append(finished, finishedProposal{p, res})
 		}
 	}
-	if writeState || r.store.OpenBlockFull() {
+	if writeState {
 		r.store.PutAppliedState(b, st)
 	}
 	for _, d := range finished {

@@ -254,3 +254,37 @@ func TestOpenBlockReadersSeeEveryBatch(t *testing.T) {
 	default:
 	}
 }
+
+// TestBlocksCappedWithinOneBatch: blocks put into one batch before it is
+// written (one apply of many entries) hold each its own batches, so that no
+// block grows past BlockBatches.
+func TestBlocksCappedWithinOneBatch(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	defer db.Close()
+	p, err := db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatch()
+	st := AppliedState{}
+	for range 2*BlockBatches + 6 {
+		st = appendBatches(p, st, 1, 1)
+		if p.OpenBlockFull() {
+			p.PutAppliedState(b, st)
+		}
+	}
+	p.PutAppliedState(b, st)
+	mustWrite(t, db, b)
+	if n := countKeys(t, db, p, 't'); n != 3 {
+		t.Fatalf("%d batch index keys for %d batches, want 3 blocks", n, 2*BlockBatches+6)
+	}
+	if got := batchesFrom(t, p, 0); len(got) != 2*BlockBatches+6 || got[len(got)-1] != fmt.Sprintf("%d+1/10", 2*BlockBatches+5) {
+		t.Fatalf("read back %d batches: %v", len(got), got)
+	}
+	if len(p.openBlock()) != 0 {
+		t.Fatal("the open block still holds batches once they are written")
+	}
+	if got, err := p.AppliedState(); err != nil || got != st {
+		t.Fatalf("stored applied state %+v (%v), want %+v", got, err, st)
+	}
+}

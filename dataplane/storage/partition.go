@@ -69,6 +69,10 @@ type Partition struct {
 	// batches it holds.
 	open    []BatchInfo
 	openSeq uint64
+	// encodedSeq: the batches before it are in a block put into a batch
+	// (written or not); the next block starts there. A partition whose
+	// batch failed to write is not used again (its replica stops).
+	encodedSeq uint64
 }
 
 // Partition opens the key space of one replica, loading its log bounds.
@@ -472,7 +476,9 @@ func decodeAppliedState(v []byte) (AppliedState, error) {
 // batches were applied to. Once b is written the block leaves memory.
 func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
 	p.mu.Lock()
-	blk, upTo := p.open, p.openSeq+uint64(len(p.open))
+	blk := p.open[p.encodedSeq-p.openSeq:]
+	upTo := p.openSeq + uint64(len(p.open))
+	p.encodedSeq = upTo
 	p.mu.Unlock()
 	if len(blk) > 0 {
 		b.put(p.key.u64Key('t', uint64(blk[0].FirstOffset)), encodeBlock(blk))
@@ -841,16 +847,18 @@ func (p *Partition) AppendBatch(bi BatchInfo) {
 	p.mu.Unlock()
 }
 
-// OpenBlockFull reports whether the open block holds BlockBatches
-// batches or BlockBytes bytes: time for the replica to write it.
+// OpenBlockFull reports whether the batches appended since the last
+// PutAppliedState are BlockBatches or hold BlockBytes bytes: time for the
+// replica to put them in a block.
 func (p *Partition) OpenBlockFull() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	blk := p.open[p.encodedSeq-p.openSeq:]
 	var n int64
-	for _, bi := range p.open {
+	for _, bi := range blk {
 		n += bi.Bytes
 	}
-	return len(p.open) >= BlockBatches || n >= BlockBytes
+	return len(blk) >= BlockBatches || n >= BlockBytes
 }
 
 // openBlock is the open block as it is now (see Partition.open).

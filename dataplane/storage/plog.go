@@ -517,10 +517,12 @@ func loadManifests(db *grocksdb.DB) (map[uint64]map[PartitionKey]span, error) {
 // the payload the disk kept, validEnd of a segment that had no manifest,
 // and of every entry after it. Per partition it walks back from the last
 // entry over inline entries and such pointers, and stops at a pointer into
-// a sealed segment or below validEnd, or at the applied index (applied
-// entries were committed, so durable). None of the entries cut was
-// acknowledged or counted: answers wait for the fdatasync of the segments
-// a round wrote. (A pointer into a segment that is missing altogether is
+// a sealed segment or below validEnd, or at the stored applied index
+// (applied entries were committed, so durable; it may lag the entries
+// applied, being written with the batch index blocks). None of the
+// entries cut was acknowledged or counted: answers wait for the
+// fdatasync of the segments a round wrote, so their frames are whole
+// unless the disk damaged them afterwards (docs/architecture.md). (A pointer into a segment that is missing altogether is
 // left alone: segments are created and their directory synced before
 // anything is written into them, so that is not a crash but a lost file,
 // and reading the entry reports it.)
