@@ -530,18 +530,7 @@ var ErrStop = errors.New("storage: stop")
 // value, in key order, until fn returns ErrStop (not reported) or another
 // error (returned). key and value are valid only during the call.
 func (d *DB) scan(lo, hi []byte, fn func(key, value []byte) error) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.closed {
-		return ErrClosed
-	}
-	ro := grocksdb.NewDefaultReadOptions()
-	defer ro.Destroy()
-	err := d.scanWith(ro, lo, hi, false, fn)
-	if errors.Is(err, ErrStop) {
-		return nil
-	}
-	return err
+	return d.read(func(ro *grocksdb.ReadOptions) error { return d.scanWith(ro, lo, hi, false, fn) })
 }
 
 // scanWith is scan with the caller's read options (e.g. a snapshot), in
