@@ -58,23 +58,8 @@ func TestRecoveryChild(t *testing.T) {
 // backwards).
 func TestRecoveredBeforeServing(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoveryChild$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "DAFTKA_RECOVERY_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var acked int64 = -1
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "ACKED "); ok {
-			fmt.Sscan(v, &acked) //nolint:errcheck
-		}
-	}
-	cmd.Wait() //nolint:errcheck // killed
+	fmt.Sscan(runKilledChild(t, "TestRecoveryChild", "DAFTKA_RECOVERY_DIR", dir), &acked) //nolint:errcheck
 	if acked <= 0 {
 		t.Fatal("the child acknowledged nothing")
 	}
@@ -180,23 +165,8 @@ func TestReplayChild(t *testing.T) {
 // its original offsets, and the group offset holds.
 func TestReplayRebuildsOpenBlock(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayChild$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "DAFTKA_REPLAY_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var acked, idem int64 = -1, -1
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "ACKED "); ok {
-			fmt.Sscan(v, &acked, &idem) //nolint:errcheck
-		}
-	}
-	cmd.Wait() //nolint:errcheck // killed
+	fmt.Sscan(runKilledChild(t, "TestReplayChild", "DAFTKA_REPLAY_DIR", dir), &acked, &idem) //nolint:errcheck
 	if acked <= 0 || idem < 0 {
 		t.Fatal("the child acknowledged nothing")
 	}
@@ -249,4 +219,29 @@ func TestReplayRebuildsOpenBlock(t *testing.T) {
 	if hw := r.Position().HighWatermark; hw != acked {
 		t.Fatalf("high watermark %d after the duplicate, want %d", hw, acked)
 	}
+}
+
+// runKilledChild runs the test named child in a process of its own, with
+// env set to dir, until it kills itself, and returns what it printed after
+// "ACKED " (empty if nothing).
+func runKilledChild(t *testing.T, child, env, dir string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acked := ""
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "ACKED "); ok {
+			acked = v
+		}
+	}
+	cmd.Wait() //nolint:errcheck // killed
+	return acked
 }
