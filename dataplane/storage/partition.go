@@ -470,10 +470,10 @@ func decodeAppliedState(v []byte) (AppliedState, error) {
 	}, nil
 }
 
-// PutAppliedState adds s to b, and with it the batch index's open block
-// (AppendBatch) as one block, so that the stored applied state and the
-// stored batch index always agree: s must be the state the open block's
-// batches were applied to. Once b is written the block leaves memory.
+// PutAppliedState adds s to b, and with it, as one block, the batches
+// appended (AppendBatch) since the last call, so that the stored applied
+// state and the stored batch index always agree: s must be the state those
+// batches were applied to. Once b is written they leave the open block.
 func (p *Partition) PutAppliedState(b *Batch, s AppliedState) {
 	p.mu.Lock()
 	blk := p.open[p.encodedSeq-p.openSeq:]
@@ -750,8 +750,8 @@ const batchInfoLen = 48
 const (
 	batchBlockVersion = 1
 	blockInfoLen      = 8 + batchInfoLen
-	// BlockBatches is how many batches an open block holds before the
-	// replica writes it (OpenBlockFull), BlockBytes how many record bytes:
+	// BlockBatches is how many batches a block holds at most before the
+	// replica puts it (OpenBlockFull), BlockBytes how many record bytes:
 	// what a restart may have to replay per partition.
 	BlockBatches = 32
 	BlockBytes   = 8 << 20
