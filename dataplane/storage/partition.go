@@ -889,22 +889,36 @@ func (d *DB) read(fn func(ro *grocksdb.ReadOptions) error) error {
 	return err
 }
 
+// seekBlock positions it at the stored block that holds the offset of at
+// (a 't' key: the last block starting at or before it) and reports whether
+// there is one.
+func seekBlock(it *grocksdb.Iterator, at []byte) bool {
+	it.SeekForPrev(at)
+	return it.Valid() && bytes.HasPrefix(it.Key().Data(), at[:len(at)-8])
+}
+
 // blockAt returns the key and batches of the stored block that holds
-// offset at (the last block starting at or before it), nil if none does.
+// offset at, nil if none does.
 func (p *Partition) blockAt(ro *grocksdb.ReadOptions, at int64, buf []BatchInfo) ([]byte, []BatchInfo, error) {
-	var key []byte
-	err := p.db.scanWith(ro, p.key.key('t'), p.key.u64Key('t', uint64(at)+1), true, func(k, v []byte) error {
-		key = append([]byte(nil), k...)
-		var err error
-		if buf, err = decodeBlock(k, v, buf[:0]); err != nil {
-			return err
-		}
-		return ErrStop
-	})
-	if err != nil && !errors.Is(err, ErrStop) {
+	ro.SetIterateUpperBound(p.key.key('t' + 1))
+	it := p.db.db.NewIterator(ro)
+	defer it.Close()
+	if !seekBlock(it, p.key.u64Key('t', uint64(at))) {
+		return nil, nil, it.Err()
+	}
+	k := it.Key().Data()
+	v, err := unseal(k, it.Value().Data())
+	if err != nil {
 		return nil, nil, err
 	}
-	return key, buf, nil
+	buf, err = decodeBlock(k, v, buf[:0])
+	return bytes.Clone(k), buf, err
+}
+
+// endsBefore reports whether bi's records all lie below offset off (a
+// batch of no records at off does not).
+func (bi BatchInfo) endsBefore(off int64) bool {
+	return bi.FirstOffset < off && bi.FirstOffset+bi.Count <= off
 }
 
 // errReachedHi ends storedBatches' walk at its upper offset.
@@ -920,10 +934,9 @@ func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn f
 	ro.SetIterateUpperBound(p.key.u64Key('t', uint64(hi)))
 	it := p.db.db.NewIterator(ro)
 	defer it.Close()
-	// The block holding from starts at or before it.
+	// From the block holding from, else the first one after it.
 	at := p.key.u64Key('t', uint64(from))
-	it.SeekForPrev(at)
-	if !it.Valid() || !bytes.HasPrefix(it.Key().Data(), at[:len(at)-8]) {
+	if !seekBlock(it, at) {
 		it.Seek(at)
 	}
 	for ; it.Valid(); it.Next() {
@@ -936,7 +949,7 @@ func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn f
 			if bi.FirstOffset >= hi {
 				return errReachedHi
 			}
-			if bi.FirstOffset < from && bi.FirstOffset+bi.Count <= from {
+			if bi.endsBefore(from) {
 				return nil
 			}
 			return fn(bi)
@@ -969,7 +982,7 @@ func (p *Partition) batches(ro *grocksdb.ReadOptions, open []BatchInfo, from, hi
 		if bi.FirstOffset >= hi {
 			break
 		}
-		if bi.FirstOffset < from && bi.FirstOffset+bi.Count <= from {
+		if bi.endsBefore(from) {
 			continue
 		}
 		if err := fn(bi); err != nil {
