@@ -522,7 +522,8 @@ func loadManifests(db *grocksdb.DB) (map[uint64]map[PartitionKey]span, error) {
 // applied, being written with the batch index blocks). None of the
 // entries cut was acknowledged or counted: answers wait for the
 // fdatasync of the segments a round wrote, so their frames are whole
-// unless the disk damaged them afterwards (docs/architecture.md). (A pointer into a segment that is missing altogether is
+// unless the disk damaged them afterwards (docs/architecture.md).
+// (A pointer into a segment that is missing altogether is
 // left alone: segments are created and their directory synced before
 // anything is written into them, so that is not a crash but a lost file,
 // and reading the entry reports it.)

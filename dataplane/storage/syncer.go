@@ -302,7 +302,6 @@ func (s *syncer) write() {
 			s.dirtyMark = watermark{seg: seg.id, off: seg.size}
 		}
 		s.mu.Unlock()
-		clear(durable)
 		if len(durable) == 0 {
 			continue
 		}
