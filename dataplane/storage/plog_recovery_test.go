@@ -486,7 +486,7 @@ func TestNoSealOrDurabilityAfterFailedSync(t *testing.T) {
 // build: range deletions from any key) whose WAL holds a range deletion
 // inside the insert hints' domain followed by puts of its prefix opens
 // without RocksDB aborting — its WAL is replayed and flushed without the
-// hints first — reads as before, and is format 4 after.
+// hints first — reads as before, and is of this build's format after.
 func TestUpgradeReplaysOldWALWithoutHints(t *testing.T) {
 	dir := t.TempDir()
 	db, err := Open(dir, Options{NodeID: 1, noInsertHints: true})

@@ -510,6 +510,34 @@ func TestOpenRefusesOtherFormat(t *testing.T) {
 	}
 }
 
+// TestOpenUpgradesOrRefusesFormats: a format 4 directory opens and is
+// recorded as this build's format; one of a newer format (an unknown
+// value) is refused with a message naming both formats.
+func TestOpenUpgradesOrRefusesFormats(t *testing.T) {
+	for _, tc := range []struct{ stored, want string }{{"4", format}, {"6", ""}} {
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		b := NewBatch()
+		b.put(formatKey, []byte(tc.stored))
+		mustWrite(t, db, b)
+		db.Close()
+		db, err := Open(dir, Options{NodeID: 1})
+		if tc.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "data format "+tc.stored) || !strings.Contains(err.Error(), "reads format "+format) {
+				t.Fatalf("opening a format-%s dir: %v", tc.stored, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("opening a format-%s dir: %v", tc.stored, err)
+		}
+		if f, _ := db.get(formatKey); string(f) != tc.want {
+			t.Fatalf("format %q after opening a format-%s dir, want %q", f, tc.stored, tc.want)
+		}
+		db.Close()
+	}
+}
+
 // The memtable insert hint is an option the C API cannot set: check that
 // RocksDB took it, from the options file it persists.
 func TestMemtableInsertHintInEffect(t *testing.T) {
