@@ -9,6 +9,7 @@ package dataplane
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -83,6 +84,11 @@ type Engine struct {
 	replicas map[replicaKey]*Replica
 	seed     uint64
 	closed   bool
+	// damaged holds the replicas refused at start because their stored
+	// log or state is damaged (the start's error, which wraps
+	// storage.ErrCorrupt). They stay refused until the node restarts or
+	// they are removed: nothing of them is cut or repaired.
+	damaged map[replicaKey]error
 
 	stopTick chan struct{}
 	tickDone chan struct{}
@@ -114,6 +120,7 @@ func New(cfg Config) *Engine {
 	e := &Engine{
 		cfg:              cfg,
 		replicas:         make(map[replicaKey]*Replica),
+		damaged:          make(map[replicaKey]error),
 		seed:             uint64(time.Now().UnixNano()) ^ cfg.NodeID<<48,
 		stopTick:         make(chan struct{}),
 		tickDone:         make(chan struct{}),
@@ -171,7 +178,9 @@ func (e *Engine) send(id PartitionID, msgs []raft.Message) {
 }
 
 // EnsureReplica starts hosting a replica, recovering it from disk, unless
-// it runs already.
+// it runs already. A replica whose stored log or state is damaged (an error
+// wrapping storage.ErrCorrupt) is refused, logged at ERROR, and refused
+// again with the same error without another attempt (Damaged).
 func (e *Engine) EnsureReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	if len(id.TopicID) != 16 {
 		return nil, fmt.Errorf("dataplane: bad topic id %q", id.TopicID)
@@ -188,9 +197,16 @@ func (e *Engine) EnsureReplica(id PartitionID, voters []uint64) (*Replica, error
 	if r, ok := e.replicas[key]; ok {
 		return r, nil
 	}
+	if err := e.damaged[key]; err != nil {
+		return nil, err
+	}
 	voters = append([]uint64(nil), voters...)
 	sort.Slice(voters, func(i, j int) bool { return voters[i] < voters[j] })
 	r, err := e.newReplica(id, voters)
+	if errors.Is(err, storage.ErrCorrupt) {
+		e.damaged[key] = err
+		e.cfg.Logger.Error("partition damaged: not served", "topic", id.Topic, "topic_id", id.TopicID, "partition", id.Partition, "err", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +223,15 @@ func (e *Engine) Replica(topicID string, partition int32) *Replica {
 	return e.replicas[replicaKey{topicID, partition}]
 }
 
+// Damaged returns why the replica of a partition was refused at start
+// because its stored log or state is damaged (an error wrapping
+// storage.ErrCorrupt), or nil.
+func (e *Engine) Damaged(topicID string, partition int32) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.damaged[replicaKey{topicID, partition}]
+}
+
 // RemoveReplica stops a replica; with deleteData its records, log and group
 // offsets are deleted too. Waiters get err.
 func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool, err *daftka.Error) error {
@@ -214,6 +239,7 @@ func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool,
 	e.mu.Lock()
 	r, ok := e.replicas[key]
 	delete(e.replicas, key)
+	delete(e.damaged, key)
 	e.mu.Unlock()
 	if ok {
 		if err != nil {
@@ -249,6 +275,11 @@ func (e *Engine) RemoveTopic(topicID string, err *daftka.Error) error {
 		if k.topicID == topicID {
 			rs = append(rs, r)
 			delete(e.replicas, k)
+		}
+	}
+	for k := range e.damaged {
+		if k.topicID == topicID {
+			delete(e.damaged, k)
 		}
 	}
 	e.mu.Unlock()

@@ -2,11 +2,16 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -244,4 +249,206 @@ func runKilledChild(t *testing.T, child, env, dir string) string {
 	}
 	cmd.Wait() //nolint:errcheck // killed
 	return acked
+}
+
+var (
+	damagedID = PartitionID{Topic: "t", TopicID: "00112233445566e3", Partition: 0}
+	intactID  = PartitionID{Topic: "t", TopicID: "00112233445566e4", Partition: 0}
+)
+
+// damagedValue is the value of record i of a partition in
+// TestDamagedReplayChild: a marker to find its payload frame, padded past
+// the payload log's 64-byte threshold.
+func damagedValue(mark string, i int) string {
+	return fmt.Sprintf("%s%04d-%s", mark, i, strings.Repeat("z", 200))
+}
+
+// TestDamagedReplayChild is the process TestDamagedReplayRefusesPartition
+// kills: plain produces to two partitions, more than a batch index block's
+// worth each, so that each has entries after its stored applied state,
+// then a SIGKILL.
+func TestDamagedReplayChild(t *testing.T) {
+	dir := os.Getenv("DAFTKA_DAMAGE_DIR")
+	if dir == "" {
+		t.Skip("run by TestDamagedReplayRefusesPartition")
+	}
+	_, e := openEngine(t, dir, 1_000_000)
+	n := storage.BlockBatches + 8
+	// The damaged partition first: the intact one's rounds after it move
+	// the payload log's durable watermark past its frames, so that the
+	// next start takes their damage for corruption, not for a torn tail.
+	for _, p := range []struct {
+		id   PartitionID
+		mark string
+	}{{damagedID, "DMG"}, {intactID, "OK"}} {
+		r, err := e.EnsureReplica(p.id, []uint64{1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if _, err := r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Value: []byte(damagedValue(p.mark, i))}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fmt.Printf("ACKED %d\n", n)
+	os.Stdout.Sync() //nolint:errcheck
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
+}
+
+// TestDamagedReplayRefusesPartition: after a SIGKILL, a partition re-applies
+// the entries after its stored applied state; if one of them is damaged (a
+// second fault: a flipped byte in its payload frame), that partition is
+// refused with an error naming it and the damage, logged at ERROR, while
+// the process lives and the node's other partitions recover and serve.
+// Nothing is cut: once the byte is restored, the partition recovers every
+// acknowledged record.
+func TestDamagedReplayRefusesPartition(t *testing.T) {
+	dir := t.TempDir()
+	acked := -1
+	fmt.Sscan(runKilledChild(t, "TestDamagedReplayChild", "DAFTKA_DAMAGE_DIR", dir), &acked) //nolint:errcheck
+	if acked <= 0 {
+		t.Fatal("the child acknowledged nothing")
+	}
+	damaged := storage.BlockBatches + 3 // the offset of the record damaged
+
+	db, err := storage.Open(dir, storage.Options{NodeID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := db.Partition(damagedID.storageKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.AppliedState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, _ := p.LastIndex()
+	db.Close()
+	if st.NextOffset > int64(damaged) {
+		t.Fatalf("stored next offset %d after the kill: record %d is not in the replay window", st.NextOffset, damaged)
+	}
+	t.Logf("stored next offset %d after the kill (applied index %d, last index %d); %d acknowledged", st.NextOffset, st.Applied, last, acked)
+
+	seg, at := findInSegments(t, dir, damagedValue("DMG", damaged))
+	flipByte(t, seg, at+20)
+
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	db, e := openEngine(t, dir, 1_000_000, func(c *Config) { c.Logger = logger })
+	intact, err := e.EnsureReplica(intactID, []uint64{1})
+	if err != nil {
+		t.Fatalf("the intact partition: %v", err)
+	}
+	_, err = e.EnsureReplica(damagedID, []uint64{1})
+	if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), damagedID.String()) {
+		t.Fatalf("starting the damaged partition: %v; want an error naming %s that wraps storage.ErrCorrupt", err, damagedID)
+	}
+	t.Logf("refused: %v", err)
+	if e.Replica(damagedID.TopicID, 0) != nil || e.Damaged(damagedID.TopicID, 0) != err || e.Damaged(intactID.TopicID, 0) != nil {
+		t.Fatalf("after the refusal: replica %p, damaged %v; intact partition damaged %v", e.Replica(damagedID.TopicID, 0), e.Damaged(damagedID.TopicID, 0), e.Damaged(intactID.TopicID, 0))
+	}
+	if _, again := e.EnsureReplica(damagedID, []uint64{1}); again != err {
+		t.Fatalf("starting the damaged partition again: %v; want the first refusal", again)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"partition damaged: not served\" topic=t topic_id="+damagedID.TopicID+" partition=0"); n != 1 {
+		t.Fatalf("%d ERROR lines naming the damaged partition, want 1; the log:\n%s", n, logs.String())
+	}
+	waitFor(t, "recovery of the intact partition", intact.Recovered)
+	for i, rec := range readDense(t, intact, acked) {
+		if string(rec.Value) != damagedValue("OK", i) {
+			t.Fatalf("intact partition, record %d: %.10q", i, rec.Value)
+		}
+	}
+	if off := produceOne(t, intact, nil, []byte("after")); off != int64(acked) {
+		t.Fatalf("produce to the intact partition after the restart: offset %d, want %d", off, acked)
+	}
+	e.Close()
+	db.Close()
+
+	// Nothing was cut: restored, the byte lets every record be read.
+	db, err = storage.Open(dir, storage.Options{NodeID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = db.Partition(damagedID.storageKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := p.LastIndex(); l != last {
+		t.Fatalf("the damaged partition's log ends at %d after the refused start, at %d before", l, last)
+	}
+	db.Close()
+	flipByte(t, seg, at+20)
+	db, e = openEngine(t, dir, 1_000_000)
+	defer func() { e.Close(); db.Close() }()
+	r, err := e.EnsureReplica(damagedID, []uint64{1})
+	if err != nil {
+		t.Fatalf("the partition with its byte restored: %v", err)
+	}
+	waitFor(t, "recovery of the restored partition", r.Recovered)
+	for i, rec := range readDense(t, r, acked) {
+		if string(rec.Value) != damagedValue("DMG", i) {
+			t.Fatalf("restored partition, record %d: %.10q", i, rec.Value)
+		}
+	}
+}
+
+// findInSegments returns the payload segment of the DB in dir holding
+// mark, and where.
+func findInSegments(t *testing.T, dir, mark string) (string, int) {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir+".plog", "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte(mark)); i >= 0 {
+			return seg, i
+		}
+	}
+	t.Fatalf("%.10q not found in the payload log's %d segments", mark, len(segs))
+	return "", 0
+}
+
+// flipByte inverts the byte at off of file name.
+func flipByte(t *testing.T, name string, off int) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -546,6 +546,9 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkReplay(store, st.Applied); err != nil {
+		return nil, fmt.Errorf("dataplane: partition %s (topic id %s) refused: %w", id, id.TopicID, err)
+	}
 	rawProducers, err := store.Producers()
 	if err != nil {
 		return nil, err
@@ -610,6 +613,29 @@ func (e *Engine) newReplica(id PartitionID, voters []uint64) (*Replica, error) {
 	}
 	r.log.Debug("replica recovered", "applied", st.Applied, "high_watermark", st.NextOffset, "term", hs.Term)
 	return r, nil
+}
+
+// replayCheckBytes bounds the entries checkReplay holds at once.
+const replayCheckBytes = 4 << 20
+
+// checkReplay reads the log entries a replica will re-apply at start (after
+// its stored applied state, to the end of its log) before its Raft node
+// does: raft takes a failed read of its log for a broken store and panics,
+// so a damaged entry there would stop the node at every start. The replica
+// is refused instead; nothing is cut.
+func checkReplay(store *storage.Partition, applied uint64) error {
+	last, err := store.LastIndex()
+	if err != nil {
+		return err
+	}
+	for lo := applied + 1; lo <= last; {
+		ents, err := store.Entries(lo, last+1, replayCheckBytes)
+		if err != nil {
+			return fmt.Errorf("the log entries %d..%d it must re-apply cannot be read: %w", lo, last, err)
+		}
+		lo += uint64(len(ents))
+	}
+	return nil
 }
 
 // ID is the replica's partition.
