@@ -351,6 +351,9 @@ func partitionNotFound(t controlplane.Topic, p int32) error {
 func (n *Node) replica(t controlplane.Topic, p int32) (*dataplane.Replica, error) {
 	r := n.engine.Replica(t.ID, p)
 	if r == nil {
+		if err := n.engine.Damaged(t.ID, p); err != nil {
+			return nil, damaged(t, p, err)
+		}
 		return nil, unavailable("partition %s/%d is not hosted here yet", t.Name, p)
 	}
 	if !r.Recovered() {
@@ -366,6 +369,15 @@ func recovering(t controlplane.Topic, p int32) *daftka.Error {
 	return unavailable("partition %s/%d is recovering its log after a restart", t.Name, p)
 }
 
+// damaged: a replica refused at start because its stored data is damaged
+// (cause wraps storage.ErrCorrupt) serves nothing, and no retry helps: a
+// 500 internal, like a read that finds damage (docs/semantics.md,
+// "Crashes").
+func damaged(t controlplane.Topic, p int32, cause error) *daftka.Error {
+	return &daftka.Error{Code: daftka.CodeInternal, Err: cause,
+		Message: fmt.Sprintf("partition %s/%d is not served: its stored data was found damaged at start (the node's log says where)", t.Name, p)}
+}
+
 // DescribePartition implements daftka.API.
 func (n *Node) DescribePartition(ctx context.Context, topic string, p int32) (daftka.PartitionInfo, error) {
 	t, err := n.topic(ctx, topic)
@@ -377,6 +389,9 @@ func (n *Node) DescribePartition(ctx context.Context, topic string, p int32) (da
 	}
 	if err := n.awaitRecovery(ctx, t, p, p+1); err != nil {
 		return daftka.PartitionInfo{}, err
+	}
+	if err := n.engine.Damaged(t.ID, p); err != nil {
+		return daftka.PartitionInfo{}, damaged(t, p, err)
 	}
 	return n.partitionInfo(t, p), nil
 }

@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
 	"github.com/daftka/daftka"
 	"github.com/daftka/daftka/controlplane"
 	"github.com/daftka/daftka/dataplane"
+	"github.com/daftka/daftka/dataplane/storage"
 )
 
 // The reconciler makes the set of hosted replicas follow the assignments in
@@ -25,8 +27,10 @@ func (n *Node) reconcileOnce(ctx context.Context) error {
 }
 
 // applyAssignments starts the replicas assigned here and stops those of
-// partitions no longer assigned. With collect (only before the node
-// serves), it also deletes stored data of topics that have no assignment.
+// partitions no longer assigned. A replica whose stored data is damaged is
+// left refused (the engine logs it; requests to it get damaged), and the
+// others start. With collect (only before the node serves), it also
+// deletes stored data of topics that have no assignment.
 // Later, a replica missing from the listing may belong to a topic created
 // after it was made: it is removed only if a fresh read confirms its
 // assignment is gone.
@@ -38,6 +42,9 @@ func (n *Node) applyAssignments(ctx context.Context, as []controlplane.Assignmen
 		}
 		want[[2]any{a.TopicID, a.Partition}] = true
 		r, err := n.engine.EnsureReplica(dataplane.PartitionID{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition}, a.Replicas)
+		if errors.Is(err, storage.ErrCorrupt) {
+			continue
+		}
 		if err != nil {
 			return err
 		}
