@@ -47,10 +47,7 @@ func TestRecoveryChild(t *testing.T) {
 	if err := r.CommitGroupOffset(ctx, "g", acked); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("ACKED %d\n", acked)
-	os.Stdout.Sync() //nolint:errcheck
-	time.Sleep(300 * time.Millisecond)
-	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
+	dieAcked(acked)
 }
 
 // TestRecoveredBeforeServing: requests are answered once their apply is
@@ -157,10 +154,7 @@ func TestReplayChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain(storage.BlockBatches - 10)
-	fmt.Printf("ACKED %d %d\n", r.Position().HighWatermark, offs[0])
-	os.Stdout.Sync() //nolint:errcheck
-	time.Sleep(300 * time.Millisecond)
-	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
+	dieAcked(r.Position().HighWatermark, offs[0])
 }
 
 // TestReplayRebuildsOpenBlock: after a SIGKILL, the stored applied state is
@@ -224,6 +218,16 @@ func TestReplayRebuildsOpenBlock(t *testing.T) {
 	if hw := r.Position().HighWatermark; hw != acked {
 		t.Fatalf("high watermark %d after the duplicate, want %d", hw, acked)
 	}
+}
+
+// dieAcked ends a child of runKilledChild: it prints what was acknowledged
+// on an "ACKED " line, lets the page cache take a moment, and SIGKILLs
+// itself.
+func dieAcked(acked ...any) {
+	fmt.Println(append([]any{"ACKED"}, acked...)...)
+	os.Stdout.Sync() //nolint:errcheck
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
 }
 
 // runKilledChild runs the test named child in a process of its own, with
@@ -291,10 +295,7 @@ func TestDamagedReplayChild(t *testing.T) {
 			}
 		}
 	}
-	fmt.Printf("ACKED %d\n", n)
-	os.Stdout.Sync() //nolint:errcheck
-	time.Sleep(300 * time.Millisecond)
-	syscall.Kill(os.Getpid(), syscall.SIGKILL) //nolint:errcheck
+	dieAcked(n)
 }
 
 // TestDamagedReplayRefusesPartition: after a SIGKILL, a partition re-applies
