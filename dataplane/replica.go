@@ -793,15 +793,33 @@ func (r *Replica) Fetch(ctx context.Context, offset int64, maxRecords, maxBytes 
 	}
 }
 
+// CheckFetchOffset reports, as Fetch would, an offset outside [log start,
+// high watermark] as CodeOffsetOutOfRange with both positions, by the
+// published position: Fetch checks again when it reads. OffsetEarliest is
+// always in range.
+func (r *Replica) CheckFetchOffset(offset int64) error {
+	if offset == daftka.OffsetEarliest {
+		return nil
+	}
+	return offsetInRange(offset, r.Position())
+}
+
+func offsetInRange(offset int64, pos Position) error {
+	if offset < pos.LogStartOffset || offset > pos.HighWatermark {
+		return &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
+			Message:        fmt.Sprintf("offset %d is outside [%d, %d]", offset, pos.LogStartOffset, pos.HighWatermark),
+			LogStartOffset: pos.LogStartOffset, HighWatermark: pos.HighWatermark}
+	}
+	return nil
+}
+
 func (r *Replica) fetch(ctx context.Context, offset int64, maxRecords, maxBytes int, wait time.Duration) (daftka.FetchResult, error) {
 	pos, changed := r.positionAndChange()
 	if offset == daftka.OffsetEarliest {
 		offset = pos.LogStartOffset
 	}
-	if offset < pos.LogStartOffset || offset > pos.HighWatermark {
-		return daftka.FetchResult{}, &daftka.Error{Code: daftka.CodeOffsetOutOfRange,
-			Message:        fmt.Sprintf("offset %d is outside [%d, %d]", offset, pos.LogStartOffset, pos.HighWatermark),
-			LogStartOffset: pos.LogStartOffset, HighWatermark: pos.HighWatermark}
+	if err := offsetInRange(offset, pos); err != nil {
+		return daftka.FetchResult{}, err
 	}
 	var timeout <-chan time.Time
 	if wait > 0 {

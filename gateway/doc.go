@@ -58,8 +58,10 @@
 // What needs the cluster's state — does the topic or partition exist, config
 // value ranges, a record's size against the topic's max_record_bytes, the
 // replication factor against the live nodes, the upper bound of a committed
-// offset — is the API's to check; the gateway maps the *daftka.Error it
-// returns.
+// offset, a fetch offset against the partition's positions — is the API's
+// to check; the gateway maps the *daftka.Error it returns. The API checks
+// a topic's byte-rate quota after all of it: bad input never gets 429
+// quota_exceeded.
 //
 // # Limits
 //

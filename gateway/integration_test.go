@@ -888,3 +888,24 @@ func TestMetricsListener(t *testing.T) {
 		t.Errorf("HEAD /metrics: %d, X-Request-Id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"))
 	}
 }
+
+// TestQuotaCheckedLast — api-v1.md "429" and gateway/openapi.yaml
+// "Validation order": a topic over its quota still answers bad input with
+// its own error; only a request that would be served gets 429.
+func TestQuotaCheckedLast(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.must("POST", "/v1/topics", map[string]any{"name": "q", "partitions": 1,
+		"config": map[string]any{"produce_bytes_per_sec": 1000, "fetch_bytes_per_sec": 1000}}, 201, nil)
+	big := fmt.Sprintf(`{"records":[{"value":%q,"partition":0}]}`, strings.Repeat("x", 3000))
+	c.produce("q", big)
+	c.fetch("q", 0, "offset=0")
+	// Both quotas are now in debt.
+	c.problem("POST", "/v1/topics/q/records", `{"records":[{"value":"x","partition":5}]}`, 400, "invalid_partition")
+	p := c.problem("GET", "/v1/topics/q/partitions/0/records?offset=2", nil, 416, "offset_out_of_range")
+	if p.HighWatermark == nil || *p.HighWatermark != 1 || p.LogStartOffset == nil || *p.LogStartOffset != 0 {
+		t.Errorf("416 positions: %+v", p)
+	}
+	c.problem("POST", "/v1/topics/q/records", big, 429, "quota_exceeded")
+	c.problem("GET", "/v1/topics/q/partitions/0/records?offset=0", nil, 429, "quota_exceeded")
+}

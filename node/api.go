@@ -411,10 +411,6 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 	if req.ProducerID != "" && !daftka.ValidProducerID(req.ProducerID) {
 		return nil, daftka.Errorf(daftka.CodeInvalidProducerID, "producer_id must be 1..64 characters of [A-Za-z0-9._-]")
 	}
-	quota := quotaKey{topicID: t.ID}
-	if err := n.quotas.admit(quota, t.Config.ProduceBytesPerSec, time.Now()); err != nil {
-		return nil, err
-	}
 	// Validate every record before anything is written.
 	var total int64
 	results := make([]daftka.ProduceResult, len(req.Records))
@@ -473,6 +469,13 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 			}
 		}
 		replicas[p] = r
+	}
+	// The quota is the last check: a request it refuses is valid and would
+	// be served (gateway/openapi.yaml, "Validation order"). Nothing returns
+	// between the admission and the charge.
+	quota := quotaKey{topicID: t.ID}
+	if err := n.quotas.admit(quota, t.Config.ProduceBytesPerSec, time.Now()); err != nil {
+		return nil, err
 	}
 	n.quotas.charge(quota, t.Config.ProduceBytesPerSec, total, time.Now())
 	// One batch per partition, committed concurrently: each batch commits
@@ -566,12 +569,18 @@ func (n *Node) Fetch(ctx context.Context, topic string, p int32, req daftka.Fetc
 	case req.Wait < 0 || req.Wait > maxFetchWait:
 		return daftka.FetchResult{}, daftka.Errorf(daftka.CodeInvalidField, "wait must be in [0, %s]", maxFetchWait)
 	}
-	quota := quotaKey{topicID: t.ID, fetch: true}
-	if err := n.quotas.admit(quota, t.Config.FetchBytesPerSec, time.Now()); err != nil {
-		return daftka.FetchResult{}, err
-	}
 	r, err := n.replica(t, p)
 	if err != nil {
+		return daftka.FetchResult{}, err
+	}
+	// An offset out of range is 416 before the quota is looked at: the
+	// quota is the last check (gateway/openapi.yaml, "Validation order").
+	// The replica checks again as it reads (retention may move meanwhile).
+	if err := r.CheckFetchOffset(req.Offset); err != nil {
+		return daftka.FetchResult{}, err
+	}
+	quota := quotaKey{topicID: t.ID, fetch: true}
+	if err := n.quotas.admit(quota, t.Config.FetchBytesPerSec, time.Now()); err != nil {
 		return daftka.FetchResult{}, err
 	}
 	res, err := r.Fetch(ctx, req.Offset, req.MaxRecords, req.MaxBytes, req.Wait)

@@ -408,6 +408,54 @@ func TestQuotas(t *testing.T) {
 	}
 }
 
+// TestQuotaCheckedAfterValidation: the quota is the last check (gateway/
+// openapi.yaml "Validation order"): with the topic in debt, a request with
+// bad input still gets its own error — a partition that does not exist,
+// a sequence gap, an offset past the high watermark (with both positions)
+// — and only a valid one gets quota_exceeded.
+func TestQuotaCheckedAfterValidation(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	rate := int64(1000)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "q", Partitions: 1, Config: daftka.ConfigPatch{ProduceBytesPerSec: &rate, FetchBytesPerSec: &rate}}); err != nil {
+		t.Fatal(err)
+	}
+	big := []daftka.ProduceRecord{{Value: bytes.Repeat([]byte("x"), 3000), Partition: 0}}
+	if _, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: big}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.API.Fetch(ctx, "q", 0, daftka.FetchRequest{Offset: 0}); err != nil {
+		t.Fatal(err)
+	}
+	// Both directions are now in debt.
+	code := func(err error) daftka.Code {
+		var de *daftka.Error
+		if !errors.As(err, &de) {
+			t.Fatalf("not a daftka error: %v", err)
+		}
+		return de.Code
+	}
+	_, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: []daftka.ProduceRecord{{Value: []byte("x"), Partition: 5}}})
+	if c := code(err); c != daftka.CodeInvalidPartition {
+		t.Errorf("produce to a partition that does not exist: %s, want %s", c, daftka.CodeInvalidPartition)
+	}
+	_, err = n.API.Produce(ctx, "q", daftka.ProduceRequest{ProducerID: "p", Records: []daftka.ProduceRecord{{Value: []byte("x"), Partition: 0, Sequence: 7}}})
+	if c := code(err); c != daftka.CodeOutOfOrderSequence {
+		t.Errorf("produce with a sequence gap: %s, want %s", c, daftka.CodeOutOfOrderSequence)
+	}
+	_, err = n.API.Fetch(ctx, "q", 0, daftka.FetchRequest{Offset: 2})
+	var de *daftka.Error
+	if !errors.As(err, &de) || de.Code != daftka.CodeOffsetOutOfRange || de.LogStartOffset != 0 || de.HighWatermark != 1 {
+		t.Errorf("fetch past the high watermark: %v (%+v), want offset_out_of_range in [0, 1]", err, de)
+	}
+	if _, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: big}); code(err) != daftka.CodeQuotaExceeded {
+		t.Errorf("valid produce: %v, want quota_exceeded", err)
+	}
+	if _, err := n.API.Fetch(ctx, "q", 0, daftka.FetchRequest{Offset: 0}); code(err) != daftka.CodeQuotaExceeded {
+		t.Errorf("valid fetch: %v, want quota_exceeded", err)
+	}
+}
+
 // TestKeyCompaction: a compacted topic keeps the latest record of every
 // key at its original offset, drops older ones (fetch skips the gaps),
 // drops expired tombstones, and keeps records without key
