@@ -370,9 +370,9 @@ var keys = []key{
 		func(c *Config) *int64 { return &c.MaxRecordBytes }),
 	intKey("producer.max_batch_records", "Most records in one produce request.", 1000, 1, 100_000,
 		func(c *Config) *int64 { return &c.ProducerMaxBatchRecords }),
-	intKey("replica.max_inflight_bytes", "Per partition: bytes of produce requests waiting for commit beyond which produce gets 429 (a request alone is always admitted).", 64*mib, 1*mib, 16*gib,
+	intKey("replica.max_inflight_bytes", "Per partition: bytes, as encoded for the log, of the produce and group offset commit requests accepted and not yet answered (queued or waiting for commit), beyond which one more gets 429 backpressure (a request alone is always admitted).", 64*mib, 1*mib, 16*gib,
 		func(c *Config) *int64 { return &c.ReplicaMaxInflightBytes }),
-	intKey("replica.max_inflight_requests", "Per partition: produce and commit requests waiting for commit beyond which they get 429.", 4096, 1, 1_000_000,
+	intKey("replica.max_inflight_requests", "Per partition: produce and group offset commit requests queued and not yet proposed to Raft, beyond which one more gets 429 backpressure. Proposed requests waiting for commit are bounded by replica.max_inflight_bytes and raft.max_uncommitted_bytes, not by this.", 4096, 1, 1_000_000,
 		func(c *Config) *int64 { return &c.ReplicaMaxInflightReqs }),
 	{name: "log.level", doc: `Log level: "debug", "info", "warn" or "error".`, def: `"info"`,
 		set: func(c *Config, v value) error {
