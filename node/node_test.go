@@ -370,6 +370,65 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestLagCountsOffsetsPastRetention: once retention has moved the log
+// start past a group's committed offset, its lag is still high watermark -
+// offset (offsets, not the records still stored), and a consumer there
+// reads from the log start: a fetch at the committed offset is 416
+// (docs/semantics.md "Delivery").
+func TestLagCountsOffsetsPastRetention(t *testing.T) {
+	cfg := nodetest.Config(t.TempDir())
+	cfg.RetentionCheckInterval = 20
+	n := nodetest.StartConfig(t, cfg)
+	ctx := context.Background()
+	limit := int64(10_000)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "lag", Partitions: 1, Config: daftka.ConfigPatch{RetentionBytes: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		rs := []daftka.ProduceRecord{{Value: bytes.Repeat([]byte("x"), 3000), Partition: 0}}
+		if _, err := n.API.Produce(ctx, "lag", daftka.ProduceRequest{Records: rs}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if err := n.API.CommitOffsets(ctx, "g", []daftka.GroupOffset{{Topic: "lag", Partition: 0, Offset: 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pi, err := n.API.DescribePartition(ctx, "lag", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pi.SizeBytes <= limit {
+			if pi.LogStartOffset != 7 || pi.HighWatermark != 10 {
+				t.Fatalf("after retention: %+v", pi)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retention did not run: %+v", pi)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := n.API.GroupOffsets(ctx, "g", "lag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []daftka.GroupOffsetInfo{{Topic: "lag", Partition: 0, Offset: 1, HighWatermark: 10, Lag: 9}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("group offsets %+v, want %+v (lag counts offsets, 3 records are stored)", got, want)
+	}
+	if _, err := n.API.Fetch(ctx, "lag", 0, daftka.FetchRequest{Offset: 1}); !errors.Is(err, daftka.ErrOffsetOutOfRange) {
+		t.Fatalf("fetch at the committed offset below the log start: %v", err)
+	}
+	res, err := n.API.Fetch(ctx, "lag", 0, daftka.FetchRequest{Offset: daftka.OffsetEarliest})
+	if err != nil || len(res.Records) != 3 || res.Records[0].Offset != 7 {
+		t.Fatalf("fetch from the log start: %d records, %v", len(res.Records), err)
+	}
+}
+
 // TestQuotas: past a topic's produce_bytes_per_sec or fetch_bytes_per_sec,
 // requests get 429 quota_exceeded with a Retry-After until the debt is
 // repaid; other topics are not affected (api-v1.md "429").
