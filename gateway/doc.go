@@ -100,7 +100,11 @@
 // # Observability
 //
 // Every answer carries X-Request-Id: the client's when it is 1..128
-// printable ASCII characters, else a fresh random one. One access log line
+// printable ASCII characters, else a fresh random one. (A request that
+// net/http cannot parse — a bad percent-escape in the path, a header
+// block over the server's limit — never reaches the handler: net/http
+// answers it in plain text, without X-Request-Id; openapi.yaml lists the
+// cases.) One access log line
 // per request (method, route pattern, status, latency_ms, request_id,
 // topic, partition, group, bytes_in, bytes_out, and the problem code; never
 // payloads, keys or header values). Metrics in Options.Metrics:

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -908,4 +909,47 @@ func TestQuotaCheckedLast(t *testing.T) {
 	}
 	c.problem("POST", "/v1/topics/q/records", big, 429, "quota_exceeded")
 	c.problem("GET", "/v1/topics/q/partitions/0/records?offset=0", nil, 429, "quota_exceeded")
+}
+
+// TestRequestsNetHTTPAnswersItself — openapi.yaml, general behaviour: the
+// requests net/http refuses before any handler runs get its plain-text
+// answer, without X-Request-Id (a bad percent-escape in the path: 400; a
+// header block over the limit: 431); everything else, "OPTIONS *"
+// included, is the gateway's, with X-Request-Id — on the metrics listener
+// too.
+func TestRequestsNetHTTPAnswersItself(t *testing.T) {
+	n := nodetest.Start(t)
+	send := func(base, raw string) *http.Response {
+		t.Helper()
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw2, _ := io.ReadAll(resp.Body)
+		resp.Body = io.NopCloser(bytes.NewReader(raw2))
+		return resp
+	}
+	for _, base := range []string{n.URL, n.Node.MetricsURL()} {
+		resp := send(base, "GET /v1/topics/%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp.StatusCode != 400 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || resp.Header.Get("X-Request-Id") != "" {
+			t.Errorf("%s: bad escape: %d %q %q (update openapi.yaml if net/http changed)", base, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("X-Request-Id"))
+		}
+		if base == n.URL { // the gateway's limit is 64 KiB; the metrics listener's 1 MiB
+			resp = send(base, "GET /v1/topics HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 80<<10)+"\r\n\r\n")
+			if resp.StatusCode != 431 || resp.Header.Get("X-Request-Id") != "" {
+				t.Errorf("%s: header block over the limit: %d %q", base, resp.StatusCode, resp.Header.Get("X-Request-Id"))
+			}
+		}
+		resp = send(base, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+		checkProblem(t, resp, 404, "not_found")
+	}
 }

@@ -183,12 +183,15 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Opt
 	n.baseCancel = baseCancel
 	// No WriteTimeout: streams set their own per-write deadlines, and long
 	// polls may wait 30 s plus the request timeout.
+	// DisableGeneralOptionsHandler: "OPTIONS *" goes to the gateway (a 404
+	// problem with X-Request-Id) instead of net/http's bare 200.
 	n.gatewaySrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return baseCtx }}
+		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return baseCtx },
+		DisableGeneralOptionsHandler: true}
 	// The metrics listener answers like the gateway (X-Request-Id, problem
 	// documents for unknown paths and methods): the same middleware.
 	mh := gateway.MetricsHandler(gateway.Options{Logger: logger, Metrics: n.metrics})
-	n.metricsSrv = &http.Server{Handler: mh, ReadHeaderTimeout: 10 * time.Second}
+	n.metricsSrv = &http.Server{Handler: mh, ReadHeaderTimeout: 10 * time.Second, DisableGeneralOptionsHandler: true}
 	go serve(n.gatewaySrv, n.gatewayLn, logger, "gateway")
 	go serve(n.metricsSrv, n.metricsLn, logger, "metrics")
 	logger.Info("node started", "node_id", cfg.NodeID, "gateway_url", n.GatewayURL(),
