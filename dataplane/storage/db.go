@@ -401,7 +401,7 @@ func (d *DB) get(key []byte) ([]byte, error) {
 func (d *DB) getWith(ro *grocksdb.ReadOptions, key []byte) ([]byte, error) {
 	v, err := d.db.GetBytes(ro, key)
 	if err != nil {
-		return nil, fmt.Errorf("storage: get: %w", err)
+		return nil, fmt.Errorf("storage: get: %w", rocksErr(err))
 	}
 	if v == nil {
 		return nil, nil
@@ -546,6 +546,17 @@ func seal(v []byte) []byte {
 }
 
 // unseal verifies and strips the CRC32C prefix.
+// rocksErr marks RocksDB's own reports of damage (status Corruption: a
+// block whose checksum fails, a file cut short) as ErrCorrupt, like a
+// value whose checksum fails: a partition whose data RocksDB finds damaged
+// is refused alone, not taken for a broken node (docs/semantics.md).
+func rocksErr(err error) error {
+	if err != nil && strings.HasPrefix(err.Error(), "Corruption:") {
+		return fmt.Errorf("%w: rocksdb: %w", ErrCorrupt, err)
+	}
+	return err
+}
+
 func unseal(key, v []byte) ([]byte, error) {
 	if len(v) < 4 || binary.BigEndian.Uint32(v) != crc32.Checksum(v[4:], castagnoli) {
 		return nil, fmt.Errorf("%w at key %x", ErrCorrupt, key)

@@ -153,7 +153,7 @@ func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, e
 	defer it.Close()
 	it.Seek(lo)
 	if !it.Valid() {
-		return 0, 0, 0, false, it.Err()
+		return 0, 0, 0, false, rocksErr(it.Err())
 	}
 	first = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
 	it.SeekToLast()
@@ -169,7 +169,7 @@ func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, e
 	if err != nil {
 		return 0, 0, 0, false, err
 	}
-	return first, last, e.Term, true, it.Err()
+	return first, last, e.Term, true, rocksErr(it.Err())
 }
 
 // Key returns the replica's key.
@@ -560,7 +560,7 @@ func (d *DB) scanWith(ro *grocksdb.ReadOptions, lo, hi []byte, reverse bool, fn 
 			return err
 		}
 	}
-	return it.Err()
+	return rocksErr(it.Err())
 }
 
 // TrimmedError: a read started below the log start, which retention moved
@@ -904,7 +904,7 @@ func (p *Partition) blockAt(ro *grocksdb.ReadOptions, at int64, buf []BatchInfo)
 	it := p.db.db.NewIterator(ro)
 	defer it.Close()
 	if !seekBlock(it, p.key.u64Key('t', uint64(at))) {
-		return nil, nil, it.Err()
+		return nil, nil, rocksErr(it.Err())
 	}
 	k := it.Key().Data()
 	v, err := unseal(k, it.Value().Data())
@@ -961,7 +961,7 @@ func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn f
 			return err
 		}
 	}
-	return it.Err()
+	return rocksErr(it.Err())
 }
 
 // batches calls fn with each batch, stored (read at ro) or in open (the open
@@ -1132,5 +1132,5 @@ func (d *DB) TopicIDs() ([][8]byte, error) {
 		}
 		it.Seek(next)
 	}
-	return out, it.Err()
+	return out, rocksErr(it.Err())
 }

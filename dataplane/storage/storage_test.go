@@ -657,3 +657,57 @@ func TestLeveledDirOpensUniversal(t *testing.T) {
 		t.Fatalf("read %d records (%v) after reopening under universal compaction", len(got), err)
 	}
 }
+
+// TestRocksDBDamageIsErrCorrupt: damage RocksDB itself finds (a data
+// block of an SST file whose checksum fails) is reported as ErrCorrupt,
+// like a value whose own checksum fails, so that a replica can refuse the
+// partition alone (dataplane.Engine.Damaged).
+func TestRocksDBDamageIsErrCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	for range 40 {
+		appendLog(t, db, p, 100, 0) // records under 64 bytes: inline in RocksDB
+	}
+	fo := grocksdb.NewDefaultFlushOptions()
+	fo.SetWait(true)
+	if err := db.db.Flush(fo); err != nil {
+		t.Fatal(err)
+	}
+	fo.Destroy()
+	db.Close()
+	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(ssts) != 1 {
+		t.Fatalf("%d SST files, want the one flushed", len(ssts))
+	}
+	// The middle of the file is inside the partition's log entries' data
+	// blocks (the node's own keys sort first, the index and footer last).
+	f, err := os.OpenFile(ssts[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	at := fi.Size() / 2
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b[:], at); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err = db.Partition(PartitionKey{Partition: 1})
+	if err == nil {
+		var last uint64
+		if last, err = p.LastIndex(); err == nil {
+			_, err = p.Entries(1, last+1, math.MaxUint64)
+		}
+	}
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "Corruption") {
+		t.Fatalf("reading a partition whose SST block is damaged: %v, want ErrCorrupt from RocksDB", err)
+	}
+}
