@@ -530,6 +530,144 @@ func TestGroupOffsets(t *testing.T) {
 	}
 }
 
+// TestAtLeastOnceConsumer — docs/semantics.md "Delivery: at-least-once": a
+// consumer that reads from its group's committed offset and commits after
+// processing sees every record at least once, and the records at or after
+// the committed offset are delivered again when it restarts. The consumer
+// here keeps nothing of its own across the restart but what the group
+// offset API tells it: it reads 4 records of each partition, commits, reads
+// 3 more and stops before committing them (a crash); restarted, it must
+// get those 3 again, at the same offsets, in order, then the rest.
+func TestAtLeastOnceConsumer(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	const parts, perPart = 2, 10
+	c.createTopic("alo", parts)
+	// produced[p][offset] is the value the producer was told is at offset.
+	var produced [parts]map[int64]string
+	for p := range produced {
+		produced[p] = map[int64]string{}
+	}
+	for round := 0; round < 2; round++ {
+		var recs []string
+		var vals []string
+		for i := 0; i < perPart*parts/2; i++ {
+			v := fmt.Sprintf("r%d-%d", round, i)
+			recs = append(recs, fmt.Sprintf(`{"value":%q,"partition":%d}`, v, i%parts))
+			vals = append(vals, v)
+		}
+		po := c.produce("alo", `{"records":[`+strings.Join(recs, ",")+`]}`)
+		if len(po.Offsets) != len(vals) {
+			t.Fatalf("produce answer: %+v", po)
+		}
+		for i, o := range po.Offsets {
+			produced[o.Partition][o.Offset] = vals[i]
+		}
+	}
+
+	// committed asks the group where partition p's consumer resumes: the
+	// committed offset, or the log start when the group has none.
+	committed := func(p int) int64 {
+		t.Helper()
+		var got struct {
+			Offsets []struct {
+				Topic     string `json:"topic"`
+				Partition int    `json:"partition"`
+				Offset    int64  `json:"offset"`
+			} `json:"offsets"`
+		}
+		c.must("GET", "/v1/groups/workers/offsets?topic=alo", nil, 200, &got)
+		for _, o := range got.Offsets {
+			if o.Topic == "alo" && o.Partition == p {
+				return o.Offset
+			}
+		}
+		return c.partition("alo", p).LogStartOffset
+	}
+	// seen[p][offset] counts the deliveries of each record.
+	var seen [parts]map[int64]int
+	for p := range seen {
+		seen[p] = map[int64]int{}
+	}
+	// consume reads up to limit records of partition p from offset (all there
+	// are when limit is 0), checks each is the record produced at its offset
+	// and that they come in offset order from offset on, and returns the
+	// offset after them.
+	consume := func(p int, offset int64, limit int) int64 {
+		t.Helper()
+		for {
+			q := fmt.Sprintf("offset=%d", offset)
+			if limit > 0 {
+				q += fmt.Sprintf("&max_records=%d", limit)
+			}
+			f := c.fetch("alo", p, q)
+			for _, r := range f.Records {
+				if r.Offset != offset {
+					t.Fatalf("partition %d: delivered offset %d, want %d (in order, none skipped)", p, r.Offset, offset)
+				}
+				if want, ok := produced[p][r.Offset]; !ok || deref(r.Value) != want {
+					t.Fatalf("partition %d offset %d: value %s, produced %q", p, r.Offset, deref(r.Value), want)
+				}
+				seen[p][r.Offset]++
+				offset++
+			}
+			if f.NextOffset != offset {
+				t.Fatalf("partition %d: next_offset %d after offset %d", p, f.NextOffset, offset)
+			}
+			if limit > 0 {
+				if len(f.Records) != limit {
+					t.Fatalf("partition %d: %d records, want %d", p, len(f.Records), limit)
+				}
+				return offset
+			}
+			if offset == f.HighWatermark {
+				return offset
+			}
+		}
+	}
+	commit := func(p int, offset int64) {
+		t.Helper()
+		c.must("POST", "/v1/groups/workers/offsets", fmt.Sprintf(`{"offsets":[{"topic":"alo","partition":%d,"offset":%d}]}`, p, offset), 200, nil)
+	}
+
+	// First run: process 4, commit, process 3 more, crash before the commit.
+	for p := 0; p < parts; p++ {
+		next := consume(p, committed(p), 4)
+		commit(p, next)
+		consume(p, next, 3)
+	}
+	// Restart: resume where the group says, process everything, commit.
+	for p := 0; p < parts; p++ {
+		from := committed(p)
+		if from != 4 {
+			t.Fatalf("partition %d: the restarted consumer resumes at %d, want the committed 4", p, from)
+		}
+		commit(p, consume(p, from, 0))
+	}
+	for p := 0; p < parts; p++ {
+		for off := range produced[p] {
+			want := 1
+			if off >= 4 && off < 7 {
+				want = 2 // at or after the commit, read before the crash
+			}
+			if seen[p][off] != want {
+				t.Errorf("partition %d offset %d delivered %d times, want %d", p, off, seen[p][off], want)
+			}
+		}
+		if len(produced[p]) != perPart {
+			t.Errorf("partition %d: %d records produced, want %d", p, len(produced[p]), perPart)
+		}
+	}
+	// Another restart after the last commit: nothing is delivered again.
+	for p := 0; p < parts; p++ {
+		if from, hwm := committed(p), c.partition("alo", p).HighWatermark; from != hwm {
+			t.Errorf("partition %d: resumes at %d after committing everything, high watermark %d", p, from, hwm)
+		} else if f := c.fetch("alo", p, fmt.Sprintf("offset=%d", from)); len(f.Records) != 0 {
+			t.Errorf("partition %d: %d records delivered past the last commit", p, len(f.Records))
+		}
+	}
+}
+
 // TestConfigPatch — api-v1.md "Topics": PATCH merges the keys given, and a
 // key set to null returns to its default.
 func TestConfigPatch(t *testing.T) {
