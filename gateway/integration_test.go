@@ -347,14 +347,42 @@ func TestKeyPartitioning(t *testing.T) {
 		b.WriteString(`{"value":"x"}`)
 	}
 	b.WriteString(`]}`)
-	used := map[int32]bool{}
-	for i := 0; i < 3; i++ {
-		for _, o := range c.produce("keyed", b.String()).Offsets {
-			used[o.Partition] = true
+	// Keyless records are spread round-robin: each one goes to the
+	// partition after the previous one's, so each of the 4 gets 10 — also
+	// while other requests take keyless records meanwhile.
+	c.createTopic("other", 3)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := http.Post(c.base+"/v1/topics/other/records", "application/json", strings.NewReader(b.String()))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body) //nolint:errcheck
+			resp.Body.Close()
 		}
-	}
-	if len(used) < 2 {
-		t.Errorf("120 keyless records all went to partitions %v", used)
+	}()
+	defer func() { close(stop); <-done }()
+	for range 20 {
+		per := map[int32]int{}
+		offs := c.produce("keyed", b.String()).Offsets
+		for i, o := range offs {
+			per[o.Partition]++
+			if i > 0 && o.Partition != (offs[i-1].Partition+1)%4 {
+				t.Fatalf("keyless record %d went to partition %d after %d: not round-robin", i, o.Partition, offs[i-1].Partition)
+			}
+		}
+		if len(per) != 4 || per[0] != 10 || per[1] != 10 || per[2] != 10 || per[3] != 10 {
+			t.Errorf("40 keyless records spread as %v, want 10 on each of 4 partitions", per)
+		}
 	}
 
 	// One request across partitions: answers in request order, offsets

@@ -415,6 +415,16 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 	var total int64
 	results := make([]daftka.ProduceResult, len(req.Records))
 	byPart := map[int32][]int{}
+	// Keyless records without a partition go round-robin: the request
+	// takes a run of the counter at once, so its own records go to
+	// consecutive partitions whatever other requests do meanwhile.
+	var keyless uint64
+	for i := range req.Records {
+		if req.Records[i].Partition == -1 && req.Records[i].Key == nil {
+			keyless++
+		}
+	}
+	next := n.rr.Add(keyless) - keyless
 	for i := range req.Records {
 		rec := &req.Records[i]
 		p := rec.Partition
@@ -422,7 +432,8 @@ func (n *Node) Produce(ctx context.Context, topic string, req daftka.ProduceRequ
 		case p == -1 && rec.Key != nil:
 			p = daftka.PartitionForKey(rec.Key, t.Partitions)
 		case p == -1:
-			p = int32(n.rr.Add(1) % uint64(t.Partitions))
+			p = int32(next % uint64(t.Partitions))
+			next++
 		case p < 0 || p >= t.Partitions:
 			return nil, daftka.Errorf(daftka.CodeInvalidPartition, "record %d: topic %s has partitions 0..%d, not %d", i, t.Name, t.Partitions-1, rec.Partition)
 		}
