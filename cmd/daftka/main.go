@@ -123,6 +123,9 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go exitIfStuck(stopped, shutdownBound, logger, os.Exit)
 	if err := n.Close(sctx); err != nil {
 		logger.Error("shutdown failed", "err", err)
 		return 1
@@ -262,6 +265,24 @@ func checkLoopback(cfg config.Config) error {
 // the same request (a wrapper forwarding SIGTERM while the terminal sends
 // SIGINT to the group), not as an operator asking twice.
 const secondSignalGrace = time.Second
+
+// shutdownBound bounds a clean shutdown. Closing etcd and RocksDB waits
+// for work that is already running (a compaction, a hung disk's fsync);
+// past the bound the process exits with status 1, as on a second signal:
+// a crash-only node loses nothing acknowledged.
+const shutdownBound = time.Minute
+
+// exitIfStuck exits with status 1 unless stopped is closed within bound.
+func exitIfStuck(stopped <-chan struct{}, bound time.Duration, logger *slog.Logger, exit func(int)) {
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		logger.Error("shutdown not finished in time, exiting without a clean shutdown", "bound", bound.String())
+		exit(1)
+	}
+}
 
 // watchSignals cancels the node's context on the first SIGTERM or SIGINT,
 // starting a clean shutdown, and exits at once with status 1 on another

@@ -248,3 +248,28 @@ func TestSecondSignalExits(t *testing.T) {
 	}
 	close(done)
 }
+
+// TestShutdownBounded: a shutdown still running after its bound exits with
+// status 1; one that finished in time exits nothing (docs/operations.md).
+func TestShutdownBounded(t *testing.T) {
+	exited := make(chan int, 1)
+	exit := func(code int) { exited <- code }
+	go exitIfStuck(make(chan struct{}), 50*time.Millisecond, slog.New(slog.DiscardHandler), exit)
+	select {
+	case code := <-exited:
+		if code != 1 {
+			t.Fatalf("exit code %d, want 1", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stuck shutdown did not exit")
+	}
+	stopped := make(chan struct{})
+	close(stopped)
+	exitIfStuck(stopped, 50*time.Millisecond, slog.New(slog.DiscardHandler), exit)
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case code := <-exited:
+		t.Fatalf("a finished shutdown exited with %d", code)
+	default:
+	}
+}
