@@ -17,8 +17,21 @@ import (
 	"github.com/linxGnu/grocksdb"
 )
 
-// ErrCorrupt marks a stored value whose checksum does not match.
+// ErrCorrupt marks damaged stored data: a value whose checksum does not
+// match, RocksDB's own Corruption status (rocksErr), or a partition's log
+// that contradicts itself (inconsistent).
 var ErrCorrupt = errors.New("storage: checksum mismatch")
+
+// inconsistent reports a partition's stored log that contradicts itself
+// (an entry missing inside it): damage, like a checksum mismatch.
+func inconsistent(format string, args ...any) error {
+	return &inconsistentError{fmt.Sprintf("storage: damaged log: "+format, args...)}
+}
+
+type inconsistentError struct{ msg string }
+
+func (e *inconsistentError) Error() string        { return e.msg }
+func (e *inconsistentError) Is(target error) bool { return target == ErrCorrupt }
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("storage: closed")

@@ -120,7 +120,7 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 	// refers to them.
 	if found && last > p.snapIndex {
 		if first > p.snapIndex+1 {
-			return nil, fmt.Errorf("storage: log starts at %d after compaction point %d", first, p.snapIndex)
+			return nil, inconsistent("it starts at %d, after its compaction point %d", first, p.snapIndex)
 		}
 		p.lastIdx, p.lastTerm = last, lastTerm
 	}
@@ -219,7 +219,7 @@ func (p *Partition) Term(i uint64) (uint64, error) {
 		return 0, err
 	}
 	if v == nil {
-		return 0, fmt.Errorf("storage: log entry %d missing inside [%d, %d]", i, first, last)
+		return 0, inconsistent("entry %d missing inside [%d, %d]", i, first, last)
 	}
 	e, err := decodeEntry(v)
 	if err != nil {
@@ -256,7 +256,7 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 			return err
 		}
 		if e.Index != want {
-			return fmt.Errorf("storage: log hole: want entry %d, found %d", want, e.Index)
+			return inconsistent("want entry %d, found %d", want, e.Index)
 		}
 		size += uint64(len(e.Data)) + 24
 		if len(out) > 0 && size > maxBytes {
@@ -270,7 +270,7 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("storage: log entries [%d, %d) missing", lo, hi)
+		return nil, inconsistent("entries [%d, %d) missing", lo, hi)
 	}
 	return out, nil
 }

@@ -539,57 +539,13 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			return fmt.Errorf("%w: short partition key %x", ErrCorrupt, k)
 		}
 		prefix := append([]byte(nil), k[:prefixLen]...)
-		var applied uint64
-		if v, err := db.GetBytes(ro, append(append([]byte(nil), prefix...), 'm')); err != nil {
-			return fmt.Errorf("storage: %w", err)
-		} else if v != nil {
-			st, err := unseal(prefix, v)
-			if err != nil {
-				return err
-			}
-			if len(st) < 8 {
-				return fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(st))
-			}
-			applied = binary.BigEndian.Uint64(st)
-		}
-		it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
-		bad := uint64(0)
-		var walked [][]byte // the entries' keys, from the last one back
-		for ; it.Valid(); it.Prev() {
-			k := it.Key().Data()
-			if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
-				break
-			}
-			index := binary.BigEndian.Uint64(k[prefixLen+1:])
-			if index <= applied {
-				break
-			}
-			walked = append(walked, append([]byte(nil), k...))
-			v, err := unseal(k, it.Value().Data())
-			if err != nil {
-				return err
-			}
-			if len(v) < 17 {
-				return fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
-			}
-			if v[16]&ptrFlag == 0 {
-				continue // inline: what is before it decides
-			}
-			if len(v) != ptrValueLen {
-				return fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
-			}
-			p := decodePtr(v)
-			if end, scanned := validEnd[p.seg]; !scanned || p.off+int64(p.n) <= end {
-				break
-			}
-			bad = index
-		}
-		// Cut from bad on, key by key (see deleteRange): every entry from
-		// there to the end was walked over.
-		for _, k := range walked {
-			if bad > 0 && binary.BigEndian.Uint64(k[prefixLen+1:]) >= bad {
-				fix.delete(k)
-			}
+		// A partition whose applied state or tail entries are damaged is
+		// left as it is, nothing cut: its replica finds the same damage
+		// when it starts and refuses that partition alone (see
+		// dataplane's checkReplay), where failing Open would stop the
+		// node at every start.
+		if err := repairPartition(db, ro, it, prefix, fix, validEnd); err != nil && !errors.Is(err, ErrCorrupt) {
+			return err
 		}
 		next := prefixEnd(prefix)
 		if next == nil {
@@ -597,7 +553,68 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 		}
 		it.Seek(next)
 	}
-	return it.Err()
+	return rocksErr(it.Err())
+}
+
+// repairPartition adds to fix the deletion of the partition's torn tail
+// (see repairTail), nothing when it reads damage.
+func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Iterator, prefix []byte, fix *Batch, validEnd map[uint64]int64) error {
+	var applied uint64
+	if v, err := db.GetBytes(ro, append(append([]byte(nil), prefix...), 'm')); err != nil {
+		return fmt.Errorf("storage: %w", rocksErr(err))
+	} else if v != nil {
+		st, err := unseal(prefix, v)
+		if err != nil {
+			return err
+		}
+		if len(st) < 8 {
+			return fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(st))
+		}
+		applied = binary.BigEndian.Uint64(st)
+	}
+	it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
+	bad := uint64(0)
+	var walked [][]byte // the entries' keys, from the last one back
+	for ; it.Valid(); it.Prev() {
+		k := it.Key().Data()
+		if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
+			break
+		}
+		index := binary.BigEndian.Uint64(k[prefixLen+1:])
+		if index <= applied {
+			break
+		}
+		walked = append(walked, append([]byte(nil), k...))
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		if len(v) < 17 {
+			return fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
+		}
+		if v[16]&ptrFlag == 0 {
+			continue // inline: what is before it decides
+		}
+		if len(v) != ptrValueLen {
+			return fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
+		}
+		p := decodePtr(v)
+		if end, scanned := validEnd[p.seg]; !scanned || p.off+int64(p.n) <= end {
+			break
+		}
+		bad = index
+	}
+	if err := it.Err(); err != nil {
+		return rocksErr(err)
+	}
+	// Cut from bad on, key by key (see deleteRange): every entry from
+	// there to the end was walked over.
+	for _, k := range walked {
+		if bad > 0 && binary.BigEndian.Uint64(k[prefixLen+1:]) >= bad {
+			fix.delete(k)
+		}
+	}
+	return nil
 }
 
 // appendFrame adds e's data to b as a frame of the payload log, and the

@@ -11,6 +11,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/daftka/daftka/raft"
+	"github.com/linxGnu/grocksdb"
 	"golang.org/x/sys/unix"
 )
 
@@ -607,5 +610,68 @@ func TestCommitThenSignalsBeforeTheFsync(t *testing.T) {
 	p.PutGroupOffset(b, "g", 9)
 	if err := db.CommitThen(b, func() { t.Error("written called for a batch that was not written") }); !errors.Is(err, ErrClosed) {
 		t.Fatalf("CommitThen after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestOpenSurvivesOnePartitionsDamage: a damaged applied state, or a
+// damaged or missing entry after the applied index, of one partition does
+// not fail Open (the torn-tail repair reads both): the other partitions
+// read as before, and reading the damaged one reports ErrCorrupt, so that
+// its replica alone is refused.
+func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
+	for _, what := range []string{"entry after applied", "applied state", "entry after applied missing"} {
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		goodKey, badKey := PartitionKey{TopicID: [8]byte{1}}, PartitionKey{TopicID: [8]byte{2}}
+		good, _ := db.Partition(goodKey)
+		appendLog(t, db, good, 10, 0)
+		p, _ := db.Partition(badKey)
+		appendLog(t, db, p, 10, 0) // applied 10
+		ents := []raft.Entry{{Term: 1, Index: 11, Data: []byte("a")}, {Term: 1, Index: 12, Data: []byte("b")}, {Term: 1, Index: 13}}
+		b := NewBatch()
+		p.PersistRaft(b, raft.HardState{Term: 1, Commit: 13}, ents)
+		mustWrite(t, db, b)
+		p.CommitRaft(raft.HardState{Term: 1, Commit: 13}, ents)
+		key := p.key.u64Key('l', 12)
+		if what == "applied state" {
+			key = p.key.key('m')
+		}
+		v, err := db.get(key)
+		if err != nil || v == nil {
+			t.Fatal(what, v, err)
+		}
+		raw := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(v, castagnoli)), v...)
+		raw[len(raw)-1] ^= 0xff // the checksum no longer matches
+		wo := grocksdb.NewDefaultWriteOptions()
+		wo.SetSync(true)
+		if what == "entry after applied missing" {
+			err = db.db.Delete(wo, key)
+		} else {
+			err = db.db.Put(wo, key, raw)
+		}
+		wo.Destroy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+
+		db = openTest(t, dir)
+		good, err = db.Partition(goodKey)
+		if err != nil {
+			t.Fatal(what, err)
+		}
+		if got, err := good.Entries(1, 11, math.MaxUint64); err != nil || len(got) != 10 {
+			t.Errorf("%s: the intact partition reads %d entries (%v), want 10", what, len(got), err)
+		}
+		p, err = db.Partition(badKey)
+		if err == nil {
+			if _, err = p.AppliedState(); err == nil {
+				_, err = p.Entries(11, 14, math.MaxUint64)
+			}
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: reading the damaged partition: %v, want ErrCorrupt", what, err)
+		}
+		db.Close()
 	}
 }
