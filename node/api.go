@@ -713,6 +713,11 @@ func (n *Node) GroupOffsets(ctx context.Context, group, topic string) ([]daftka.
 		for p := int32(0); p < t.Partitions; p++ {
 			r := n.engine.Replica(t.ID, p)
 			if r == nil {
+				// Its committed offset, if any, cannot be read: say so
+				// rather than leave it out of a 200.
+				if err := n.engine.Damaged(t.ID, p); err != nil {
+					return nil, damaged(t, p, err)
+				}
 				continue
 			}
 			if !r.Recovered() {

@@ -138,6 +138,8 @@ func TestDamagedPartitionRefused(t *testing.T) {
 	refused("produce", err)
 	_, err = n.API.DescribePartition(ctx, "t", 0)
 	refused("describe", err)
+	_, err = n.API.GroupOffsets(ctx, "g", "t")
+	refused("group offsets listing", err)
 
 	resp, err := http.Get(n.URL + "/v1/topics/t/partitions/0/records")
 	if err != nil {
