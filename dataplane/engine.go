@@ -136,6 +136,20 @@ func (e *Engine) nextSeed() uint64 {
 	return e.seed
 }
 
+// refuse stops serving a running replica whose stored data was found
+// damaged (err wraps storage.ErrCorrupt): it is recorded and logged like
+// one refused at start (EnsureReplica, Damaged). Its driver has stopped.
+func (e *Engine) refuse(r *Replica, err error) {
+	key := replicaKey{r.id.TopicID, r.id.Partition}
+	e.mu.Lock()
+	if e.replicas[key] == r {
+		delete(e.replicas, key)
+		e.damaged[key] = err
+	}
+	e.mu.Unlock()
+	e.cfg.Logger.Error("partition damaged: not served", "topic", r.id.Topic, "topic_id", r.id.TopicID, "partition", r.id.Partition, "err", err)
+}
+
 func (e *Engine) fatal(err error) {
 	e.cfg.Logger.Error("fatal replica error", "err", err)
 	if e.cfg.OnFatal != nil {

@@ -923,7 +923,8 @@ func (r *Replica) run() {
 			if r.ticks++; r.ticks >= r.e.cfg.RetentionCheckTicks && r.Position().IsLeader {
 				r.ticks = 0
 				if err := r.checkRetention(time.Now()); err != nil {
-					r.e.fatal(fmt.Errorf("dataplane: replica %s retention: %w", r.id, err))
+					r.fail(fmt.Errorf("dataplane: replica %s retention: %w", r.id, err))
+					return
 				}
 			}
 			if r.cticks++; r.cticks >= r.e.cfg.CompactionCheckTicks && r.Position().IsLeader {
@@ -935,11 +936,25 @@ func (r *Replica) run() {
 		case <-ready:
 		}
 		if err := r.handleReady(); err != nil {
-			r.e.fatal(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
-			r.failAll(storageFailed(err))
+			r.fail(fmt.Errorf("dataplane: replica %s: %w", r.id, err))
 			return
 		}
 	}
+}
+
+// fail ends the driver on a storage error. Damage (storage.ErrCorrupt: a
+// retention pass or a key compaction reading a damaged block or record)
+// refuses this partition alone, as damage found at start does, where
+// stopping the node would stop it again each time the partition came to
+// that read; any other error stops the node (crash-only).
+func (r *Replica) fail(err error) {
+	if errors.Is(err, storage.ErrCorrupt) {
+		r.e.refuse(r, err)
+	} else {
+		r.e.fatal(err)
+	}
+	r.stopErr.Store(storageFailed(err)) // for requests that took the replica before
+	r.failAll(storageFailed(err))
 }
 
 // writeOpenBlock writes the batch index's open block with the applied

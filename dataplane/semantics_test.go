@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/daftka/daftka"
+	"github.com/daftka/daftka/dataplane/storage"
 )
 
 // waitFor polls cond until it holds, failing after 10 s.
@@ -262,3 +265,93 @@ func TestTrimCountsBytesAtApply(t *testing.T) {
 		t.Fatalf("log start %d, size_bytes %d; want 10 and the %d bytes stored", pos.LogStartOffset, pos.SizeBytes, stored)
 	}
 }
+
+// TestDamageFoundRunningRefusesPartition: damage a running replica reads
+// (here a key compaction pass reaching a damaged record) refuses that
+// partition alone, as damage found at start does (Damaged, an ERROR line),
+// instead of stopping the node, which would stop again each time the
+// partition came to that read; the other partitions go on.
+func TestDamageFoundRunningRefusesPartition(t *testing.T) {
+	dir := t.TempDir()
+	id := PartitionID{Topic: "d", TopicID: "00112233445566c4", Partition: 0}
+	other := PartitionID{Topic: "o", TopicID: "00112233445566c5", Partition: 0}
+	fast := func(c *Config) { c.CompactionCheckTicks = 2 }
+	db, e := openEngine(t, dir, 1000, fast)
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		produceOne(t, r, []byte(fmt.Sprint("k", i)), []byte(fmt.Sprintf("MARK%04d-%s", i, strings.Repeat("z", 200))))
+	}
+	e.Close()
+	db.Close()
+	segs, err := filepath.Glob(filepath.Join(dir+".plog", "*.seg"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no payload segment (%v)", err)
+	}
+	flipped := false
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte("MARK0005-")); i >= 0 {
+			b[i+20] ^= 0xff
+			if err := os.WriteFile(seg, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			flipped = true
+		}
+	}
+	if !flipped {
+		t.Fatal("record 5 not found in the payload log")
+	}
+
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	db, e = openEngine(t, dir, 1000, fast, func(c *Config) { c.Logger = logger })
+	defer func() { e.Close(); db.Close() }()
+	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
+		t.Fatal(err) // the damage is not in what a start reads
+	}
+	o, err := e.EnsureReplica(other, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetRetention(Retention{Compact: true}) // the pass reads every record
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Damaged(id.TopicID, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the compaction pass over a damaged record did not refuse the partition")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.Damaged(id.TopicID, 0); !errors.Is(err, storage.ErrCorrupt) {
+		t.Fatalf("Damaged: %v, want ErrCorrupt", err)
+	}
+	if e.Replica(id.TopicID, 0) != nil {
+		t.Fatal("a refused replica is still served")
+	}
+	if _, err := e.EnsureReplica(id, []uint64{1}); !errors.Is(err, storage.ErrCorrupt) {
+		t.Fatalf("EnsureReplica of the refused partition: %v, want its damage again", err)
+	}
+	if _, err := r.Produce(context.Background(), "", 0, []daftka.ProduceRecord{{Value: []byte("late")}}); err == nil {
+		t.Fatal("a produce to the refused replica succeeded")
+	}
+	produceOne(t, o, nil, []byte("the other partition goes on"))
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), `"msg":"partition damaged: not served"`); n != 1 {
+		t.Fatalf("%d ERROR lines for the refused partition, want 1:\n%s", n, logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
