@@ -168,16 +168,17 @@ func TestStreamSendsEveryRecordInOrder(t *testing.T) {
 // opened below the log start is an ordinary 416.
 //
 // The stream is held behind by the topic's fetch quota: its first fetch
-// reads 3 records of 3000 bytes against 2000 bytes/s, which leaves the
-// quota 7000 bytes in debt, so its next fetch is refused and it pauses
-// about 3.5 s. Meanwhile 4 more records arrive and retention (10,000 bytes,
-// checked every 20 ms) deletes the one at the stream's position.
+// reads 3 records of 3000 bytes against 1000 bytes/s, which leaves the
+// quota 8000 bytes in debt, so its next fetch is refused and it pauses
+// about 8 s (room for a slow machine). Meanwhile 4 more records arrive and
+// retention (10,000 bytes, checked every 20 ms) deletes the one at the
+// stream's position.
 func TestStreamEndsWhenRetentionPassesIt(t *testing.T) {
 	cfg := nodetest.Config(t.TempDir())
 	cfg.RetentionCheckInterval = 20
 	n := nodetest.StartConfig(t, cfg)
 	c := newClient(t, n)
-	c.must("POST", "/v1/topics", `{"name":"rs","partitions":1,"config":{"retention_bytes":10000,"fetch_bytes_per_sec":2000}}`, 201, nil)
+	c.must("POST", "/v1/topics", `{"name":"rs","partitions":1,"config":{"retention_bytes":10000,"fetch_bytes_per_sec":1000}}`, 201, nil)
 	value := func(i int) string { return strings.Repeat(string(rune('a'+i)), 3000) }
 	for i := 0; i < 3; i++ { // one batch each: retention deletes whole batches
 		c.produce("rs", `{"records":[{"value":"`+value(i)+`"}]}`)
