@@ -515,6 +515,30 @@ func TestQuotaCheckedAfterValidation(t *testing.T) {
 	}
 }
 
+// TestRefusedProduceNotCharged: a produce refused for bad input is not
+// charged to the topic's quota (docs/semantics.md, "Quotas"): after bad
+// requests worth several seconds of the rate, a valid one is admitted.
+func TestRefusedProduceNotCharged(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	rate := int64(1000)
+	if _, err := n.API.CreateTopic(ctx, daftka.TopicSpec{Name: "q", Partitions: 1, Config: daftka.ConfigPatch{ProduceBytesPerSec: &rate}}); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("x"), 5000)
+	for _, req := range []daftka.ProduceRequest{
+		{Records: []daftka.ProduceRecord{{Value: big, Partition: 5}}},                               // no such partition
+		{ProducerID: "p", Records: []daftka.ProduceRecord{{Value: big, Partition: 0, Sequence: 7}}}, // a sequence gap
+	} {
+		if _, err := n.API.Produce(ctx, "q", req); err == nil {
+			t.Fatalf("bad produce %+v accepted", req)
+		}
+	}
+	if _, err := n.API.Produce(ctx, "q", daftka.ProduceRequest{Records: []daftka.ProduceRecord{{Value: []byte("v"), Partition: 0}}}); err != nil {
+		t.Fatalf("valid produce after refused ones: %v (were they charged?)", err)
+	}
+}
+
 // TestKeyCompaction: a compacted topic keeps the latest record of every
 // key at its original offset, drops older ones (fetch skips the gaps),
 // drops expired tombstones, and keeps records without key
