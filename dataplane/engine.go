@@ -142,11 +142,15 @@ func (e *Engine) nextSeed() uint64 {
 func (e *Engine) refuse(r *Replica, err error) {
 	key := replicaKey{r.id.TopicID, r.id.Partition}
 	e.mu.Lock()
-	if e.replicas[key] == r {
+	ours := e.replicas[key] == r
+	if ours {
 		delete(e.replicas, key)
 		e.damaged[key] = err
 	}
 	e.mu.Unlock()
+	if ours {
+		e.unregisterMetrics(r) // a removal later finds no replica to do it
+	}
 	e.cfg.Logger.Error("partition damaged: not served", "topic", r.id.Topic, "topic_id", r.id.TopicID, "partition", r.id.Partition, "err", err)
 }
 
@@ -246,6 +250,18 @@ func (e *Engine) Damaged(topicID string, partition int32) error {
 	return e.damaged[replicaKey{topicID, partition}]
 }
 
+// DamagedPartitions lists the partitions refused as damaged (Damaged), by
+// topic id and partition.
+func (e *Engine) DamagedPartitions() []PartitionID {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]PartitionID, 0, len(e.damaged))
+	for k := range e.damaged {
+		out = append(out, PartitionID{TopicID: k.topicID, Partition: k.partition})
+	}
+	return out
+}
+
 // RemoveReplica stops a replica; with deleteData its records, log and group
 // offsets are deleted too. Waiters get err.
 func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool, err *daftka.Error) error {
@@ -268,11 +284,7 @@ func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool,
 	}
 	var sk PartitionID
 	sk.TopicID, sk.Partition = topicID, partition
-	store, derr := e.cfg.DB.Partition(sk.storageKey())
-	if derr != nil {
-		return derr
-	}
-	return store.Delete()
+	return e.cfg.DB.DeletePartition(sk.storageKey())
 }
 
 // RemoveTopic stops every hosted replica of a topic incarnation and deletes

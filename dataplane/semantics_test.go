@@ -346,9 +346,19 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	}
 	produceOne(t, o, nil, []byte("the other partition goes on"))
 	mu.Lock()
-	defer mu.Unlock()
 	if n := strings.Count(logs.String(), `"msg":"partition damaged: not served"`); n != 1 {
 		t.Fatalf("%d ERROR lines for the refused partition, want 1:\n%s", n, logs.String())
+	}
+	mu.Unlock()
+	// Removing it (its topic moved or was deleted) deletes its data.
+	if err := e.RemoveReplica(id.TopicID, 0, true, nil); err != nil {
+		t.Fatalf("removing the refused replica: %v", err)
+	}
+	if err := e.Damaged(id.TopicID, 0); err != nil {
+		t.Fatalf("still refused after its removal: %v", err)
+	}
+	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil || r.Position().HighWatermark != 0 {
+		t.Fatalf("the partition after its removal: %v, %+v; want it empty", err, r)
 	}
 }
 

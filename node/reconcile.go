@@ -61,8 +61,11 @@ func (n *Node) applyAssignments(ctx context.Context, as []controlplane.Assignmen
 			return err
 		}
 	}
+	hosted := n.engine.DamagedPartitions() // their data is here too
 	for _, r := range n.engine.Replicas() {
-		id := r.ID()
+		hosted = append(hosted, r.ID())
+	}
+	for _, id := range hosted {
 		if want[[2]any{id.TopicID, id.Partition}] {
 			continue
 		}

@@ -691,10 +691,12 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []Batc
 	return ei.Err()
 }
 
-// Delete removes every key of the replica and waits until that is durable.
-func (p *Partition) Delete() error {
-	lo := p.key.prefix()
-	return p.db.dropRange(lo, prefixEnd(lo))
+// DeletePartition removes every key of replica k and waits until that is
+// durable. It does not read the partition, so that a damaged one can be
+// removed too.
+func (d *DB) DeletePartition(k PartitionKey) error {
+	lo := k.prefix()
+	return d.dropRange(lo, prefixEnd(lo))
 }
 
 // PutProducer adds a producer's deduplication state to b.

@@ -672,6 +672,13 @@ func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 		if !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: reading the damaged partition: %v, want ErrCorrupt", what, err)
 		}
+		// A damaged partition can still be deleted (its topic deleted).
+		if err := db.DeletePartition(badKey); err != nil {
+			t.Fatalf("%s: deleting the damaged partition: %v", what, err)
+		}
+		if p, err = db.Partition(badKey); err != nil || p.lastIdx != 0 {
+			t.Errorf("%s: the partition after its deletion: %v; want it empty", what, err)
+		}
 		db.Close()
 	}
 }

@@ -266,7 +266,7 @@ func reclaimWithRot(t *testing.T, rot bool) int {
 		f.Close()
 	}
 	before := len(segFiles(t, dir))
-	if err := busy.Delete(); err != nil { // (which also wakes the collector)
+	if err := db.DeletePartition(busy.Key()); err != nil { // (which also wakes the collector)
 		t.Fatal(err)
 	}
 	var errs []error

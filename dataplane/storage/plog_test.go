@@ -245,10 +245,10 @@ func TestReclaimDeadSegments(t *testing.T) {
 		t.Fatalf("kept records: %d %v", len(got), err)
 	}
 	// Deleting the partitions leaves every sealed segment dead.
-	if err := pa.Delete(); err != nil {
+	if err := db.DeletePartition(pa.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if err := pb.Delete(); err != nil {
+	if err := db.DeletePartition(pb.Key()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ReclaimPayload(); err != nil {
@@ -305,7 +305,7 @@ func TestReclaimWaitsForReaders(t *testing.T) {
 	db, p, r := snapshotOverSegments(t, dir)
 	defer db.Close()
 	before := len(segFiles(t, dir))
-	if err := p.Delete(); err != nil { // (which also wakes the collector)
+	if err := db.DeletePartition(p.Key()); err != nil { // (which also wakes the collector)
 		t.Fatal(err)
 	}
 	if _, err := db.ReclaimPayload(); err != nil {
@@ -351,7 +351,7 @@ func TestRewriteForwardFreesPinnedSegments(t *testing.T) {
 	if n := len(segFiles(t, dir)); n != before {
 		t.Fatalf("%d segments after a pass with every entry live, want %d (nothing rewritten)", n, before)
 	}
-	if err := busy.Delete(); err != nil {
+	if err := db.DeletePartition(busy.Key()); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {

@@ -274,7 +274,7 @@ func TestDeleteRemovesOnlyItsPartition(t *testing.T) {
 		}
 		parts[n] = p
 	}
-	if err := parts[255].Delete(); err != nil {
+	if err := db.DeletePartition(parts[255].Key()); err != nil {
 		t.Fatal(err)
 	}
 	count := func(p *Partition) int {
@@ -589,7 +589,7 @@ func TestRangeDeletionsBesideInsertHints(t *testing.T) {
 	}
 	q, _ := db.Partition(PartitionKey{Partition: 2})
 	appendLog(t, db, q, 20, 0)
-	if err := q.Delete(); err != nil {
+	if err := db.DeletePartition(q.Key()); err != nil {
 		t.Fatal(err)
 	}
 	q, _ = db.Partition(PartitionKey{Partition: 2})
