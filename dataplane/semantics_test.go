@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -164,27 +162,8 @@ func TestFetchStopsBeforeDamage(t *testing.T) {
 	}
 	e.Close()
 	db.Close()
-	segs, err := filepath.Glob(filepath.Join(dir+".plog", "*.seg"))
-	if err != nil || len(segs) == 0 {
-		t.Fatalf("no payload segment (%v)", err)
-	}
-	flipped := false
-	for _, seg := range segs {
-		b, err := os.ReadFile(seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := bytes.Index(b, []byte("MARK0005-")); i >= 0 {
-			b[i+20] ^= 0xff
-			if err := os.WriteFile(seg, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			flipped = true
-		}
-	}
-	if !flipped {
-		t.Fatal("record 5 not found in the payload log")
-	}
+	seg, at := findInSegments(t, dir, "MARK0005-")
+	flipByte(t, seg, at+20)
 	db, e = openEngine(t, dir, 1000)
 	defer func() { e.Close(); db.Close() }()
 	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
@@ -286,27 +265,8 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	}
 	e.Close()
 	db.Close()
-	segs, err := filepath.Glob(filepath.Join(dir+".plog", "*.seg"))
-	if err != nil || len(segs) == 0 {
-		t.Fatalf("no payload segment (%v)", err)
-	}
-	flipped := false
-	for _, seg := range segs {
-		b, err := os.ReadFile(seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := bytes.Index(b, []byte("MARK0005-")); i >= 0 {
-			b[i+20] ^= 0xff
-			if err := os.WriteFile(seg, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			flipped = true
-		}
-	}
-	if !flipped {
-		t.Fatal("record 5 not found in the payload log")
-	}
+	seg, at := findInSegments(t, dir, "MARK0005-")
+	flipByte(t, seg, at+20)
 
 	var logs bytes.Buffer
 	var mu sync.Mutex
