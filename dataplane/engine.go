@@ -84,7 +84,7 @@ type Engine struct {
 	replicas map[replicaKey]*Replica
 	seed     uint64
 	closed   bool
-	// damaged holds the replicas refused at start because their stored
+	// damaged holds the replicas refused because their stored
 	// log or state is damaged (the start's error, which wraps
 	// storage.ErrCorrupt). They stay refused until the node restarts or
 	// they are removed: nothing of them is cut or repaired.
@@ -138,7 +138,8 @@ func (e *Engine) nextSeed() uint64 {
 
 // refuse stops serving a running replica whose stored data was found
 // damaged (err wraps storage.ErrCorrupt): it is recorded and logged like
-// one refused at start (EnsureReplica, Damaged). Its driver has stopped.
+// one refused at start (EnsureReplica, Damaged), from the replica's driver,
+// which stops.
 func (e *Engine) refuse(r *Replica, err error) {
 	key := replicaKey{r.id.TopicID, r.id.Partition}
 	e.mu.Lock()
@@ -149,7 +150,10 @@ func (e *Engine) refuse(r *Replica, err error) {
 	}
 	e.mu.Unlock()
 	if ours {
-		e.unregisterMetrics(r) // a removal later finds no replica to do it
+		// Out of the map, nothing else would: wake long polls and
+		// senders, and unregister its gauges.
+		close(r.stopC)
+		e.unregisterMetrics(r)
 	}
 	e.cfg.Logger.Error("partition damaged: not served", "topic", r.id.Topic, "topic_id", r.id.TopicID, "partition", r.id.Partition, "err", err)
 }
@@ -241,7 +245,7 @@ func (e *Engine) Replica(topicID string, partition int32) *Replica {
 	return e.replicas[replicaKey{topicID, partition}]
 }
 
-// Damaged returns why the replica of a partition was refused at start
+// Damaged returns why the replica of a partition was refused
 // because its stored log or state is damaged (an error wrapping
 // storage.ErrCorrupt), or nil.
 func (e *Engine) Damaged(topicID string, partition int32) error {

@@ -663,6 +663,10 @@ func (r *Replica) Recovered() bool {
 // RecoveredC is closed once the replica has recovered.
 func (r *Replica) RecoveredC() <-chan struct{} { return r.recoveredC }
 
+// Done is closed once the replica's driver has stopped (removed, refused
+// as damaged, or failed).
+func (r *Replica) Done() <-chan struct{} { return r.doneC }
+
 // publishLeader publishes the leadership raft last reported, or none while
 // the replica recovers.
 func (r *Replica) publishLeader() {
@@ -948,12 +952,12 @@ func (r *Replica) run() {
 // stopping the node would stop it again each time the partition came to
 // that read; any other error stops the node (crash-only).
 func (r *Replica) fail(err error) {
+	r.stopErr.Store(storageFailed(err)) // for requests that took the replica before
 	if errors.Is(err, storage.ErrCorrupt) {
 		r.e.refuse(r, err)
 	} else {
 		r.e.fatal(err)
 	}
-	r.stopErr.Store(storageFailed(err)) // for requests that took the replica before
 	r.failAll(storageFailed(err))
 }
 

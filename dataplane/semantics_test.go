@@ -284,6 +284,13 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A long poll at the high watermark, waiting when the damage is found,
+	// ends then with the storage error, not after its wait.
+	polled := make(chan error, 1)
+	go func() {
+		_, err := r.Fetch(context.Background(), 10, 10, 1<<20, 30*time.Second)
+		polled <- err
+	}()
 	r.SetRetention(Retention{Compact: true}) // the pass reads every record
 	deadline := time.Now().Add(10 * time.Second)
 	for e.Damaged(id.TopicID, 0) == nil {
@@ -297,6 +304,15 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	}
 	if e.Replica(id.TopicID, 0) != nil {
 		t.Fatal("a refused replica is still served")
+	}
+	select {
+	case err := <-polled:
+		var de *daftka.Error
+		if !errors.As(err, &de) || de.Code != daftka.CodeInternal {
+			t.Fatalf("the long poll ended with %v, want the internal storage error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long poll on the refused replica did not end")
 	}
 	if _, err := e.EnsureReplica(id, []uint64{1}); !errors.Is(err, storage.ErrCorrupt) {
 		t.Fatalf("EnsureReplica of the refused partition: %v, want its damage again", err)

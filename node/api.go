@@ -240,6 +240,11 @@ func (n *Node) awaitRecovery(ctx context.Context, t controlplane.Topic, from, to
 		}
 		select {
 		case <-r.RecoveredC():
+		case <-r.Done():
+			if err := n.engine.Damaged(t.ID, p); err != nil {
+				return damaged(t, p, err)
+			}
+			return recovering(t, p)
 		case <-timeout:
 			return recovering(t, p)
 		case <-ctx.Done():
@@ -369,13 +374,13 @@ func recovering(t controlplane.Topic, p int32) *daftka.Error {
 	return unavailable("partition %s/%d is recovering its log after a restart", t.Name, p)
 }
 
-// damaged: a replica refused at start because its stored data is damaged
+// damaged: a replica refused because its stored data is damaged
 // (cause wraps storage.ErrCorrupt) serves nothing, and no retry helps: a
 // 500 internal, like a read that finds damage (docs/semantics.md,
 // "Crashes").
 func damaged(t controlplane.Topic, p int32, cause error) *daftka.Error {
 	return &daftka.Error{Code: daftka.CodeInternal, Err: cause,
-		Message: fmt.Sprintf("partition %s/%d is not served: its stored data was found damaged at start (the node's log says where)", t.Name, p)}
+		Message: fmt.Sprintf("partition %s/%d is not served: its stored data was found damaged (the node's log says where)", t.Name, p)}
 }
 
 // DescribePartition implements daftka.API.

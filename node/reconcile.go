@@ -57,7 +57,12 @@ func (n *Node) applyAssignments(ctx context.Context, as []controlplane.Assignmen
 		keep[a.TopicID] = true
 	}
 	if collect {
-		if err := n.engine.CollectGarbage(keep); err != nil {
+		// Damage RocksDB finds while listing the stored topics leaves
+		// the garbage for a later start: collecting it is not needed
+		// for safety, and failing would stop the node at every start.
+		if err := n.engine.CollectGarbage(keep); errors.Is(err, storage.ErrCorrupt) {
+			n.log.Error("collecting deleted topics' data failed; left for a later start", "err", err)
+		} else if err != nil {
 			return err
 		}
 	}

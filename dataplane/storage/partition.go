@@ -158,6 +158,9 @@ func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, e
 	first = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
 	it.SeekToLast()
 	if !it.Valid() {
+		if err := it.Err(); err != nil {
+			return 0, 0, 0, false, rocksErr(err)
+		}
 		return 0, 0, 0, false, fmt.Errorf("storage: log vanished during scan")
 	}
 	last = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
@@ -661,9 +664,9 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []Batc
 		}
 		if !at() {
 			if err := ei.Err(); err != nil {
-				return err
+				return rocksErr(err)
 			}
-			return fmt.Errorf("storage: entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
+			return inconsistent("entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
 		}
 		ev, err := unseal(want, ei.Value().Data())
 		if err != nil {
@@ -688,7 +691,7 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []Batc
 	if err != nil {
 		return err
 	}
-	return ei.Err()
+	return rocksErr(ei.Err())
 }
 
 // DeletePartition removes every key of replica k and waits until that is
@@ -939,6 +942,12 @@ func (p *Partition) storedBatches(ro *grocksdb.ReadOptions, from, hi int64, fn f
 	// From the block holding from, else the first one after it.
 	at := p.key.u64Key('t', uint64(from))
 	if !seekBlock(it, at) {
+		// A Seek would clear a read error and go on past the damage:
+		// its batches would read as gaps, and a key compaction pass
+		// would move its floor over them.
+		if err := it.Err(); err != nil {
+			return rocksErr(err)
+		}
 		it.Seek(at)
 	}
 	for ; it.Valid(); it.Next() {

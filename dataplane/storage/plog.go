@@ -575,6 +575,7 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 	it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
 	bad := uint64(0)
 	var walked [][]byte // the entries' keys, from the last one back
+	var damage error
 	for ; it.Valid(); it.Prev() {
 		k := it.Key().Data()
 		if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
@@ -584,19 +585,21 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 		if index <= applied {
 			break
 		}
-		walked = append(walked, append([]byte(nil), k...))
 		v, err := unseal(k, it.Value().Data())
-		if err != nil {
-			return err
+		switch {
+		case err != nil:
+			damage = err
+		case len(v) < 17:
+			damage = fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
+		case v[16]&ptrFlag != 0 && len(v) != ptrValueLen:
+			damage = fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
 		}
-		if len(v) < 17 {
-			return fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
+		if damage != nil {
+			break
 		}
+		walked = append(walked, append([]byte(nil), k...))
 		if v[16]&ptrFlag == 0 {
 			continue // inline: what is before it decides
-		}
-		if len(v) != ptrValueLen {
-			return fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
 		}
 		p := decodePtr(v)
 		if end, scanned := validEnd[p.seg]; !scanned || p.off+int64(p.n) <= end {
@@ -604,17 +607,19 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 		}
 		bad = index
 	}
-	if err := it.Err(); err != nil {
-		return rocksErr(err)
+	if damage == nil {
+		damage = rocksErr(it.Err())
 	}
 	// Cut from bad on, key by key (see deleteRange): every entry from
-	// there to the end was walked over.
+	// there to the end was walked over and read whole. Also when the walk
+	// stopped at damage below them: they point past what the disk kept,
+	// so none of them was acknowledged, and the damage stays uncut.
 	for _, k := range walked {
 		if bad > 0 && binary.BigEndian.Uint64(k[prefixLen+1:]) >= bad {
 			fix.delete(k)
 		}
 	}
-	return nil
+	return damage
 }
 
 // appendFrame adds e's data to b as a frame of the payload log, and the

@@ -615,23 +615,26 @@ func TestCommitThenSignalsBeforeTheFsync(t *testing.T) {
 
 // TestOpenSurvivesOnePartitionsDamage: a damaged applied state, or a
 // damaged or missing entry after the applied index, of one partition does
-// not fail Open (the torn-tail repair reads both): the other partitions
-// read as before, and reading the damaged one reports ErrCorrupt, so that
-// its replica alone is refused.
+// not fail Open: the torn-tail repair leaves that damage uncut (reading
+// the partition reports ErrCorrupt, so that its replica alone is refused)
+// and still cuts the torn tails of the partitions after it, and of the
+// damaged one above an entry's damage. A power loss follows the damage
+// here: both partitions have unsynced payload entries past the segment's
+// durable end.
 func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 	for _, what := range []string{"entry after applied", "applied state", "entry after applied missing"} {
 		dir := t.TempDir()
 		db := openTest(t, dir)
-		goodKey, badKey := PartitionKey{TopicID: [8]byte{1}}, PartitionKey{TopicID: [8]byte{2}}
+		badKey, goodKey := PartitionKey{TopicID: [8]byte{1}}, PartitionKey{TopicID: [8]byte{2}} // the damaged one first
 		good, _ := db.Partition(goodKey)
 		appendLog(t, db, good, 10, 0)
 		p, _ := db.Partition(badKey)
 		appendLog(t, db, p, 10, 0) // applied 10
-		ents := []raft.Entry{{Term: 1, Index: 11, Data: []byte("a")}, {Term: 1, Index: 12, Data: []byte("b")}, {Term: 1, Index: 13}}
+		inline := []raft.Entry{{Term: 1, Index: 11, Data: []byte("a")}, {Term: 1, Index: 12, Data: []byte("b")}, {Term: 1, Index: 13}}
 		b := NewBatch()
-		p.PersistRaft(b, raft.HardState{Term: 1, Commit: 13}, ents)
+		p.PersistRaft(b, raft.HardState{Term: 1, Commit: 13}, inline)
 		mustWrite(t, db, b)
-		p.CommitRaft(raft.HardState{Term: 1, Commit: 13}, ents)
+		p.CommitRaft(raft.HardState{Term: 1, Commit: 13}, inline)
 		key := p.key.u64Key('l', 12)
 		if what == "applied state" {
 			key = p.key.key('m')
@@ -653,18 +656,40 @@ func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		db.Close()
+		// Unsynced payload entries of both, lost to a power loss.
+		seg := segFiles(t, dir)[0]
+		synced := fileSize(t, seg)
+		for _, q := range []struct {
+			p    *Partition
+			last uint64
+		}{{p, 13}, {good, 10}} {
+			b := NewBatch()
+			q.p.PersistRaft(b, raft.HardState{}, unsyncedEntries(q.last, 2))
+			if err := db.Write(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		crashClose(db)
+		if err := os.Truncate(seg, synced); err != nil {
+			t.Fatal(err)
+		}
 
 		db = openTest(t, dir)
 		good, err = db.Partition(goodKey)
 		if err != nil {
 			t.Fatal(what, err)
 		}
+		if li, _ := good.LastIndex(); li != 10 {
+			t.Errorf("%s: the intact partition's log ends at %d, want its torn tail cut at 10", what, li)
+		}
 		if got, err := good.Entries(1, 11, math.MaxUint64); err != nil || len(got) != 10 {
 			t.Errorf("%s: the intact partition reads %d entries (%v), want 10", what, len(got), err)
 		}
 		p, err = db.Partition(badKey)
 		if err == nil {
+			if li, _ := p.LastIndex(); what != "applied state" && li != 13 {
+				t.Errorf("%s: the damaged partition's log ends at %d, want its torn tail above the damage cut at 13", what, li)
+			}
 			if _, err = p.AppliedState(); err == nil {
 				_, err = p.Entries(11, 14, math.MaxUint64)
 			}

@@ -667,40 +667,16 @@ func TestRocksDBDamageIsErrCorrupt(t *testing.T) {
 	db := openTest(t, dir)
 	p, _ := db.Partition(PartitionKey{Partition: 1})
 	for range 40 {
-		appendLog(t, db, p, 100, 0) // records under 64 bytes: inline in RocksDB
+		appendLog(t, db, p, 100, 0) // 4,000 entry pointers fill the SST
 	}
-	fo := grocksdb.NewDefaultFlushOptions()
-	fo.SetWait(true)
-	if err := db.db.Flush(fo); err != nil {
-		t.Fatal(err)
-	}
-	fo.Destroy()
-	db.Close()
-	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(ssts) != 1 {
-		t.Fatalf("%d SST files, want the one flushed", len(ssts))
-	}
+	flushAndClose(t, db)
 	// The middle of the file is inside the partition's log entries' data
 	// blocks (the node's own keys sort first, the index and footer last).
-	f, err := os.OpenFile(ssts[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := f.Stat()
-	at := fi.Size() / 2
-	var b [1]byte
-	if _, err := f.ReadAt(b[:], at); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b[:], at); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	flipInSST(t, dir)
 
 	db = openTest(t, dir)
 	defer db.Close()
-	p, err = db.Partition(PartitionKey{Partition: 1})
+	p, err := db.Partition(PartitionKey{Partition: 1})
 	if err == nil {
 		var last uint64
 		if last, err = p.LastIndex(); err == nil {
@@ -709,5 +685,97 @@ func TestRocksDBDamageIsErrCorrupt(t *testing.T) {
 	}
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "Corruption") {
 		t.Fatalf("reading a partition whose SST block is damaged: %v, want ErrCorrupt from RocksDB", err)
+	}
+}
+
+// TestDamagedBatchIndexBlockIsAnError: a read of the batch index that
+// meets a damaged RocksDB block reports it, whichever batch it starts
+// from; it never goes on past the damage as if the batches there were
+// gaps (a key compaction pass would then move its floor over them).
+func TestDamagedBatchIndexBlockIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	const n = 4000
+	var st AppliedState
+	for i := range int64(n) {
+		p.AppendBatch(BatchInfo{FirstOffset: i, Count: 1, Index: uint64(i) + 1, Bytes: 10})
+		st.NextOffset = i + 1
+		if p.OpenBlockFull() || i == n-1 {
+			b := NewBatch()
+			p.PutAppliedState(b, st)
+			mustWrite(t, db, b)
+		}
+	}
+	flushAndClose(t, db)
+	flipInSST(t, dir)
+
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err := db.Partition(PartitionKey{Partition: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for from := int64(0); from < n; from += 16 {
+		want := from
+		err := p.Batches(from, func(bi BatchInfo) error {
+			if bi.FirstOffset != want {
+				return fmt.Errorf("batch at %d, want %d", bi.FirstOffset, want)
+			}
+			want++
+			return nil
+		})
+		switch {
+		case err != nil && !errors.Is(err, ErrCorrupt):
+			t.Fatalf("batches from %d: %v (a batch skipped without an error)", from, err)
+		case err != nil:
+			failed++
+		case want != n:
+			t.Fatalf("batches from %d ended at %d of %d without an error", from, want, n)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("the flipped byte missed the batch index: no read failed")
+	}
+}
+
+// flushAndClose writes db's memtable to an SST file and closes it.
+func flushAndClose(t *testing.T, db *DB) {
+	t.Helper()
+	fo := grocksdb.NewDefaultFlushOptions()
+	defer fo.Destroy()
+	fo.SetWait(true)
+	if err := db.db.Flush(fo); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}
+
+// flipInSST flips a byte in the middle of the DB's one SST file: inside
+// its data blocks (the index and footer are at the end).
+func flipInSST(t *testing.T, dir string) {
+	t.Helper()
+	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(ssts) != 1 {
+		t.Fatalf("%d SST files, want the one flushed", len(ssts))
+	}
+	f, err := os.OpenFile(ssts[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	at := fi.Size() / 2
+	if _, err := f.ReadAt(b[:], at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b[:], at); err != nil {
+		t.Fatal(err)
 	}
 }
