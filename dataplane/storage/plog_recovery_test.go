@@ -178,10 +178,18 @@ func TestStaleWakeupKeepsDirtySegment(t *testing.T) {
 	if err := db.Write(b); err != nil {
 		t.Fatal(err)
 	}
+	// The writer answers a non-durable write before it records the
+	// segment as dirty (the next request it takes finds it recorded).
 	s := db.syncer
-	s.mu.Lock()
-	dirty := len(s.dirty)
-	s.mu.Unlock()
+	var dirty int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		dirty = len(s.dirty)
+		s.mu.Unlock()
+		if dirty == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if dirty != 1 {
 		t.Fatalf("%d dirty segments after a payload write, want 1", dirty)
 	}
