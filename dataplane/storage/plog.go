@@ -840,8 +840,10 @@ func (d *DB) entryData(key, v []byte, buf *[]byte) ([]byte, error) {
 // frameCache keeps frames that fetches read only part of (a consumer
 // reading a large batch a few records at a time), so the batch is read and
 // checksummed once, not once per fetch. A frame never changes once written
-// and (segment, offset) is never reused, so nothing needs invalidating;
-// the oldest frames go first past frameCacheBytes.
+// and nothing needs invalidating; the oldest frames go first past
+// frameCacheBytes. A frame is found by its place and by the entry it
+// holds: a place can be written again after a power loss cut the segment,
+// while a partition refused as damaged may still point there.
 type frameCache struct {
 	mu    sync.Mutex
 	m     map[frameKey][]byte
@@ -850,8 +852,9 @@ type frameCache struct {
 }
 
 type frameKey struct {
-	seg uint64
-	off uint64
+	seg   uint64
+	off   uint64
+	entry [prefixLen + 9]byte // the log entry's key: partition and index
 }
 
 const (
@@ -896,6 +899,10 @@ func (d *DB) entryDataKept(key, v []byte) ([]byte, error) {
 	}
 	p := decodePtr(v)
 	k := frameKey{seg: p.seg, off: uint64(p.off)}
+	if len(key) != len(k.entry) {
+		return nil, fmt.Errorf("%w: entry key %x", ErrCorrupt, key)
+	}
+	copy(k.entry[:], key)
 	if data := d.plog.frames.get(k); data != nil {
 		return data, nil
 	}
