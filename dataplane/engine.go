@@ -152,7 +152,7 @@ func (e *Engine) refuse(r *Replica, err error) {
 	if ours {
 		// Out of the map, nothing else would: wake long polls and
 		// senders, and unregister its gauges.
-		close(r.stopC)
+		r.stop()
 		e.unregisterMetrics(r)
 	}
 	e.cfg.Logger.Error("partition damaged: not served", "topic", r.id.Topic, "topic_id", r.id.TopicID, "partition", r.id.Partition, "err", err)
@@ -279,7 +279,7 @@ func (e *Engine) RemoveReplica(topicID string, partition int32, deleteData bool,
 		if err != nil {
 			r.stopErr.Store(err)
 		}
-		close(r.stopC)
+		r.stop()
 		<-r.doneC
 		e.unregisterMetrics(r)
 	}
@@ -317,7 +317,7 @@ func (e *Engine) RemoveTopic(topicID string, err *daftka.Error) error {
 		if err != nil {
 			r.stopErr.Store(err)
 		}
-		close(r.stopC)
+		r.stop()
 	}
 	for _, r := range rs {
 		<-r.doneC
@@ -374,7 +374,7 @@ func (e *Engine) Close() {
 	close(e.stopTick)
 	<-e.tickDone
 	for _, r := range rs {
-		close(r.stopC)
+		r.stop()
 		<-r.doneC
 	}
 }

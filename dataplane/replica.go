@@ -63,7 +63,8 @@ type Replica struct {
 	props         chan *proposal
 	inflightBytes atomic.Int64
 	tickC         chan struct{}
-	stopC         chan struct{}
+	stopC         chan struct{} // closed by stop
+	stopOnce      sync.Once
 	doneC         chan struct{}
 	stopErr       atomic.Pointer[daftka.Error]
 	retention     atomic.Pointer[Retention]
@@ -662,6 +663,11 @@ func (r *Replica) Recovered() bool {
 
 // RecoveredC is closed once the replica has recovered.
 func (r *Replica) RecoveredC() <-chan struct{} { return r.recoveredC }
+
+// stop tells the driver to stop and wakes whoever waits on the replica.
+// Several paths may (Engine.Close, a removal, a refusal while the engine
+// closes): the first one does.
+func (r *Replica) stop() { r.stopOnce.Do(func() { close(r.stopC) }) }
 
 // Done is closed once the replica's driver has stopped (removed, refused
 // as damaged, or failed).

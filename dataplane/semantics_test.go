@@ -341,3 +341,22 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestRefuseWhileClosing: a replica refused as damaged while the engine
+// closes (its driver failing as Close stops it) is stopped once, not
+// twice (a second close of its stop channel would panic).
+func TestRefuseWhileClosing(t *testing.T) {
+	db, e := openEngine(t, t.TempDir(), 1000)
+	defer db.Close()
+	r, err := e.EnsureReplica(PartitionID{Topic: "s", TopicID: "00112233445566c6", Partition: 0}, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stop() // what Close does first
+	e.refuse(r, fmt.Errorf("%w: test", storage.ErrCorrupt))
+	<-r.Done()
+	if e.Damaged(r.ID().TopicID, 0) == nil {
+		t.Fatal("the refusal was not recorded")
+	}
+	e.Close()
+}

@@ -539,11 +539,12 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 			return fmt.Errorf("%w: short partition key %x", ErrCorrupt, k)
 		}
 		prefix := append([]byte(nil), k[:prefixLen]...)
-		// A partition whose applied state or tail entries are damaged is
-		// left as it is, nothing cut: its replica finds the same damage
-		// when it starts and refuses that partition alone (see
-		// dataplane's checkReplay), where failing Open would stop the
-		// node at every start.
+		// A partition whose applied state or tail entries are damaged
+		// keeps its damage and everything acknowledged (only a torn tail
+		// above an entry's damage is cut: see repairPartition): its
+		// replica finds the same damage when it starts and refuses that
+		// partition alone (see dataplane's checkReplay), where failing
+		// Open would stop the node at every start.
 		if err := repairPartition(db, ro, it, prefix, fix, validEnd); err != nil && !errors.Is(err, ErrCorrupt) {
 			return err
 		}
@@ -557,7 +558,9 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 }
 
 // repairPartition adds to fix the deletion of the partition's torn tail
-// (see repairTail), nothing when it reads damage.
+// (see repairTail): when the walk meets damage, of the part walked above
+// it (never acknowledged, see below), and nothing when the damage is in
+// the applied state. It returns the damage.
 func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Iterator, prefix []byte, fix *Batch, validEnd map[uint64]int64) error {
 	var applied uint64
 	if v, err := db.GetBytes(ro, append(append([]byte(nil), prefix...), 'm')); err != nil {
