@@ -84,10 +84,11 @@ type Engine struct {
 	replicas map[replicaKey]*Replica
 	seed     uint64
 	closed   bool
-	// damaged holds the replicas refused because their stored
-	// log or state is damaged (the start's error, which wraps
-	// storage.ErrCorrupt). They stay refused until the node restarts or
-	// they are removed: nothing of them is cut or repaired.
+	// damaged holds the replicas refused because their stored log or
+	// state is damaged (the error that found it, which wraps
+	// storage.ErrCorrupt), at start or while running. They stay refused
+	// until the node restarts or they are removed; nothing acknowledged
+	// of them is cut.
 	damaged map[replicaKey]error
 
 	stopTick chan struct{}
