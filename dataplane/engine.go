@@ -156,7 +156,13 @@ func (e *Engine) refuse(r *Replica, err error) {
 		r.stop()
 		e.unregisterMetrics(r)
 	}
-	e.cfg.Logger.Error("partition damaged: not served", "topic", r.id.Topic, "topic_id", r.id.TopicID, "partition", r.id.Partition, "err", err)
+	e.logRefused(r.id, err)
+}
+
+// logRefused is the one ERROR line of a partition refused as damaged
+// (docs/operations.md, "Damaged partitions").
+func (e *Engine) logRefused(id PartitionID, err error) {
+	e.cfg.Logger.Error("partition damaged: not served", "topic", id.Topic, "topic_id", id.TopicID, "partition", id.Partition, "err", err)
 }
 
 func (e *Engine) fatal(err error) {
@@ -228,7 +234,7 @@ func (e *Engine) EnsureReplica(id PartitionID, voters []uint64) (*Replica, error
 	r, err := e.newReplica(id, voters)
 	if errors.Is(err, storage.ErrCorrupt) {
 		e.damaged[key] = err
-		e.cfg.Logger.Error("partition damaged: not served", "topic", id.Topic, "topic_id", id.TopicID, "partition", id.Partition, "err", err)
+		e.logRefused(id, err)
 	}
 	if err != nil {
 		return nil, err

@@ -953,7 +953,8 @@ func (r *Replica) run() {
 }
 
 // fail ends the driver on a storage error. Damage (storage.ErrCorrupt: a
-// retention pass or a key compaction reading a damaged block or record)
+// retention pass, a key compaction or a Raft log compaction reading a
+// damaged block or record)
 // refuses this partition alone, as damage found at start does, where
 // stopping the node would stop it again each time the partition came to
 // that read; any other error stops the node (crash-only).

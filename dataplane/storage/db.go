@@ -558,7 +558,6 @@ func seal(v []byte) []byte {
 	return out
 }
 
-// unseal verifies and strips the CRC32C prefix.
 // rocksErr marks RocksDB's own reports of damage (status Corruption: a
 // block whose checksum fails, a file cut short) as ErrCorrupt, like a
 // value whose checksum fails: a partition whose data RocksDB finds damaged
@@ -570,6 +569,7 @@ func rocksErr(err error) error {
 	return err
 }
 
+// unseal verifies and strips the CRC32C prefix.
 func unseal(key, v []byte) ([]byte, error) {
 	if len(v) < 4 || binary.BigEndian.Uint32(v) != crc32.Checksum(v[4:], castagnoli) {
 		return nil, fmt.Errorf("%w at key %x", ErrCorrupt, key)
