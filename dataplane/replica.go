@@ -1102,7 +1102,9 @@ func (r *Replica) handleReady() error {
 			hs = rd.HardState
 		}
 		b = storage.NewBatch()
-		r.store.PersistRaft(b, hs, rd.Entries)
+		if err := r.store.PersistRaft(b, hs, rd.Entries); err != nil {
+			return err
+		}
 	}
 	// Entries a Ready both brings and commits (a follower's) are made
 	// durable here before anything applies them: an applied state must

@@ -99,7 +99,10 @@ func (b *rocksBackend) writer(i int, ack func([]*request, error)) (func([]*reque
 			}
 			last++
 			ents = append(ents, raft.Entry{Term: 1, Index: last, Type: raft.EntryNormal, Data: data})
-			p.PersistRaft(wb, raft.HardState{}, ents)
+			if err := p.PersistRaft(wb, raft.HardState{}, ents); err != nil {
+				ack(reqs, err)
+				return false, err
+			}
 		}
 		if len(prev) > 0 {
 			apply(p, wb, &st, prev, prevIndex)

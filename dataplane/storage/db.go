@@ -261,12 +261,15 @@ var (
 // (replayWithoutHints). 5: the batch index in blocks of batches, written
 // with the applied state, which may therefore lag the log's applied
 // entries (partition.go, "The batch index is stored in blocks"); format 4
-// values read as blocks of one batch. Builds of an earlier format refuse
-// a directory once it is upgraded.
-const format = "5"
+// values read as blocks of one batch. 6: the pointers of entries appended
+// at the end of a log in blocks, 'L' (tail.go), their frames with a long
+// header (term and type); format 5 'l' keys and short frames read as
+// they are. Builds of an earlier format refuse a directory once it is
+// upgraded.
+const format = "6"
 
 // upgradable lists the earlier formats Open upgrades in place.
-var upgradable = []string{"3", "4"}
+var upgradable = []string{"3", "4", "5"}
 
 // checkNodeID records the node id and the data format in a new data dir,
 // and refuses a dir of another node or another format.
@@ -303,7 +306,7 @@ func (d *DB) checkNodeID(id uint64) error {
 		if f == nil {
 			f = []byte("1")
 		}
-		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s and upgrades %s (no other migration: remove the dir to start empty)", f, format, strings.Join(upgradable, " and "))
+		return fmt.Errorf("storage: data dir holds data format %s; this build reads format %s and upgrades %s (no other migration: remove the dir to start empty)", f, format, strings.Join(upgradable, ", "))
 	}
 	return nil
 }
@@ -445,6 +448,13 @@ type Batch struct {
 	payloadLen int64
 	headers    []byte // the frames' headers
 	ptrs       []int  // where in data each pointer value (CRC first) starts
+	// pends: entries whose pointers go to their partition's tail
+	// (tail.go), their frames in payload; flushes: tails written whole
+	// with the batch; cut: the tail whose cut mark the batch puts, at its
+	// first frame's position (see PersistRaft).
+	pends   []pend
+	flushes []*tail
+	cut     *tail
 	// expect: the batch is written only if these keys hold these
 	// (sealed) values then; otherwise nothing of it is (errConflict).
 	expect []expectation
@@ -471,8 +481,18 @@ const batchHeader = 12
 // NewBatch returns an empty batch.
 func NewBatch() *Batch { return &Batch{data: make([]byte, batchHeader, 256)} }
 
-// Count is the number of operations in b.
-func (b *Batch) Count() int { return int(b.count) }
+// Count is the number of operations in b, entries bound for a tail
+// included: a batch of Count 0 changes nothing.
+func (b *Batch) Count() int {
+	n := int(b.count) + len(b.pends) + len(b.flushes)
+	if b.cut != nil {
+		n++
+	}
+	return n
+}
+
+// tailWork reports whether the writer has tail operations to add for b.
+func (b *Batch) tailWork() bool { return len(b.pends) > 0 || len(b.flushes) > 0 || b.cut != nil }
 
 // Discard drops a batch that will not be written.
 func (b *Batch) Discard() { *b = Batch{} }

@@ -6,22 +6,29 @@
 //
 // Key layout (all integers big-endian, so keys sort by number):
 //
+//	'P' topicID[8] partition[4] 'L' index[8]  block of Raft log entries from index on: version[1], then
+//	                                          for each entry term, index, type, pointer into the payload
+//	                                          log (tail.go: entries appended at the end of the log)
 //	'P' topicID[8] partition[4] 'c'           ConfState of the replica's Raft group
 //	'P' topicID[8] partition[4] 'h'           Raft HardState
 //	'P' topicID[8] partition[4] 'l' index[8]  Raft log entry: term, index, type, then its data inline
 //	                                          (under 64 bytes) or a pointer into the payload log
-//	                                          (segment, offset, length); a produce command holds its records
+//	                                          (segment, offset, length); a produce command holds its records.
+//	                                          Entries that replaced a suffix, or came with a snapshot; and
+//	                                          every entry of data format 5 and before
 //	'P' topicID[8] partition[4] 'm'           applied state (applied index, offsets, size), written
 //	                                          with the batch index blocks (it may lag the log)
 //	'P' topicID[8] partition[4] 's'           log compaction point (index, term)
 //	'P' topicID[8] partition[4] 'r' offset[8] record kept by key compaction (below CompactedUpTo)
 //	'P' topicID[8] partition[4] 'g' group     committed consumer-group offset
 //	'P' topicID[8] partition[4] 'd' producer  idempotent producer's recent batches
+//	'P' topicID[8] partition[4] 'x'           cut mark: payload log position (segment, offset) before which
+//	                                          no frame of the replica is part of its log (tail.go)
 //	'P' topicID[8] partition[4] 't' offset[8] batch index block, under its first batch's offset: for each
 //	                                          batch its offset, entry index, skip, count, append time,
 //	                                          bytes, max timestamp (partition.go, "stored in blocks")
 //	'N' 'id'                                  node id that owns this data dir
-//	'N' 'fmt'                                 data format version (refused if not this build's; 3 and 4 are upgraded, see Open)
+//	'N' 'fmt'                                 data format version (refused if not this build's; 3 to 5 are upgraded, see Open)
 //	'N' 'plogm' segment[8]                    payload log: a sealed segment's manifest (partitions, index ranges, bytes)
 //	'N' 'plogw'                               payload log: watermark (segment, offset durable when written)
 //

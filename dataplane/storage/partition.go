@@ -73,11 +73,17 @@ type Partition struct {
 	// (written or not); the next block starts there. A partition whose
 	// batch failed to write is not used again (its replica stops).
 	encodedSeq uint64
+
+	// t holds the pointers of the entries appended last, until the
+	// committer writes them in a block (tail.go); appended is the last
+	// index PersistRaft was given (driver goroutine).
+	t        *tail
+	appended uint64
 }
 
 // Partition opens the key space of one replica, loading its log bounds.
 func (d *DB) Partition(k PartitionKey) (*Partition, error) {
-	p := &Partition{db: d, key: k}
+	p := &Partition{db: d, key: k, t: d.plog.tailOf(k)}
 	if v, err := d.get(k.key('h')); err != nil {
 		return nil, err
 	} else if v != nil {
@@ -136,43 +142,40 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 	if p.hs.Commit > p.lastIdx {
 		p.hs.Commit = p.lastIdx
 	}
+	p.appended = p.lastIdx
 	return p, nil
 }
 
 func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, err error) {
+	tl := p.t.view() // before the stored log: see tail
 	p.db.mu.RLock()
 	defer p.db.mu.RUnlock()
 	if p.db.closed {
 		return 0, 0, 0, false, ErrClosed
 	}
-	lo, hi := p.key.key('l'), p.key.key('l'+1)
 	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
-	ro.SetIterateUpperBound(hi)
-	it := p.db.db.NewIterator(ro)
-	defer it.Close()
-	it.Seek(lo)
-	if !it.Valid() {
-		return 0, 0, 0, false, rocksErr(it.Err())
-	}
-	first = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
-	it.SeekToLast()
-	if !it.Valid() {
-		if err := it.Err(); err != nil {
-			return 0, 0, 0, false, rocksErr(err)
-		}
-		return 0, 0, 0, false, fmt.Errorf("storage: log vanished during scan")
-	}
-	last = binary.BigEndian.Uint64(it.Key().Data()[len(lo):])
-	v, err := unseal(it.Key().Data(), it.Value().Data())
+	first, last, v, found, err := logBounds(p.db.db, ro, p.key.prefix())
 	if err != nil {
 		return 0, 0, 0, false, err
+	}
+	if n := len(tl); n > 0 {
+		if !found || tl[0].index() < first {
+			first = tl[0].index()
+		}
+		if !found || tl[n-1].index() > last {
+			last, v = tl[n-1].index(), tl[n-1][:]
+		}
+		found = true
+	}
+	if !found {
+		return 0, 0, 0, false, nil
 	}
 	e, err := decodeEntry(v)
 	if err != nil {
 		return 0, 0, 0, false, err
 	}
-	return first, last, e.Term, true, rocksErr(it.Err())
+	return first, last, e.Term, true, nil
 }
 
 // Key returns the replica's key.
@@ -217,18 +220,34 @@ func (p *Partition) Term(i uint64) (uint64, error) {
 	if ents := p.recentEntries(i, i+1, 0); ents != nil {
 		return ents[0].Term, nil
 	}
-	v, err := p.db.get(p.key.u64Key('l', i))
-	if err != nil {
-		return 0, err
+	var term uint64
+	err := p.readLogEntries(func(c *logCursor) error {
+		v, err := c.get(i)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return inconsistent("entry %d missing inside [%d, %d]", i, first, last)
+		}
+		e, err := decodeEntry(v)
+		term = e.Term
+		return err
+	})
+	return term, err
+}
+
+// readLogEntries runs fn with a cursor over the log as it is now.
+func (p *Partition) readLogEntries(fn func(c *logCursor) error) error {
+	tl := p.t.view() // before the stored log: see tail
+	d := p.db
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
 	}
-	if v == nil {
-		return 0, inconsistent("entry %d missing inside [%d, %d]", i, first, last)
-	}
-	e, err := decodeEntry(v)
-	if err != nil {
-		return 0, err
-	}
-	return e.Term, nil
+	c := p.cursor(nil, tl)
+	defer c.close()
+	return fn(c)
 }
 
 // Entries implements raft.Storage.
@@ -250,30 +269,36 @@ func (p *Partition) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	}
 	var out []raft.Entry
 	var size uint64
-	want := lo
 	gen := p.db.plog.gate.enter()
 	defer p.db.plog.gate.exit(gen)
-	err := p.db.scan(p.key.u64Key('l', lo), p.key.u64Key('l', hi), func(k, v []byte) error {
-		e, err := p.db.loadEntry(k, v)
-		if err != nil {
-			return err
+	key := p.key.u64Key('l', 0)
+	err := p.readLogEntries(func(c *logCursor) error {
+		for i := lo; i < hi; i++ {
+			v, err := c.get(i)
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return inconsistent("entry %d missing inside [%d, %d)", i, lo, hi)
+			}
+			binary.BigEndian.PutUint64(key[len(key)-8:], i)
+			e, err := p.db.loadEntry(key, v)
+			if err != nil {
+				return err
+			}
+			if e.Index != i {
+				return inconsistent("want entry %d, found %d", i, e.Index)
+			}
+			size += uint64(len(e.Data)) + 24
+			if len(out) > 0 && size > maxBytes {
+				return nil
+			}
+			out = append(out, e)
 		}
-		if e.Index != want {
-			return inconsistent("want entry %d, found %d", want, e.Index)
-		}
-		size += uint64(len(e.Data)) + 24
-		if len(out) > 0 && size > maxBytes {
-			return ErrStop
-		}
-		out = append(out, e)
-		want++
 		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, inconsistent("entries [%d, %d) missing", lo, hi)
 	}
 	return out, nil
 }
@@ -331,16 +356,66 @@ func (p *Partition) CompactLog(b *Batch, index, term, dataFloor uint64, noData [
 	b.deleteRange(p.key.key('l'), p.key.u64Key('l', floor))
 	for _, i := range noData {
 		if i >= floor && i <= index {
-			b.delete(p.key.u64Key('l', i))
+			b.delete(p.key.u64Key('l', i)) // (one in a block stays until the floor passes it)
 		}
 	}
+	// Blocks that lie wholly below the floor. The tail becomes blocks from
+	// its first entry on, which may lie below the floor: those stay too.
+	bound := floor
+	if tl := p.t.view(); len(tl) > 0 {
+		bound = min(bound, tl[0].index())
+	}
+	err := p.db.read(func(ro *grocksdb.ReadOptions) error {
+		ro.SetIterateUpperBound(p.key.key('L' + 1))
+		it := p.db.db.NewIterator(ro)
+		defer it.Close()
+		at := p.key.u64Key('L', bound)
+		if seekBlock(it, at) {
+			k := it.Key().Data()
+			v, err := unseal(k, it.Value().Data())
+			if err != nil {
+				return err
+			}
+			blk, err := decodePtrBlock(bytes.Clone(k), bytes.Clone(v))
+			if err != nil {
+				return err
+			}
+			if blk.last() >= bound {
+				bound = blk.first
+			}
+		}
+		return rocksErr(it.Err())
+	})
+	if err != nil {
+		return // damage: the blocks stay, and whoever reads them finds it
+	}
+	b.deleteRange(p.key.key('L'), p.key.u64Key('L', bound))
 }
 
 // StoredEntries counts the Raft entries stored for the replica, those
 // kept below the compaction point for their records included.
 func (p *Partition) StoredEntries() (int, error) {
+	tl := p.t.view() // before the stored log: see tail
 	n := 0
 	err := p.db.scan(p.key.key('l'), p.key.key('l'+1), func(_, _ []byte) error { n++; return nil })
+	if err != nil {
+		return 0, err
+	}
+	var blocksEnd uint64
+	err = p.db.scan(p.key.key('L'), p.key.key('L'+1), func(k, v []byte) error {
+		blk, err := decodePtrBlock(k, v)
+		if err != nil {
+			return err
+		}
+		n += int(blk.n())
+		blocksEnd = max(blocksEnd, blk.last()+1)
+		return nil
+	})
+	for i := range tl {
+		if tl[i].index() >= blocksEnd {
+			n++
+		}
+	}
 	return n, err
 }
 
@@ -374,23 +449,71 @@ func (p *Partition) CommitCompaction(index, term uint64) {
 // PersistRaft adds the Raft state of a Ready to b: entries (replacing any
 // stored at and after the first one) and the hard state. b refers to the
 // entries' data, which must not change until b is written. Call
-// CommitRaft after b is written and synced.
-func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) {
+// CommitRaft after b is written and synced. Entries appended at the end
+// go to the payload log, their pointers to the tail (tail.go); entries
+// that replace a suffix of the log are written under 'l' keys after the
+// tail is written out (a write of its own, done here).
+func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) error {
 	if !hs.IsEmpty() {
 		b.put(p.key.key('h'), encodeHardState(hs))
 	}
 	if len(ents) == 0 {
-		return
+		return nil
 	}
-	p.mu.Lock()
-	last := p.lastIdx
-	p.mu.Unlock()
-	// The stored suffix the entries replace: overwritten where they
-	// have an entry, deleted past their last (one key at a time: see
-	// deleteRange; a conflicting suffix is the uncommitted tail).
-	for i := ents[len(ents)-1].Index + 1; i <= last; i++ {
+	defer func() { p.appended = ents[len(ents)-1].Index }()
+	if ents[0].Index == p.appended+1 {
+		for i := range ents {
+			b.appendPending(p.t, &ents[i])
+		}
+		return nil
+	}
+	// The stored suffix the entries replace, from the tail written out:
+	// overwritten where they have an entry, deleted past their last (one
+	// key at a time: see deleteRange; a conflicting suffix is the
+	// uncommitted tail). The cut mark keeps Open from bringing back the
+	// replaced entries' frames.
+	flush := NewBatch()
+	flush.flushes = append(flush.flushes, p.t)
+	if err := p.db.Write(flush); err != nil {
+		return err
+	}
+	from := ents[0].Index
+	err := p.db.read(func(ro *grocksdb.ReadOptions) error {
+		ro.SetIterateUpperBound(p.key.key('L' + 1))
+		it := p.db.db.NewIterator(ro)
+		defer it.Close()
+		if !seekBlock(it, p.key.u64Key('L', from)) {
+			if err := it.Err(); err != nil {
+				return rocksErr(err)
+			}
+			it.Seek(p.key.u64Key('L', from))
+		}
+		for ; it.Valid(); it.Next() {
+			k := bytes.Clone(it.Key().Data())
+			v, err := unseal(k, it.Value().Data())
+			if err != nil {
+				return err
+			}
+			blk, err := decodePtrBlock(k, bytes.Clone(v))
+			if err != nil {
+				return err
+			}
+			switch {
+			case blk.first >= from:
+				b.delete(k)
+			case blk.last() >= from:
+				b.put(k, blk.trimmed(from))
+			}
+		}
+		return rocksErr(it.Err())
+	})
+	if err != nil {
+		return err
+	}
+	for i := ents[len(ents)-1].Index + 1; i <= p.appended; i++ {
 		b.delete(p.key.u64Key('l', i))
 	}
+	b.cut = p.t
 	key := p.key.u64Key('l', 0)
 	need := 0
 	for i := range ents {
@@ -404,6 +527,7 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 		binary.BigEndian.PutUint64(key[len(key)-8:], ents[i].Index)
 		b.putEntry(key, &ents[i])
 	}
+	return nil
 }
 
 // CommitRaft updates the in-memory log bounds after PersistRaft's batch is
@@ -597,24 +721,25 @@ func (p *Partition) ReadLog(from, to int64, record func(offset int64, rec []byte
 	// stay until the read is over.
 	gen := d.plog.gate.enter()
 	defer d.plog.gate.exit(gen)
-	// The open block before the snapshot: a batch it no longer holds
-	// was written before (see batches).
+	// The open block and the tail before the snapshot: a batch or a
+	// pointer they no longer hold was written before (see batches, tail).
 	open := p.openBlock()
+	tl := p.t.view()
 	snap := d.db.NewSnapshot()
 	defer d.db.ReleaseSnapshot(snap)
-	ro, roEntries := grocksdb.NewDefaultReadOptions(), grocksdb.NewDefaultReadOptions()
+	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
-	defer roEntries.Destroy()
 	ro.SetSnapshot(snap)
-	roEntries.SetSnapshot(snap)
-	err := p.readLog(ro, roEntries, open, from, to, record, batch)
+	c := p.cursor(snap, tl)
+	defer c.close()
+	err := p.readLog(ro, c, open, from, to, record, batch)
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
 }
 
-func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, open []BatchInfo, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
+func (p *Partition) readLog(ro *grocksdb.ReadOptions, c *logCursor, open []BatchInfo, from, to int64, record func(int64, []byte) error, batch func(BatchInfo, []byte) error) error {
 	var st AppliedState
 	if v, err := p.db.getWith(ro, p.key.key('m')); err != nil {
 		return err
@@ -639,38 +764,24 @@ func (p *Partition) readLog(ro, roEntries *grocksdb.ReadOptions, open []BatchInf
 	if from >= to {
 		return nil
 	}
-	return p.readBatches(ro, roEntries, open, from, to, batch)
+	return p.readBatches(ro, c, open, from, to, batch)
 }
 
 // readBatches walks the batch index from the batch holding from up to to
-// and, with a second iterator at the same snapshot, the Raft entries the
-// batches name (usually consecutive, so the entry iterator mostly steps),
-// calling batch with each entry's data in place (not copied) once
-// verified.
-func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []BatchInfo, from, to int64, batch func(BatchInfo, []byte) error) error {
-	roEntries.SetIterateUpperBound(p.key.key('l' + 1))
-	ei := p.db.db.NewIterator(roEntries)
-	defer ei.Close()
+// and, with c (at the same snapshot), the Raft entries the batches name
+// (usually consecutive, which c is quickest at), calling batch with each
+// entry's data in place (not copied) once verified.
+func (p *Partition) readBatches(ro *grocksdb.ReadOptions, c *logCursor, open []BatchInfo, from, to int64, batch func(BatchInfo, []byte) error) error {
 	want := p.key.u64Key('l', 0)
 	var buf []byte // payloads read from the payload log
-	at := func() bool { return ei.Valid() && bytes.Equal(ei.Key().Data(), want) }
-	err := p.batches(ro, open, from, to, func(bi BatchInfo) error {
+	return p.batches(ro, open, from, to, func(bi BatchInfo) error {
 		binary.BigEndian.PutUint64(want[len(want)-8:], bi.Index)
-		if ei.Valid() && bytes.Compare(ei.Key().Data(), want) < 0 {
-			ei.Next()
-		}
-		if !at() {
-			ei.Seek(want)
-		}
-		if !at() {
-			if err := ei.Err(); err != nil {
-				return rocksErr(err)
-			}
-			return inconsistent("entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
-		}
-		ev, err := unseal(want, ei.Value().Data())
+		ev, err := c.get(bi.Index)
 		if err != nil {
 			return err
+		}
+		if ev == nil {
+			return inconsistent("entry %d of the batch at offset %d is missing", bi.Index, bi.FirstOffset)
 		}
 		if len(ev) < 17 || binary.BigEndian.Uint64(ev[8:]) != bi.Index {
 			return fmt.Errorf("%w: entry %d of the batch at offset %d is malformed", ErrCorrupt, bi.Index, bi.FirstOffset)
@@ -688,16 +799,13 @@ func (p *Partition) readBatches(ro, roEntries *grocksdb.ReadOptions, open []Batc
 		}
 		return batch(bi, data)
 	})
-	if err != nil {
-		return err
-	}
-	return rocksErr(ei.Err())
 }
 
 // DeletePartition removes every key of replica k and waits until that is
 // durable. It does not read the partition, so that a damaged one can be
 // removed too.
 func (d *DB) DeletePartition(k PartitionKey) error {
+	d.plog.dropTails(func(pk PartitionKey) bool { return pk == k })
 	lo := k.prefix()
 	return d.dropRange(lo, prefixEnd(lo))
 }
@@ -1096,6 +1204,7 @@ func prefixEnd(prefix []byte) []byte {
 // incarnation in one durable range delete and reclaims the space. Stop its
 // replicas first.
 func (d *DB) DeleteTopic(id [8]byte) error {
+	d.plog.dropTails(func(pk PartitionKey) bool { return pk.TopicID == id })
 	lo := topicPrefix(id)
 	return d.dropRange(lo, prefixEnd(lo)) // 'P' < 0xff: the end is never nil
 }

@@ -64,6 +64,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,8 +76,13 @@ import (
 )
 
 const (
-	// frameHeader: len[4] crc[4] topicID[8] partition[4] index[8].
+	// frameHeader: len[4] crc[4] topicID[8] partition[4] index[8] (data
+	// format 5 and before).
 	frameHeader = 28
+	// frameHeaderLong: frameHeader, then term[8] type[1]; longFrame set in
+	// len (format 6: Open rebuilds the tails from these, see tail.go).
+	frameHeaderLong = frameHeader + 9
+	longFrame       = 1 << 31
 	// ptrValueLen: term[8] index[8] type|ptrFlag[1] segment[8] offset[8] frame length[4].
 	ptrValueLen = 37
 	// ptrFlag marks a log entry value that points into the payload log.
@@ -163,6 +169,8 @@ type plog struct {
 	frames    frameCache
 	collectMu sync.Mutex // one ReclaimPayload at a time
 	iov       [][]byte   // writer's scratch
+	tailsMu   sync.Mutex
+	tails     map[PartitionKey]*tail // partitions' unwritten pointers (tail.go)
 }
 
 type doomedSeg struct {
@@ -279,6 +287,9 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	// last one) or sealed just before it: scan them.
 	validEnd := map[uint64]int64{}
 	var scanned []*segment // fdatasynced before Open returns
+	var framePtrs []ptrEntry // the scanned long frames, in log order, and their partitions
+	var frameParts []PartitionKey
+	var known map[PartitionKey]bool // the partitions with keys in RocksDB (when a scan meets damage)
 	sealActive := false
 	for i, id := range ids {
 		f, err := os.OpenFile(filepath.Join(l.dir, segName(id)), os.O_RDWR, 0)
@@ -305,10 +316,11 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 			l.manifests[id] = m
 			continue
 		}
-		end, size, man, err := scanSegment(f)
+		end, size, man, ptrs, parts, err := scanSegment(f, id)
 		if err != nil {
 			return nil, err
 		}
+		framePtrs, frameParts = append(framePtrs, ptrs...), append(frameParts, parts...)
 		scanned = append(scanned, seg)
 		// A bad frame, or an end short of the file, may be the torn write
 		// of a crash only in the last segment past its watermark.
@@ -321,6 +333,18 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		if damaged {
 			seg.size = size
 			man[pinned] = span{maxIdx: math.MaxUint64}
+			// The tails must still be found past the damage: every
+			// partition's entries there are lost otherwise (tail.go).
+			if known == nil {
+				if known, err = knownPartitions(db); err != nil {
+					return nil, err
+				}
+			}
+			ptrs, parts, err := scanPastDamage(f, id, end, size, known)
+			if err != nil {
+				return nil, err
+			}
+			framePtrs, frameParts = append(framePtrs, ptrs...), append(frameParts, parts...)
 			if last {
 				l.active, l.activeMan, sealActive = seg, man, true
 				continue
@@ -346,6 +370,12 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		return nil, err
 	}
 	if err := repairTail(db, fix, validEnd); err != nil {
+		return nil, err
+	}
+	// The entries whose pointers were in the tails at the crash (the cut
+	// above is of entries already stored, whose frames come after any
+	// frame rebuilt here: the scans stopped before them).
+	if err := rebuildTails(db, fix, framePtrs, frameParts); err != nil {
 		return nil, err
 	}
 	if err := fix.writeTo(db, wo); err != nil {
@@ -429,11 +459,12 @@ func syncDir(dir string) error {
 
 // scanSegment reads frames from the start while they are whole and their
 // checksum holds, returning where the last whole frame ends, the file's
-// size and what the frames hold.
-func scanSegment(f *os.File) (end, size int64, man map[PartitionKey]span, err error) {
+// size, what the frames hold and, for each long frame (format 6), in
+// order, the pointer to it and its partition.
+func scanSegment(f *os.File, id uint64) (end, size int64, man map[PartitionKey]span, ptrs []ptrEntry, parts []PartitionKey, err error) {
 	st, err := f.Stat()
 	if err != nil {
-		return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
+		return 0, 0, nil, nil, nil, fmt.Errorf("storage: payload log: %w", err)
 	}
 	size = st.Size()
 	man = map[PartitionKey]span{}
@@ -442,15 +473,17 @@ func scanSegment(f *os.File) (end, size int64, man map[PartitionKey]span, err er
 	var body []byte
 	for off+frameHeader <= size {
 		if _, err := f.ReadAt(hdr, off); err != nil {
-			return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
+			return 0, 0, nil, nil, nil, fmt.Errorf("storage: payload log: %w", err)
 		}
-		n := int64(binary.BigEndian.Uint32(hdr))
-		if n < frameHeader-8 || off+8+n > size {
+		lenField := binary.BigEndian.Uint32(hdr)
+		long := lenField&longFrame != 0
+		n := int64(lenField &^ longFrame)
+		if n < frameHeader-8 || long && n < frameHeaderLong-8 || off+8+n > size {
 			break
 		}
 		body = slices.Grow(body[:0], int(n))[:n]
 		if _, err := f.ReadAt(body, off+8); err != nil {
-			return 0, 0, nil, fmt.Errorf("storage: payload log: %w", err)
+			return 0, 0, nil, nil, nil, fmt.Errorf("storage: payload log: %w", err)
 		}
 		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(hdr[4:]) {
 			break
@@ -458,10 +491,92 @@ func scanSegment(f *os.File) (end, size int64, man map[PartitionKey]span, err er
 		var pk PartitionKey
 		copy(pk.TopicID[:], body[0:8])
 		pk.Partition = binary.BigEndian.Uint32(body[8:12])
-		addSpan(man, pk, binary.BigEndian.Uint64(body[12:20]), 8+n)
+		index := binary.BigEndian.Uint64(body[12:20])
+		addSpan(man, pk, index, 8+n)
+		if long {
+			var p ptrEntry
+			copy(p[0:8], body[20:28])
+			binary.BigEndian.PutUint64(p[8:], index)
+			p[16] = body[28] | ptrFlag
+			binary.BigEndian.PutUint64(p[17:], id)
+			binary.BigEndian.PutUint64(p[25:], uint64(off))
+			binary.BigEndian.PutUint32(p[33:], uint32(8+n))
+			ptrs, parts = append(ptrs, p), append(parts, pk)
+		}
 		off += 8 + n
 	}
-	return off, size, man, nil
+	return off, size, man, ptrs, parts, nil
+}
+
+// scanPastDamage finds the long frames after the damage at offset from in
+// segment f: a frame is taken where its length fits the file, its
+// partition is known (has keys in RocksDB) and its checksum holds, which
+// leaves no doubt; the search goes on byte by byte where none is. It
+// reads what follows the damage into memory (a segment at most, and only
+// when a segment is damaged).
+func scanPastDamage(f *os.File, id uint64, from, size int64, known map[PartitionKey]bool) ([]ptrEntry, []PartitionKey, error) {
+	if from >= size {
+		return nil, nil, nil
+	}
+	buf := make([]byte, size-from)
+	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("storage: payload log: %w", err)
+	}
+	var ptrs []ptrEntry
+	var parts []PartitionKey
+	for at := 1; at+frameHeaderLong <= len(buf); {
+		lenField := binary.BigEndian.Uint32(buf[at:])
+		n := int(lenField &^ longFrame)
+		if lenField&longFrame == 0 || n < frameHeaderLong-8 || at+8+n > len(buf) {
+			at++
+			continue
+		}
+		body := buf[at+8 : at+8+n]
+		var pk PartitionKey
+		copy(pk.TopicID[:], body[0:8])
+		pk.Partition = binary.BigEndian.Uint32(body[8:12])
+		if !known[pk] || crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(buf[at+4:]) {
+			at++
+			continue
+		}
+		var p ptrEntry
+		copy(p[0:8], body[20:28])
+		copy(p[8:16], body[12:20])
+		p[16] = body[28] | ptrFlag
+		binary.BigEndian.PutUint64(p[17:], id)
+		binary.BigEndian.PutUint64(p[25:], uint64(from)+uint64(at))
+		binary.BigEndian.PutUint32(p[33:], uint32(8+n))
+		ptrs, parts = append(ptrs, p), append(parts, pk)
+		at += 8 + n
+	}
+	return ptrs, parts, nil
+}
+
+// knownPartitions lists the partitions that have keys in RocksDB.
+func knownPartitions(db *grocksdb.DB) (map[PartitionKey]bool, error) {
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	ro.SetIterateUpperBound([]byte{'P' + 1})
+	it := db.NewIterator(ro)
+	defer it.Close()
+	out := map[PartitionKey]bool{}
+	for it.Seek([]byte{'P'}); it.Valid(); {
+		k := it.Key().Data()
+		if len(k) < prefixLen {
+			it.Next()
+			continue
+		}
+		var pk PartitionKey
+		copy(pk.TopicID[:], k[1:9])
+		pk.Partition = binary.BigEndian.Uint32(k[9:13])
+		out[pk] = true
+		next := prefixEnd(k[:prefixLen])
+		if next == nil {
+			break
+		}
+		it.Seek(next)
+	}
+	return out, rocksErr(it.Err())
 }
 
 func addSpan(man map[PartitionKey]span, pk PartitionKey, index uint64, bytes int64) {
@@ -575,32 +690,22 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 		}
 		applied = binary.BigEndian.Uint64(st)
 	}
-	it.SeekForPrev(binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), 'l'), ^uint64(0)))
+	ents, blocks, damage := entriesAbove(db, prefix, applied)
+	if damage != nil {
+		// The walk did not reach the end: what it read is not the tail.
+		return damage
+	}
+	// Walk back from the last entry.
 	bad := uint64(0)
-	var walked [][]byte // the entries' keys, from the last one back
-	var damage error
-	for ; it.Valid(); it.Prev() {
-		k := it.Key().Data()
-		if len(k) != prefixLen+9 || string(k[:prefixLen]) != string(prefix) || k[prefixLen] != 'l' {
+	walked := 0
+	for k := len(ents) - 1; k >= 0; k-- {
+		e := ents[k]
+		if e.damage != nil {
+			damage = e.damage
 			break
 		}
-		index := binary.BigEndian.Uint64(k[prefixLen+1:])
-		if index <= applied {
-			break
-		}
-		v, err := unseal(k, it.Value().Data())
-		switch {
-		case err != nil:
-			damage = err
-		case len(v) < 17:
-			damage = fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
-		case v[16]&ptrFlag != 0 && len(v) != ptrValueLen:
-			damage = fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
-		}
-		if damage != nil {
-			break
-		}
-		walked = append(walked, append([]byte(nil), k...))
+		v := e.v
+		walked++
 		if v[16]&ptrFlag == 0 {
 			continue // inline: what is before it decides
 		}
@@ -608,21 +713,103 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 		if end, scanned := validEnd[p.seg]; !scanned || p.off+int64(p.n) <= end {
 			break
 		}
-		bad = index
+		bad = e.index
 	}
-	if damage == nil {
-		damage = rocksErr(it.Err())
+	if bad == 0 {
+		return damage
 	}
 	// Cut from bad on, key by key (see deleteRange): every entry from
 	// there to the end was walked over and read whole. Also when the walk
 	// stopped at damage below them: they point past what the disk kept,
 	// so none of them was acknowledged, and the damage stays uncut.
-	for _, k := range walked {
-		if bad > 0 && binary.BigEndian.Uint64(k[prefixLen+1:]) >= bad {
-			fix.delete(k)
+	for _, e := range ents[len(ents)-walked:] {
+		if e.index >= bad && e.block == nil {
+			fix.delete(append(append(append([]byte(nil), prefix...), 'l'), binary.BigEndian.AppendUint64(nil, e.index)...))
+		}
+	}
+	for _, blk := range blocks {
+		switch {
+		case blk.first >= bad:
+			fix.delete(blk.key)
+		case blk.last() >= bad:
+			fix.put(blk.key, blk.trimmed(bad))
 		}
 	}
 	return damage
+}
+
+// storedEntry is one entry entriesAbove found: its value, unsealed, and
+// the block holding it (nil for an 'l' key), or the damage found in its
+// place.
+type storedEntry struct {
+	index  uint64
+	v      []byte
+	block  *ptrBlock
+	damage error
+}
+
+// entriesAbove reads a partition's stored entries above index after, from
+// its 'l' keys and its blocks, in index order, with the blocks that hold
+// some (whole), for repairPartition. Damage where an entry should be is an
+// element of its own (its index that of the damaged key); an error of the
+// walk itself, which ends it, is returned.
+func entriesAbove(db *grocksdb.DB, prefix []byte, after uint64) ([]storedEntry, []*ptrBlock, error) {
+	var ents []storedEntry
+	var blocks []*ptrBlock
+	key := func(kind byte, i uint64) []byte {
+		return binary.BigEndian.AppendUint64(append(append([]byte(nil), prefix...), kind), i)
+	}
+	var walkErr error
+	for _, kind := range []byte{'l', 'L'} {
+		ro := grocksdb.NewDefaultReadOptions()
+		ro.SetIterateUpperBound(append(append([]byte(nil), prefix...), kind+1))
+		it := db.NewIterator(ro)
+		if kind == 'L' {
+			if !seekBlock(it, key('L', after+1)) && it.Err() == nil {
+				it.Seek(key('L', after+1))
+			}
+		} else {
+			it.Seek(key('l', after+1))
+		}
+		for ; it.Valid(); it.Next() {
+			k := bytes.Clone(it.Key().Data())
+			if len(k) != prefixLen+9 {
+				ents = append(ents, storedEntry{index: math.MaxUint64, damage: fmt.Errorf("%w: log key %x", ErrCorrupt, k)})
+				continue
+			}
+			index := binary.BigEndian.Uint64(k[prefixLen+1:])
+			v, err := unseal(k, it.Value().Data())
+			if err == nil && kind == 'l' {
+				switch {
+				case len(v) < 17:
+					err = fmt.Errorf("%w: entry of %d bytes at %x", ErrCorrupt, len(v), k)
+				case v[16]&ptrFlag != 0 && len(v) != ptrValueLen:
+					err = fmt.Errorf("%w: entry pointer of %d bytes at %x", ErrCorrupt, len(v), k)
+				}
+			}
+			var blk ptrBlock
+			if err == nil && kind == 'L' {
+				blk, err = decodePtrBlock(k, bytes.Clone(v))
+			}
+			if err != nil {
+				ents = append(ents, storedEntry{index: max(index, after+1), damage: err})
+				continue
+			}
+			if kind == 'l' {
+				ents = append(ents, storedEntry{index: index, v: bytes.Clone(v)})
+				continue
+			}
+			blocks = append(blocks, &blk)
+			for i := max(blk.first, after+1); i <= blk.last(); i++ {
+				ents = append(ents, storedEntry{index: i, v: blk.entry(i), block: &blk})
+			}
+		}
+		walkErr = errors.Join(walkErr, rocksErr(it.Err()))
+		it.Close()
+		ro.Destroy()
+	}
+	sort.SliceStable(ents, func(i, j int) bool { return ents[i].index < ents[j].index })
+	return ents, blocks, walkErr
 }
 
 // appendFrame adds e's data to b as a frame of the payload log, and the
@@ -630,14 +817,10 @@ func repairPartition(db *grocksdb.DB, ro *grocksdb.ReadOptions, it *grocksdb.Ite
 // frame is two parts, its header and data itself, not copied: data must
 // not change until b is written.
 func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byte) {
-	at := len(b.headers)
-	b.headers = append(b.headers, make([]byte, frameHeader)...)
-	hdr := b.headers[at : at+frameHeader : at+frameHeader] // stays valid if headers grows
-	binary.BigEndian.PutUint32(hdr[0:], uint32(frameHeader-8+len(data)))
-	copy(hdr[8:20], key[1:prefixLen])
-	binary.BigEndian.PutUint64(hdr[20:], index)
-	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, data))
-	frameLen := frameHeader + len(data)
+	var pk PartitionKey
+	copy(pk.TopicID[:], key[1:9])
+	pk.Partition = binary.BigEndian.Uint32(key[9:13])
+	rel, frameLen := b.addFrame(pk, term, index, typ, data)
 	b.data = append(b.data, 0x01)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
 	b.data = append(b.data, key...)
@@ -647,12 +830,31 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 	binary.BigEndian.PutUint64(v[4:], term)
 	binary.BigEndian.PutUint64(v[12:], index)
 	v[20] = typ | ptrFlag
-	binary.BigEndian.PutUint64(v[29:], uint64(b.payloadLen)) // relative until patched
+	binary.BigEndian.PutUint64(v[29:], uint64(rel)) // relative until patched
 	binary.BigEndian.PutUint32(v[37:], uint32(frameLen))
 	b.data = append(b.data, v[:]...)
 	b.count++
+}
+
+// addFrame adds a frame of entry index of partition pk to b's payload (a
+// long header: term and type too) and returns where in b's payload it
+// starts and its length.
+func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []byte) (int64, int) {
+	at := len(b.headers)
+	b.headers = append(b.headers, make([]byte, frameHeaderLong)...)
+	hdr := b.headers[at : at+frameHeaderLong : at+frameHeaderLong] // stays valid if headers grows
+	binary.BigEndian.PutUint32(hdr[0:], uint32(frameHeaderLong-8+len(data))|longFrame)
+	copy(hdr[8:16], pk.TopicID[:])
+	binary.BigEndian.PutUint32(hdr[16:], pk.Partition)
+	binary.BigEndian.PutUint64(hdr[20:], index)
+	binary.BigEndian.PutUint64(hdr[28:], term)
+	hdr[36] = typ
+	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, data))
+	frameLen := frameHeaderLong + len(data)
+	rel := b.payloadLen
 	b.payload = append(b.payload, hdr, data)
 	b.payloadLen += int64(frameLen)
+	return rel, frameLen
 }
 
 // patch completes the pointers of a batch whose operations start at
@@ -670,7 +872,7 @@ func patch(data []byte, ptrs []int, seg uint64, base int64) {
 // append writes the frames of a round at the end of the active segment,
 // sealing it first if it is full (seal adds the manifest to sealOps). It
 // returns the segment and the offset the frames start at. Writer only.
-func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segment, int64, error) {
+func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch, drops *[]tailDrop) (*segment, int64, error) {
 	seg := l.active
 	if seg.size >= l.segBytes {
 		if err := fdatasync(seg); err != nil {
@@ -684,6 +886,9 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segmen
 		l.mu.Lock()
 		l.manifests[sealed.id] = man
 		l.mu.Unlock()
+		// Every tail's pointers with the manifest: Open scans only the
+		// segments without one (tail.go).
+		l.encodeTails(sealOps, drops)
 		sealOps.put(manifestKey(sealed.id), encodeManifest(man))
 	}
 	base := seg.size
@@ -703,7 +908,7 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch) (*segmen
 			return nil, 0, fmt.Errorf("storage: payload log: write %s: %w", segName(seg.id), err)
 		}
 		off += int64(w)
-		for w > 0 { // drop what was written
+		for len(iov) > 0 && (w > 0 || len(iov[0]) == 0) { // drop what was written (and empty parts)
 			if w >= len(iov[0]) {
 				w -= len(iov[0])
 				iov = iov[1:]
@@ -725,7 +930,16 @@ func (l *plog) wrote(seg *segment, frames [][]byte, end int64) {
 		pk.Partition = binary.BigEndian.Uint32(h[16:20])
 		addSpan(l.activeMan, pk, binary.BigEndian.Uint64(h[20:28]), int64(len(h)+len(frames[i+1])))
 	}
+	l.mu.Lock()
 	seg.size = end
+	l.mu.Unlock()
+}
+
+// end is where the next frame will be written.
+func (l *plog) end() watermark {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return watermark{seg: l.active.id, off: l.active.size}
 }
 
 // fdatasync makes a segment's data durable (a variable: tests record the
@@ -756,6 +970,7 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 	if n < frameHeader || n > maxFrame {
 		return nil, fmt.Errorf("%w: entry %d of partition %x: payload frame of %d bytes", ErrCorrupt, index, prefix[1:], n)
 	}
+	hdrLen := frameHeader
 	buf := slices.Grow((*bufp)[:0], n)[:n]
 	*bufp = buf
 	if _, err := s.f.ReadAt(buf, off); errors.Is(err, io.EOF) {
@@ -763,11 +978,15 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 	} else if err != nil {
 		return nil, fmt.Errorf("storage: payload log: read %s at %d: %w", segName(seg), off, err)
 	}
-	if int(binary.BigEndian.Uint32(buf)) != n-8 || crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(buf[4:]) ||
+	lenField := binary.BigEndian.Uint32(buf)
+	if lenField&longFrame != 0 {
+		hdrLen = frameHeaderLong
+	}
+	if n < hdrLen || int(lenField&^longFrame) != n-8 || crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(buf[4:]) ||
 		string(buf[8:20]) != string(prefix[1:prefixLen]) || binary.BigEndian.Uint64(buf[20:]) != index {
 		return nil, fmt.Errorf("%w: payload of entry %d of partition %x (segment %s at %d)", ErrCorrupt, index, prefix[1:], segName(seg), off)
 	}
-	return buf[frameHeader:], nil
+	return buf[hdrLen:], nil
 }
 
 // reopenable reports whether a last segment sealed with manifest m may be
@@ -805,7 +1024,16 @@ func (l *plog) sealOnClose(db *grocksdb.DB) error {
 	wo := grocksdb.NewDefaultWriteOptions()
 	defer wo.Destroy()
 	wo.SetSync(true)
-	if err := writeKey(db, wo, manifestKey(seg.id), encodeManifest(l.activeMan)); err != nil {
+	// Every tail's pointers with the manifest (tail.go).
+	b := NewBatch()
+	var drops []tailDrop
+	l.encodeTails(b, &drops)
+	b.put(manifestKey(seg.id), encodeManifest(l.activeMan))
+	err := b.writeTo(db, wo)
+	for _, d := range drops {
+		d.written(err == nil)
+	}
+	if err != nil {
 		return fmt.Errorf("storage: payload log: seal %s at close: %w", segName(seg.id), err)
 	}
 	l.mu.Lock()
@@ -949,17 +1177,31 @@ func (d *DB) inlineEntry(key, v []byte) ([]byte, error) {
 }
 
 // firstStoredIndex is the index of the partition's lowest stored log
-// entry, math.MaxUint64 when it has none.
+// entry (its tail included), math.MaxUint64 when it has none.
 func (d *DB) firstStoredIndex(pk PartitionKey) (uint64, error) {
-	lo := pk.key('l')
 	first := uint64(math.MaxUint64)
-	err := d.scan(lo, pk.key('l'+1), func(k, _ []byte) error {
-		if len(k) == len(lo)+8 {
-			first = binary.BigEndian.Uint64(k[len(lo):])
+	l := d.plog
+	l.tailsMu.Lock()
+	t := l.tails[pk]
+	l.tailsMu.Unlock()
+	if t != nil {
+		if tl := t.view(); len(tl) > 0 { // before the stored log: see tail
+			first = tl[0].index()
 		}
-		return ErrStop
-	})
-	return first, err
+	}
+	for _, kind := range []byte{'l', 'L'} {
+		lo := pk.key(kind)
+		err := d.scan(lo, pk.key(kind+1), func(k, _ []byte) error {
+			if len(k) == len(lo)+8 {
+				first = min(first, binary.BigEndian.Uint64(k[len(lo):]))
+			}
+			return ErrStop
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return first, nil
 }
 
 // collectLoop reclaims dead payload segments every interval, and when
@@ -1104,10 +1346,13 @@ func (d *DB) ReclaimPayload() (int, error) {
 // rewriteBudget bounds the payload one collection pass rewrites.
 const rewriteBudget = 64 << 20
 
-// livePtr is a stored log entry that points into a segment.
+// livePtr is a stored log entry, or a block of them, that points into a
+// segment.
 type livePtr struct {
 	key, sealed []byte
 	bytes       int64
+	block       bool
+	seg         uint64 // the segment its data is moved out of
 }
 
 // rewriteForward frees sealed segments that are mostly garbage but still
@@ -1170,8 +1415,9 @@ func (d *DB) rewriteForward(ids []uint64, mans map[uint64]map[PartitionKey]span,
 	return freed, errors.Join(errs...)
 }
 
-// livePointers lists the stored entries that point into segment id, from
-// its manifest's index ranges.
+// livePointers lists the stored entries, and blocks of entries, that
+// point into segment id, from its manifest's index ranges. (No tail points
+// into a sealed segment: sealing writes them all.)
 func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int64, error) {
 	var out []livePtr
 	var total int64
@@ -1181,9 +1427,45 @@ func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int6
 				return nil
 			}
 			n := int64(decodePtr(v).n)
-			out = append(out, livePtr{key: append([]byte(nil), k...), sealed: seal(v), bytes: n})
+			out = append(out, livePtr{key: append([]byte(nil), k...), sealed: seal(v), bytes: n, seg: id})
 			total += n
 			return nil
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		err = d.read(func(ro *grocksdb.ReadOptions) error {
+			ro.SetIterateUpperBound(pk.u64Key('L', s.maxIdx+1))
+			it := d.db.NewIterator(ro)
+			defer it.Close()
+			if !seekBlock(it, pk.u64Key('L', s.minIdx)) {
+				if err := it.Err(); err != nil {
+					return rocksErr(err)
+				}
+				it.Seek(pk.u64Key('L', s.minIdx))
+			}
+			for ; it.Valid(); it.Next() {
+				k := bytes.Clone(it.Key().Data())
+				v, err := unseal(k, it.Value().Data())
+				if err != nil {
+					return err
+				}
+				blk, err := decodePtrBlock(k, v)
+				if err != nil {
+					return err
+				}
+				var n int64
+				for i := blk.first; i <= blk.last(); i++ {
+					if p := decodePtr(blk.entry(i)); p.seg == id {
+						n += int64(p.n)
+					}
+				}
+				if n > 0 {
+					out = append(out, livePtr{key: k, sealed: seal(v), bytes: n, block: true, seg: id})
+					total += n
+				}
+			}
+			return rocksErr(it.Err())
 		})
 		if err != nil {
 			return nil, 0, err
@@ -1193,7 +1475,8 @@ func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int6
 }
 
 // rewrite writes the entries again, their data into the active segment,
-// in durable conditional batches of up to 4 MiB.
+// in durable conditional batches of up to 4 MiB. A block goes as 'l' keys
+// of its entries (a rare rewrite need not keep the one key per block).
 func (d *DB) rewrite(live []livePtr) error {
 	var buf []byte
 	for len(live) > 0 {
@@ -1201,21 +1484,50 @@ func (d *DB) rewrite(live []livePtr) error {
 		for len(live) > 0 && b.Len() < 4<<20 {
 			lp := live[0]
 			live = live[1:]
-			v := lp.sealed[4:]
-			data, err := d.entryData(lp.key, v, &buf)
-			if err != nil {
-				return err
-			}
-			e, err := decodeEntry(v)
-			if err != nil {
-				return err
-			}
 			b.expect = append(b.expect, expectation{key: lp.key, value: lp.sealed})
-			b.appendFrame(lp.key, e.Term, e.Index, byte(e.Type), bytes.Clone(data)) // buf is read into again
+			if !lp.block {
+				if err := d.rewriteEntry(b, lp.key, lp.sealed[4:], &buf); err != nil {
+					return err
+				}
+				continue
+			}
+			blk, err := decodePtrBlock(lp.key, lp.sealed[4:])
+			if err != nil {
+				return err
+			}
+			b.delete(lp.key)
+			key := append([]byte(nil), lp.key...)
+			key[prefixLen] = 'l'
+			for i := blk.first; i <= blk.last(); i++ {
+				binary.BigEndian.PutUint64(key[prefixLen+1:], i)
+				v := blk.entry(i)
+				if decodePtr(v).seg != lp.seg {
+					b.put(bytes.Clone(key), v)
+					continue
+				}
+				if err := d.rewriteEntry(b, bytes.Clone(key), v, &buf); err != nil {
+					return err
+				}
+			}
 		}
 		if err := d.Commit(b, true); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// rewriteEntry adds to b entry value v under key with its data in a new
+// frame.
+func (d *DB) rewriteEntry(b *Batch, key, v []byte, buf *[]byte) error {
+	data, err := d.entryData(key, v, buf)
+	if err != nil {
+		return err
+	}
+	e, err := decodeEntry(v)
+	if err != nil {
+		return err
+	}
+	b.appendFrame(key, e.Term, e.Index, byte(e.Type), bytes.Clone(data)) // buf is read into again
 	return nil
 }

@@ -278,6 +278,7 @@ func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
 	p, _ := db.Partition(PartitionKey{Partition: 1})
 	appendLog(t, db, p, 10, 0) // acknowledged
 	appendLog(t, db, p, 10, 0) // acknowledged; carries the watermark
+	flushTail(t, db, p)        // the pointers in RocksDB (see TestDamageBelowWatermarkInTail)
 	crashClose(db)             // records the final watermark; the open scans the segment
 	seg := segFiles(t, dir)[0]
 	// Cut at a frame boundary about half way (a lost extent, a bad
@@ -288,7 +289,7 @@ func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
 	}
 	cut := 0
 	for cut < len(body)/2 {
-		cut += 8 + int(binary.BigEndian.Uint32(body[cut:]))
+		cut += 8 + int(binary.BigEndian.Uint32(body[cut:])&^longFrame)
 	}
 	if err := os.Truncate(seg, int64(cut)); err != nil {
 		t.Fatal(err)
@@ -301,6 +302,40 @@ func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
 	}
 	if _, err := readLog(p, 19, 20); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("reading a record past the damage: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestDamageBelowWatermarkInTail: as TestDamageBelowWatermarkIsNotCut,
+// the pointers of the lost entries only in the tail when the process
+// stopped: Open rebuilds the tail from the frames left, and the partition,
+// whose applied state is past them, is refused as damaged.
+func TestDamageBelowWatermarkInTail(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 10, 0)
+	appendLog(t, db, p, 10, 0)
+	if n := len(p.t.view()); n != 20 {
+		t.Fatalf("setup: the tail holds %d entries, want 20", n)
+	}
+	crashClose(db)
+	seg := segFiles(t, dir)[0]
+	body, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := 0
+	for cut < len(body)/2 {
+		cut += 8 + int(binary.BigEndian.Uint32(body[cut:])&^longFrame)
+	}
+	if err := os.Truncate(seg, int64(cut)); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	_, err = db.Partition(PartitionKey{Partition: 1})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "applied up to index 20") {
+		t.Fatalf("opening the partition: %v, want ErrCorrupt: applied up to index 20", err)
 	}
 }
 
@@ -636,14 +671,19 @@ func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 		badKey, goodKey := PartitionKey{TopicID: [8]byte{1}}, PartitionKey{TopicID: [8]byte{2}} // the damaged one first
 		good, _ := db.Partition(goodKey)
 		appendLog(t, db, good, 10, 0)
+		flushTail(t, db, good)
 		p, _ := db.Partition(badKey)
 		appendLog(t, db, p, 10, 0) // applied 10
-		inline := []raft.Entry{{Term: 1, Index: 11, Data: []byte("a")}, {Term: 1, Index: 12, Data: []byte("b")}, {Term: 1, Index: 13}}
-		b := NewBatch()
-		p.PersistRaft(b, raft.HardState{Term: 1, Commit: 13}, inline)
-		mustWrite(t, db, b)
-		p.CommitRaft(raft.HardState{Term: 1, Commit: 13}, inline)
-		key := p.key.u64Key('l', 12)
+		flushTail(t, db, p)
+		// Stored in blocks of their own: 11..12 (the damaged one), 13.
+		for _, ents := range [][]raft.Entry{{{Term: 1, Index: 11, Data: []byte("a")}, {Term: 1, Index: 12, Data: []byte("b")}}, {{Term: 1, Index: 13}}} {
+			b := NewBatch()
+			p.PersistRaft(b, raft.HardState{Term: 1, Commit: 13}, ents)
+			mustWrite(t, db, b)
+			p.CommitRaft(raft.HardState{Term: 1, Commit: 13}, ents)
+			flushTail(t, db, p)
+		}
+		key := p.key.u64Key('L', 11)
 		if what == "applied state" {
 			key = p.key.key('m')
 		}
@@ -676,6 +716,7 @@ func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 			if err := db.Write(b); err != nil {
 				t.Fatal(err)
 			}
+			flushTail(t, db, q.p) // their block in the WAL, which Close writes
 		}
 		crashClose(db)
 		if err := os.Truncate(seg, synced); err != nil {
@@ -692,6 +733,9 @@ func TestOpenSurvivesOnePartitionsDamage(t *testing.T) {
 		}
 		if got, err := good.Entries(1, 11, math.MaxUint64); err != nil || len(got) != 10 {
 			t.Errorf("%s: the intact partition reads %d entries (%v), want 10", what, len(got), err)
+		}
+		if v, _ := db.db.GetBytes(db.ro, badKey.u64Key('L', 14)); (v != nil) != (what == "applied state") {
+			t.Errorf("%s: the torn tail's block above the damage: %x (want it cut unless the applied state is damaged)", what, v)
 		}
 		p, err = db.Partition(badKey)
 		if err == nil {

@@ -6,8 +6,11 @@ package storage
 // What a snapshot holds: every key of the partition's space, read at one
 // RocksDB snapshot, except the HardState 'h' (the receiver keeps its own),
 // the compaction point 's' and the ConfState 'c' (the receiver writes both
-// from SnapshotMeta), and the Raft log entries 'l' above the snapshot's
-// index. Every other kind, present or future, is carried as is.
+// from SnapshotMeta), the cut mark 'x' (of the sender's payload log) and
+// the Raft log entries above the snapshot's index. The entries go as 'l'
+// keys, inline, wherever they are stored (tail.go): the receiver has a
+// payload log of its own. Every other kind, present or future, is carried
+// as is.
 //
 // Installing: the receiver streams the chunks into one SST file in a
 // staging directory next to the DB directory. The file starts with two
@@ -119,7 +122,7 @@ func snapshotSkip(suffix []byte, floor, index uint64) (skip bool, err error) {
 		return false, fmt.Errorf("%w: empty key suffix in a partition", ErrCorrupt)
 	}
 	switch suffix[0] {
-	case 'h', 's', 'c':
+	case 'h', 's', 'c', 'x', 'L':
 		return true, nil
 	case 'l':
 		if len(suffix) != 9 {
@@ -143,6 +146,8 @@ type SnapshotReader struct {
 	ro     *grocksdb.ReadOptions
 	it     *grocksdb.Iterator
 	gen    uint64 // in the payload log's reader gate until released
+	log    *logCursor
+	next   uint64 // the next log entry to send, in [floor, meta.Index]
 	seq    uint32
 	done   bool
 	closed bool
@@ -159,7 +164,9 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 		return nil, ErrClosed
 	}
 	gen := d.plog.gate.enter() // before the snapshot: see ReadLog
+	tl := p.t.view()
 	r := &SnapshotReader{db: d, prefix: p.key.prefix(), gen: gen, snap: d.db.NewSnapshot(), ro: grocksdb.NewDefaultReadOptions()}
+	r.log = p.cursor(r.snap, tl)
 	r.ro.SetSnapshot(r.snap)
 	ok := false
 	defer func() {
@@ -182,7 +189,7 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 	if r.meta.Index == 0 {
 		return nil, fmt.Errorf("storage: snapshot of partition %x: nothing applied", r.prefix[1:])
 	}
-	if v, err := get(p.key.u64Key('l', r.meta.Index)); err != nil {
+	if v, err := r.log.get(r.meta.Index); err != nil {
 		return nil, err
 	} else if v != nil {
 		e, err := decodeEntry(v)
@@ -223,6 +230,7 @@ func (p *Partition) OpenSnapshot() (*SnapshotReader, error) {
 	}); err != nil && !errors.Is(err, ErrStop) {
 		return nil, err
 	}
+	r.next = r.floor
 	r.ro.SetIterateUpperBound(prefixEnd(r.prefix))
 	r.it = d.db.NewIterator(r.ro)
 	r.it.Seek(r.prefix)
@@ -251,50 +259,68 @@ func (r *SnapshotReader) Next(maxBytes int) ([]byte, error) {
 	buf := make([]byte, chunkHeader, min(max(maxBytes, chunkHeader), 1<<20))
 	var count uint32
 	lBound := append(append([]byte(nil), r.prefix...), 'l'+1)
-	for r.it.Valid() {
-		k := r.it.Key().Data()
-		suffix := k[prefixLen:]
-		skip, err := snapshotSkip(suffix, r.floor, r.meta.Index)
-		if err != nil {
-			return nil, err
-		}
-		if skip {
-			if suffix[0] == 'l' && binary.BigEndian.Uint64(suffix[1:]) < r.floor {
-				r.it.Seek(append(append([]byte(nil), k[:prefixLen+1]...), binary.BigEndian.AppendUint64(nil, r.floor)...))
-			} else if suffix[0] == 'l' {
-				r.it.Seek(lBound) // every later entry is above the index too
-			} else {
-				r.it.Next()
-			}
-			continue
-		}
-		v := r.it.Value().Data()
-		uv, err := unseal(k, v)
-		if err != nil {
-			return nil, err
-		}
-		if suffix[0] == 'l' && len(uv) > 16 && uv[16]&ptrFlag != 0 {
-			// The receiver has its own payload log: send the data.
-			if v, err = r.db.inlineEntry(k, uv); err != nil {
-				return nil, err
-			}
-		}
+	add := func(suffix, v []byte) bool {
 		n := uvarintLen(len(suffix)) + len(suffix) + uvarintLen(len(v)) + len(v)
 		if count > 0 && len(buf)+n > maxBytes {
-			break
+			return false
 		}
 		buf = binary.AppendUvarint(buf, uint64(len(suffix)))
 		buf = append(buf, suffix...)
 		buf = binary.AppendUvarint(buf, uint64(len(v)))
 		buf = append(buf, v...)
 		count++
+		return true
+	}
+	for r.it.Valid() {
+		k := r.it.Key().Data()
+		suffix := k[prefixLen:]
+		if len(suffix) > 0 && suffix[0] >= 'l' && r.next <= r.meta.Index {
+			// The log's place in key order: its entries, inline.
+			full, err := r.addEntries(add)
+			if err != nil {
+				return nil, err
+			}
+			if full {
+				break
+			}
+			r.it.Seek(lBound) // every 'l' key was read through the cursor
+			continue
+		}
+		skip, err := snapshotSkip(suffix, r.floor, r.meta.Index)
+		if err != nil {
+			return nil, err
+		}
+		if skip || len(suffix) > 0 && suffix[0] == 'l' {
+			switch {
+			case suffix[0] == 'l':
+				r.it.Seek(lBound)
+			case suffix[0] == 'L':
+				r.it.Seek(append(append([]byte(nil), r.prefix...), 'L'+1))
+			default:
+				r.it.Next()
+			}
+			continue
+		}
+		v := r.it.Value().Data()
+		if _, err := unseal(k, v); err != nil {
+			return nil, err
+		}
+		if !add(suffix, v) {
+			break
+		}
 		r.it.Next()
 	}
 	if err := r.it.Err(); err != nil {
 		return nil, fmt.Errorf("storage: snapshot: %w", err)
 	}
+	if !r.it.Valid() && r.next <= r.meta.Index {
+		// No key after the log's place: the entries end the stream.
+		if _, err := r.addEntries(add); err != nil {
+			return nil, err
+		}
+	}
 	var flags byte
-	if !r.it.Valid() {
+	if !r.it.Valid() && r.next > r.meta.Index {
 		flags, r.done = chunkLastFlag, true
 	}
 	buf[4], buf[5] = chunkVersion, flags
@@ -305,6 +331,37 @@ func (r *SnapshotReader) Next(maxBytes int) ([]byte, error) {
 	binary.BigEndian.PutUint32(buf[0:], crc32.Checksum(buf[4:], castagnoli))
 	r.seq++
 	return buf, nil
+}
+
+// addEntries adds the log entries from r.next on to the chunk (add) while
+// they fit, and reports whether the chunk filled before the last one.
+func (r *SnapshotReader) addEntries(add func(suffix, v []byte) bool) (full bool, err error) {
+	suffix := []byte{'l', 0, 0, 0, 0, 0, 0, 0, 0}
+	key := append(append([]byte(nil), r.prefix...), suffix...)
+	for ; r.next <= r.meta.Index; r.next++ {
+		uv, err := r.log.get(r.next)
+		if err != nil {
+			return false, err
+		}
+		if uv == nil {
+			continue // an entry that held no records, deleted
+		}
+		binary.BigEndian.PutUint64(suffix[1:], r.next)
+		binary.BigEndian.PutUint64(key[prefixLen+1:], r.next)
+		var v []byte
+		if len(uv) > 16 && uv[16]&ptrFlag != 0 {
+			// The receiver has its own payload log: send the data.
+			if v, err = r.db.inlineEntry(key, uv); err != nil {
+				return false, err
+			}
+		} else {
+			v = seal(uv)
+		}
+		if !add(suffix, v) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func uvarintLen(n int) int {
@@ -330,6 +387,7 @@ func (r *SnapshotReader) release() {
 	if r.it != nil {
 		r.it.Close()
 	}
+	r.log.close()
 	r.ro.Destroy()
 	r.db.db.ReleaseSnapshot(r.snap)
 	r.db.plog.gate.exit(r.gen)
@@ -436,8 +494,11 @@ func (i *SnapshotInstall) open() error {
 	s := make([]byte, 16)
 	binary.BigEndian.PutUint64(s[0:], i.meta.Index)
 	binary.BigEndian.PutUint64(s[8:], i.meta.Term)
-	i.injected = [][]byte{{'c'}, {'s'}}
-	i.injVals = [][]byte{seal(encodeConfState(i.meta.ConfState)), seal(s)}
+	// The cut mark: the frames of the entries the snapshot replaces are
+	// not the log's (no writer of the partition runs meanwhile, so each
+	// of them lies before the payload log's end now).
+	i.injected = [][]byte{{'c'}, {'s'}, {'x'}}
+	i.injVals = [][]byte{seal(encodeConfState(i.meta.ConfState)), seal(s), seal(i.db.plog.end().encode())}
 	return nil
 }
 
@@ -609,6 +670,14 @@ func (i *SnapshotInstall) ingest() error {
 		return fmt.Errorf("storage: snapshot install: %w", err)
 	}
 	d := i.db
+	// The partition's tail written out first, so that its pointers are
+	// not written after the ingestion (over the snapshot), and a failed
+	// ingestion leaves the partition as it was.
+	flush := NewBatch()
+	flush.flushes = append(flush.flushes, d.plog.tailOf(i.key))
+	if err := d.Write(flush); err != nil {
+		return fmt.Errorf("storage: snapshot install: %w", err)
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {

@@ -20,7 +20,11 @@ import (
 // and the value as stored (sealed).
 type kv struct{ suffix, value string }
 
-// dumpPartition lists every key of k's space, raw, in key order.
+// dumpPartition lists every key of k's space, raw, in key order, but the
+// log as what a snapshot carries of it: every entry under its 'l' key,
+// inline, wherever it is stored (blocks, pointers into the payload log),
+// and without the cut mark, which is of this node's payload log only.
+// (The tail of a partition open in d is not in it.)
 func dumpPartition(t testing.TB, d *DB, k PartitionKey) []kv {
 	t.Helper()
 	lo := k.prefix()
@@ -30,12 +34,42 @@ func dumpPartition(t testing.TB, d *DB, k PartitionKey) []kv {
 	it := d.db.NewIterator(ro)
 	defer it.Close()
 	var out []kv
+	inline := func(i uint64, v []byte) {
+		key := k.u64Key('l', i)
+		if len(v) > 16 && v[16]&ptrFlag != 0 {
+			iv, err := d.inlineEntry(key, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, kv{string(key[len(lo):]), string(iv)})
+			return
+		}
+		out = append(out, kv{string(key[len(lo):]), string(seal(v))})
+	}
 	for it.Seek(lo); it.Valid(); it.Next() {
-		out = append(out, kv{string(it.Key().Data()[len(lo):]), string(it.Value().Data())})
+		suffix := it.Key().Data()[len(lo):]
+		switch {
+		case string(suffix) == "x":
+			continue
+		case suffix[0] == 'L':
+			blk, err := decodePtrBlock(bytes.Clone(it.Key().Data()), bytes.Clone(it.Value().Data()[4:]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := blk.first; i <= blk.last(); i++ {
+				inline(i, blk.entry(i))
+			}
+			continue
+		case suffix[0] == 'l':
+			inline(binary.BigEndian.Uint64(suffix[1:]), it.Value().Data()[4:])
+			continue
+		}
+		out = append(out, kv{string(suffix), string(it.Value().Data())})
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].suffix < out[j].suffix })
 	return out
 }
 
@@ -48,7 +82,7 @@ func wantInstalled(src []kv, meta SnapshotMeta, hs string) []kv {
 		switch e.suffix[0] {
 		case 'h', 's', 'c':
 			continue
-		case 'l':
+		case 'l': // (dumpPartition lists every entry so)
 			if binary.BigEndian.Uint64([]byte(e.suffix[1:])) > meta.Index {
 				continue
 			}
@@ -118,7 +152,8 @@ func mustWrite(t testing.TB, d *DB, b *Batch) {
 // ConfState, records [0, records) with a batch index, group offsets,
 // producers, an applied state at applied, a compaction point (compactAt,
 // its term) with the entries below dropFloor removed, and a key of a kind
-// the snapshot code does not know ('x').
+// the snapshot code does not know ('z'). The log is in blocks (the tail
+// written out).
 func fillPartition(t testing.TB, d *DB, k PartitionKey, tag string, term, lastIdx, applied, compactAt, dropFloor uint64, records int, voters []uint64) {
 	t.Helper()
 	p, err := d.Partition(k)
@@ -141,6 +176,7 @@ func fillPartition(t testing.TB, d *DB, k PartitionKey, tag string, term, lastId
 	p.PersistRaft(b, hs, ents)
 	mustWrite(t, d, b)
 	p.CommitRaft(hs, ents)
+	flushTail(t, d, p)
 
 	b = NewBatch()
 	for off := 0; off < records; off++ {
@@ -153,14 +189,36 @@ func fillPartition(t testing.TB, d *DB, k PartitionKey, tag string, term, lastId
 	p.PutGroupOffset(b, tag+"-group-b", int64(records))
 	p.PutProducer(b, tag+"-producer", []byte("dedup-"+tag))
 	p.PutAppliedState(b, AppliedState{Applied: applied, NextOffset: int64(records), SizeBytes: 1234})
-	b.put(k.key('x', []byte(tag)...), []byte("future kind"))
+	b.put(k.key('z', []byte(tag)...), []byte("future kind"))
 	// The log compaction point, written as CompactLog does.
 	s := make([]byte, 16)
 	binary.BigEndian.PutUint64(s, compactAt)
 	binary.BigEndian.PutUint64(s[8:], termOf(compactAt))
 	b.put(k.key('s'), s)
-	b.deleteRange(k.key('l'), k.u64Key('l', dropFloor))
+	dropEntriesBelow(t, d, b, k, dropFloor)
 	mustWrite(t, d, b)
+}
+
+// dropEntriesBelow adds to b the removal of k's log entries below floor,
+// 'l' keys and blocks (one that holds floor stored again from there).
+func dropEntriesBelow(t testing.TB, d *DB, b *Batch, k PartitionKey, floor uint64) {
+	t.Helper()
+	b.deleteRange(k.key('l'), k.u64Key('l', floor))
+	err := d.scan(k.key('L'), k.u64Key('L', floor), func(key, v []byte) error {
+		blk, err := decodePtrBlock(bytes.Clone(key), bytes.Clone(v))
+		if err != nil {
+			return err
+		}
+		b.delete(blk.key)
+		if blk.last() >= floor {
+			rest := append([]byte{ptrBlockVersion}, blk.v[1+(floor-blk.first)*ptrValueLen:]...)
+			b.put(k.u64Key('L', floor), rest)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // takeSnapshot streams a whole snapshot of partition k of d in chunks
@@ -396,7 +454,7 @@ func TestSnapshotConsistent(t *testing.T) {
 	src.PutGroupOffset(wb, "late-group", 1)
 	src.PutAppliedState(wb, AppliedState{Applied: 45, NextOffset: 260})
 	src.SetConfState(wb, raft.ConfState{Voters: []uint64{1, 2, 3, 4}})
-	wb.deleteRange(snapSrcKey.key('l'), snapSrcKey.u64Key('l', 41))
+	dropEntriesBelow(t, a, wb, snapSrcKey, 41)
 	mustWrite(t, a, wb)
 	fo := grocksdb.NewDefaultFlushOptions()
 	defer fo.Destroy()

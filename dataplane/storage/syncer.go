@@ -169,6 +169,8 @@ func (s *syncer) write() {
 	merged := make([]byte, batchHeader, 1<<20)
 	var frames [][]byte
 	meta := Batch{data: make([]byte, batchHeader, 256)}
+	tb := Batch{data: make([]byte, batchHeader, 256)} // a request's tail operations
+	var drops []tailDrop                              // the round's blocks, dropped from their tails once written
 	for {
 		round = round[:0]
 		if carry != nil {
@@ -224,8 +226,9 @@ func (s *syncer) write() {
 		var base int64
 		var err error
 		meta.data, meta.count = meta.data[:batchHeader], 0 // a sealed segment's manifest, the watermark
+		drops = drops[:0]
 		if len(frames) > 0 {
-			seg, base, err = s.plog.append(s.db, frames, &meta)
+			seg, base, err = s.plog.append(s.db, frames, &meta, &drops)
 			if err == nil && conditional {
 				// A rewrite points entries that were durable (applied,
 				// acknowledged) at new frames: those must be on disk
@@ -246,16 +249,32 @@ func (s *syncer) write() {
 		if err == nil {
 			at := base
 			for _, r := range round {
-				if r.b == nil || r.b.count == 0 {
+				if r.b == nil {
 					continue
 				}
-				pos := len(merged) - batchHeader
-				merged = append(merged, r.b.data[batchHeader:]...)
-				count += r.b.count
-				if len(r.b.ptrs) > 0 {
-					patch(merged[pos:], r.b.ptrs, seg.id, at)
-					at += r.b.payloadLen
+				if r.b.count > 0 {
+					pos := len(merged) - batchHeader
+					merged = append(merged, r.b.data[batchHeader:]...)
+					count += r.b.count
+					if len(r.b.ptrs) > 0 {
+						patch(merged[pos:], r.b.ptrs, seg.id, at)
+					}
 				}
+				if r.b.tailWork() {
+					// Right after the request's own operations: a later
+					// request of the round may delete what they write.
+					mark := watermark{seg: 0, off: at}
+					if seg != nil {
+						mark.seg = seg.id
+					} else {
+						mark = s.plog.end()
+					}
+					tb.data, tb.count = tb.data[:batchHeader], 0
+					tailOps(&tb, r.b, mark.seg, mark.off, &drops)
+					merged = append(merged, tb.data[batchHeader:]...)
+					count += tb.count
+				}
+				at += r.b.payloadLen
 			}
 			binary.LittleEndian.PutUint64(merged[0:8], 0)
 			binary.LittleEndian.PutUint32(merged[8:12], count)
@@ -263,6 +282,9 @@ func (s *syncer) write() {
 		}
 		if conditional {
 			s.exclusive.Unlock()
+		}
+		for _, d := range drops {
+			d.written(err == nil)
 		}
 		if err == nil {
 			s.wmWritten = synced
