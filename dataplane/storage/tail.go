@@ -513,16 +513,15 @@ func tailFromFrames(db *grocksdb.DB, ro *grocksdb.ReadOptions, pk PartitionKey, 
 		}
 		cut = watermark{seg: binary.BigEndian.Uint64(v), off: int64(binary.BigEndian.Uint64(v[8:]))}
 	}
+	// The stored log's last entry; not the compaction point: the entries
+	// below it that still hold records are kept, and may be in the tail.
+	// (Frames of entries a compaction deleted may come back: below the
+	// compaction point, unread, they go at the next one.)
 	ref := uint64(0)
-	if v, err := get('s'); err != nil {
-		return nil, err
-	} else if len(v) == 16 {
-		ref = binary.BigEndian.Uint64(v)
-	}
 	if _, last, _, found, err := logBounds(db, ro, pk.prefix()); err != nil {
 		return nil, err
 	} else if found {
-		ref = max(ref, last)
+		ref = last
 	}
 	// Entries past the stored log, in log order; a later frame of an
 	// index replaces the earlier one and what follows it. A gap is left

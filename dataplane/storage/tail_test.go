@@ -273,3 +273,28 @@ func TestTailsFoundPastDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestTailBelowCompactionPointRebuilt: entries below the log compaction
+// point that still hold records are kept, and those still in the tail at a
+// crash are rebuilt like any other.
+func TestTailBelowCompactionPointRebuilt(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	k := PartitionKey{Partition: 1}
+	p, _ := db.Partition(k)
+	appendLog(t, db, p, 40, 0)
+	compactLog(t, db, p, 40, 1, 1) // every record still read from its entry
+	if n := len(p.t.view()); n == 0 {
+		t.Fatal("setup: the tail is empty")
+	}
+	crashClose(db)
+	db = openTest(t, dir)
+	defer db.Close()
+	p, err := db.Partition(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readLog(p, 0, 40); err != nil || len(got) != 40 {
+		t.Fatalf("after a crash: %d records, %v", len(got), err)
+	}
+}
