@@ -286,7 +286,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	// Segments without a manifest were being written at the crash (the
 	// last one) or sealed just before it: scan them.
 	validEnd := map[uint64]int64{}
-	var scanned []*segment // fdatasynced before Open returns
+	var scanned []*segment   // fdatasynced before Open returns
 	var framePtrs []ptrEntry // the scanned long frames, in log order, and their partitions
 	var frameParts []PartitionKey
 	var known map[PartitionKey]bool // the partitions with keys in RocksDB (when a scan meets damage)

@@ -42,7 +42,7 @@ const (
 	// writer puts them as a block: entries are deleted by whole blocks,
 	// so up to that many more than the log needs may stay.
 	LogBlockEntries = 32
-	ptrBlockVersion  = 1
+	ptrBlockVersion = 1
 	// maxBlockEntries bounds a block read back (a corrupt length is refused).
 	maxBlockEntries = 1 << 16
 )
