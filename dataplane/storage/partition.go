@@ -153,8 +153,13 @@ func (p *Partition) scanLogBounds() (first, last, lastTerm uint64, found bool, e
 	if p.db.closed {
 		return 0, 0, 0, false, ErrClosed
 	}
+	// One view for both kinds of keys (a payload rewrite turns a block
+	// into 'l' keys).
+	snap := p.db.db.NewSnapshot()
+	defer p.db.db.ReleaseSnapshot(snap)
 	ro := grocksdb.NewDefaultReadOptions()
 	defer ro.Destroy()
+	ro.SetSnapshot(snap)
 	first, last, v, found, err := logBounds(p.db.db, ro, p.key.prefix())
 	if err != nil {
 		return 0, 0, 0, false, err
@@ -245,7 +250,11 @@ func (p *Partition) readLogEntries(fn func(c *logCursor) error) error {
 	if d.closed {
 		return ErrClosed
 	}
-	c := p.cursor(nil, tl)
+	// One view for the cursor's iterators, which it opens as it needs
+	// them (a payload rewrite turns a block into 'l' keys meanwhile).
+	snap := d.db.NewSnapshot()
+	defer d.db.ReleaseSnapshot(snap)
+	c := p.cursor(snap, tl)
 	defer c.close()
 	return fn(c)
 }
@@ -807,7 +816,10 @@ func (p *Partition) readBatches(ro *grocksdb.ReadOptions, c *logCursor, open []B
 func (d *DB) DeletePartition(k PartitionKey) error {
 	d.plog.dropTails(func(pk PartitionKey) bool { return pk == k })
 	lo := k.prefix()
-	return d.dropRange(lo, prefixEnd(lo))
+	// With a cut mark after the deletion: the partition may be hosted here
+	// again under the same key, and its deleted entries' frames must not
+	// come back as the new replica's log at a restart (tail.go).
+	return d.dropRange(lo, prefixEnd(lo), &tail{pk: k})
 }
 
 // PutProducer adds a producer's deduplication state to b.
@@ -1206,7 +1218,7 @@ func prefixEnd(prefix []byte) []byte {
 func (d *DB) DeleteTopic(id [8]byte) error {
 	d.plog.dropTails(func(pk PartitionKey) bool { return pk.TopicID == id })
 	lo := topicPrefix(id)
-	return d.dropRange(lo, prefixEnd(lo)) // 'P' < 0xff: the end is never nil
+	return d.dropRange(lo, prefixEnd(lo), nil) // 'P' < 0xff: the end is never nil (and a topic id is never reused: no cut mark)
 }
 
 // dropRange deletes every key in [lo, hi) durably. The payload segments it
@@ -1214,9 +1226,10 @@ func (d *DB) DeleteTopic(id [8]byte) error {
 // RocksDB's files give back the rest as its compactions rewrite them (a
 // manual compaction of the range would be one of the whole DB: with
 // universal compaction RocksDB compacts every file together).
-func (d *DB) dropRange(lo, hi []byte) error {
+func (d *DB) dropRange(lo, hi []byte, cut *tail) error {
 	b := NewBatch()
 	b.deleteRange(lo, hi)
+	b.cut = cut
 	if err := d.Commit(b, true); err != nil {
 		return err
 	}

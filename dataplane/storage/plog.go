@@ -76,11 +76,13 @@ import (
 )
 
 const (
-	// frameHeader: len[4] crc[4] topicID[8] partition[4] index[8] (data
-	// format 5 and before).
+	// frameHeader: len[4] crc[4] topicID[8] partition[4] index[8]: every
+	// frame of data format 5 and before; since, those of entries whose
+	// pointer is under their 'l' key (see addFrame).
 	frameHeader = 28
 	// frameHeaderLong: frameHeader, then term[8] type[1]; longFrame set in
-	// len (format 6: Open rebuilds the tails from these, see tail.go).
+	// len: a tail entry's frame (format 6: Open rebuilds the tails from
+	// these, see tail.go).
 	frameHeaderLong = frameHeader + 9
 	longFrame       = 1 << 31
 	// ptrValueLen: term[8] index[8] type|ptrFlag[1] segment[8] offset[8] frame length[4].
@@ -511,7 +513,9 @@ func scanSegment(f *os.File, id uint64) (end, size int64, man map[PartitionKey]s
 // scanPastDamage finds the long frames after the damage at offset from in
 // segment f: a frame is taken where its length fits the file, its
 // partition is known (has keys in RocksDB) and its checksum holds, which
-// leaves no doubt; the search goes on byte by byte where none is. It
+// leaves no doubt. The damaged frame is first passed over by its own
+// length, when a frame follows there (damage in its data: a record's bytes
+// are never searched); otherwise the search goes on byte by byte. It
 // reads what follows the damage into memory (a segment at most, and only
 // when a segment is damaged).
 func scanPastDamage(f *os.File, id uint64, from, size int64, known map[PartitionKey]bool) ([]ptrEntry, []PartitionKey, error) {
@@ -524,21 +528,49 @@ func scanPastDamage(f *os.File, id uint64, from, size int64, known map[Partition
 	}
 	var ptrs []ptrEntry
 	var parts []PartitionKey
-	for at := 1; at+frameHeaderLong <= len(buf); {
+	// frameAt reports the body length of a whole frame of a known
+	// partition at buf[at:] (0 if there is none) and whether it is long.
+	frameAt := func(at int) (int, bool) {
+		if at+frameHeader > len(buf) {
+			return 0, false
+		}
 		lenField := binary.BigEndian.Uint32(buf[at:])
-		n := int(lenField &^ longFrame)
-		if lenField&longFrame == 0 || n < frameHeaderLong-8 || at+8+n > len(buf) {
-			at++
-			continue
+		n, long := int(lenField&^longFrame), lenField&longFrame != 0
+		if n < frameHeader-8 || long && n < frameHeaderLong-8 || at+8+n > len(buf) {
+			return 0, false
 		}
 		body := buf[at+8 : at+8+n]
 		var pk PartitionKey
 		copy(pk.TopicID[:], body[0:8])
 		pk.Partition = binary.BigEndian.Uint32(body[8:12])
 		if !known[pk] || crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(buf[at+4:]) {
+			return 0, false
+		}
+		return n, long
+	}
+	start := 1
+	if len(buf) >= 8 {
+		n := int(binary.BigEndian.Uint32(buf) &^ longFrame)
+		if skip := 8 + n; n >= frameHeader-8 && skip < len(buf) {
+			if m, _ := frameAt(skip); m > 0 {
+				start = skip
+			}
+		}
+	}
+	for at := start; at+frameHeader <= len(buf); {
+		n, long := frameAt(at)
+		if n == 0 {
 			at++
 			continue
 		}
+		if !long {
+			at += 8 + n // an entry stored under its 'l' key: not a tail's
+			continue
+		}
+		body := buf[at+8 : at+8+n]
+		var pk PartitionKey
+		copy(pk.TopicID[:], body[0:8])
+		pk.Partition = binary.BigEndian.Uint32(body[8:12])
 		var p ptrEntry
 		copy(p[0:8], body[20:28])
 		copy(p[8:16], body[12:20])
@@ -663,6 +695,9 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 		if err := repairPartition(db, ro, it, prefix, fix, validEnd); err != nil && !errors.Is(err, ErrCorrupt) {
 			return err
 		}
+		if err := clampCutMark(db, ro, prefix, fix, validEnd); err != nil && !errors.Is(err, ErrCorrupt) {
+			return err
+		}
 		next := prefixEnd(prefix)
 		if next == nil {
 			break
@@ -670,6 +705,29 @@ func repairTail(db *grocksdb.DB, fix *Batch, validEnd map[uint64]int64) error {
 		it.Seek(next)
 	}
 	return rocksErr(it.Err())
+}
+
+// clampCutMark adds to fix the partition's cut mark moved back to the end
+// of the segment it points into when that end was cut (validEnd): a mark
+// written in a round whose frames the disk did not keep must not lie past
+// the frames appended from now on, or a rebuild would pass over them.
+func clampCutMark(db *grocksdb.DB, ro *grocksdb.ReadOptions, prefix []byte, fix *Batch, validEnd map[uint64]int64) error {
+	k := append(append([]byte(nil), prefix...), 'x')
+	v, err := db.GetBytes(ro, k)
+	if err != nil || v == nil {
+		return rocksErr(err)
+	}
+	if v, err = unseal(k, v); err != nil {
+		return err
+	}
+	if len(v) != 16 {
+		return fmt.Errorf("%w: cut mark of %d bytes", ErrCorrupt, len(v))
+	}
+	w := watermark{seg: binary.BigEndian.Uint64(v), off: int64(binary.BigEndian.Uint64(v[8:]))}
+	if end, scanned := validEnd[w.seg]; scanned && w.off > end {
+		fix.put(k, watermark{seg: w.seg, off: end}.encode())
+	}
+	return nil
 }
 
 // repairPartition adds to fix the deletion of the partition's torn tail
@@ -820,7 +878,7 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 	var pk PartitionKey
 	copy(pk.TopicID[:], key[1:9])
 	pk.Partition = binary.BigEndian.Uint32(key[9:13])
-	rel, frameLen := b.addFrame(pk, term, index, typ, data)
+	rel, frameLen := b.addFrame(pk, term, index, typ, data, false)
 	b.data = append(b.data, 0x01)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
 	b.data = append(b.data, key...)
@@ -836,21 +894,30 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 	b.count++
 }
 
-// addFrame adds a frame of entry index of partition pk to b's payload (a
-// long header: term and type too) and returns where in b's payload it
-// starts and its length.
-func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []byte) (int64, int) {
+// addFrame adds a frame of entry index of partition pk to b's payload and
+// returns where in b's payload it starts and its length. A tail entry's
+// frame has the long header (term and type too: Open rebuilds the tails
+// from those, tail.go); the frame of an entry whose pointer goes under
+// its 'l' key (a conflicting suffix, a payload rewrite of old entries)
+// the short one, which the rebuild passes over.
+func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []byte, long bool) (int64, int) {
+	n, lenField := frameHeader, uint32(frameHeader-8+len(data))
+	if long {
+		n, lenField = frameHeaderLong, uint32(frameHeaderLong-8+len(data))|longFrame
+	}
 	at := len(b.headers)
-	b.headers = append(b.headers, make([]byte, frameHeaderLong)...)
-	hdr := b.headers[at : at+frameHeaderLong : at+frameHeaderLong] // stays valid if headers grows
-	binary.BigEndian.PutUint32(hdr[0:], uint32(frameHeaderLong-8+len(data))|longFrame)
+	b.headers = append(b.headers, make([]byte, n)...)
+	hdr := b.headers[at : at+n : at+n] // stays valid if headers grows
+	binary.BigEndian.PutUint32(hdr[0:], lenField)
 	copy(hdr[8:16], pk.TopicID[:])
 	binary.BigEndian.PutUint32(hdr[16:], pk.Partition)
 	binary.BigEndian.PutUint64(hdr[20:], index)
-	binary.BigEndian.PutUint64(hdr[28:], term)
-	hdr[36] = typ
+	if long {
+		binary.BigEndian.PutUint64(hdr[28:], term)
+		hdr[36] = typ
+	}
 	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, data))
-	frameLen := frameHeaderLong + len(data)
+	frameLen := n + len(data)
 	rel := b.payloadLen
 	b.payload = append(b.payload, hdr, data)
 	b.payloadLen += int64(frameLen)
@@ -1189,19 +1256,27 @@ func (d *DB) firstStoredIndex(pk PartitionKey) (uint64, error) {
 			first = tl[0].index()
 		}
 	}
-	for _, kind := range []byte{'l', 'L'} {
-		lo := pk.key(kind)
-		err := d.scan(lo, pk.key(kind+1), func(k, _ []byte) error {
-			if len(k) == len(lo)+8 {
-				first = min(first, binary.BigEndian.Uint64(k[len(lo):]))
+	// One view for both kinds of keys (a payload rewrite turns a block
+	// into 'l' keys).
+	err := d.read(func(ro *grocksdb.ReadOptions) error {
+		snap := d.db.NewSnapshot()
+		defer d.db.ReleaseSnapshot(snap)
+		ro.SetSnapshot(snap)
+		for _, kind := range []byte{'l', 'L'} {
+			lo := pk.key(kind)
+			err := d.scanWith(ro, lo, pk.key(kind+1), false, func(k, _ []byte) error {
+				if len(k) == len(lo)+8 {
+					first = min(first, binary.BigEndian.Uint64(k[len(lo):]))
+				}
+				return ErrStop
+			})
+			if err != nil && !errors.Is(err, ErrStop) {
+				return err
 			}
-			return ErrStop
-		})
-		if err != nil {
-			return 0, err
 		}
-	}
-	return first, nil
+		return nil
+	})
+	return first, err
 }
 
 // collectLoop reclaims dead payload segments every interval, and when

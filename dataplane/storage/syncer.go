@@ -171,6 +171,8 @@ func (s *syncer) write() {
 	meta := Batch{data: make([]byte, batchHeader, 256)}
 	tb := Batch{data: make([]byte, batchHeader, 256)} // a request's tail operations
 	var drops []tailDrop                              // the round's blocks, dropped from their tails once written
+	var added []tailAdded                             // the tails the round added to, cut back if its write fails
+	var rounds uint64
 	for {
 		round = round[:0]
 		if carry != nil {
@@ -226,7 +228,8 @@ func (s *syncer) write() {
 		var base int64
 		var err error
 		meta.data, meta.count = meta.data[:batchHeader], 0 // a sealed segment's manifest, the watermark
-		drops = drops[:0]
+		drops, added = drops[:0], added[:0]
+		rounds++
 		if len(frames) > 0 {
 			seg, base, err = s.plog.append(s.db, frames, &meta, &drops)
 			if err == nil && conditional {
@@ -270,7 +273,7 @@ func (s *syncer) write() {
 						mark = s.plog.end()
 					}
 					tb.data, tb.count = tb.data[:batchHeader], 0
-					tailOps(&tb, r.b, mark.seg, mark.off, &drops)
+					tailOps(&tb, r.b, mark.seg, mark.off, rounds, &drops, &added)
 					merged = append(merged, tb.data[batchHeader:]...)
 					count += tb.count
 				}
@@ -286,6 +289,12 @@ func (s *syncer) write() {
 		for _, d := range drops {
 			d.written(err == nil)
 		}
+		if err != nil {
+			for _, a := range added {
+				a.t.cutBack(a.end)
+			}
+		}
+		clear(added)
 		if err == nil {
 			s.wmWritten = synced
 			if seg != nil {

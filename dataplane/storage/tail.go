@@ -17,13 +17,17 @@ package storage
 // that seals a segment writes every tail whole first, as a clean close
 // does before it seals the active segment.
 //
-// Entries written any other way keep an 'l' key: entries that replace a
+// Entries written any other way keep an 'l' key, and their frames the
+// short header, which the rebuild passes over: entries that replace a
 // suffix of the log (a follower's conflict; PersistRaft writes every tail
 // pointer first and records the payload log position of the cut, 'x', so
-// that Open does not bring older frames of the cut suffix back) and
-// entries installed by a snapshot (inline). Every reader of the log goes
-// through logCursor, which finds an entry in the tail, in a block or
-// under its 'l' key.
+// that Open does not bring older frames of the cut suffix back), entries
+// a payload rewrite moves, and entries installed by a snapshot (inline;
+// the install and a partition's deletion write a cut mark too). Open moves
+// a cut mark back to the end of a segment it truncates (clampCutMark). A
+// round whose RocksDB write fails takes its pointers out of the tails
+// again (tail.cutBack). Every reader of the log goes through logCursor,
+// which finds an entry in the tail, in a block or under its 'l' key.
 
 import (
 	"bytes"
@@ -65,6 +69,31 @@ type tail struct {
 	seq     uint64 // sequence number of ents[0]
 	encoded uint64 // the entries before this sequence number are in a block put into a round
 	dropped bool   // the partition was deleted: nothing of it is written any more
+
+	// The writer's own: the round that last added to the tail, and the
+	// tail's end before it did (what a failed write cuts it back to).
+	round      uint64
+	roundStart uint64
+}
+
+// tailAdded is a tail a round added to, and its end before (writer only).
+type tailAdded struct {
+	t   *tail
+	end uint64
+}
+
+// cutBack takes out of the tail, after the write of the round that added
+// them failed, the entries from sequence number end on: their pointers
+// were never written, and the segment's space they point to is written
+// again. The array is copied, so that readers' views keep theirs.
+func (t *tail) cutBack(end uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if end < t.seq || end >= t.seq+uint64(len(t.ents)) {
+		return
+	}
+	t.ents = append([]ptrEntry(nil), t.ents[:end-t.seq]...)
+	t.encoded = min(t.encoded, end)
 }
 
 // tailDrop: once the round is written, the tail drops its entries before
@@ -122,6 +151,13 @@ func (d tailDrop) written(ok bool) {
 	if len(t.ents) == 0 {
 		t.ents = nil // let the array go
 	}
+}
+
+// end is the sequence number the next entry added gets.
+func (t *tail) end() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seq + uint64(len(t.ents))
 }
 
 // view is the tail as it is now (see tail).
@@ -241,9 +277,8 @@ type logCursor struct {
 	bKey    []byte
 }
 
-// cursor returns a cursor over the log at snap (nil: the latest view)
-// with tail (the tail taken before that view). d.mu must be held (read)
-// until it is closed.
+// cursor returns a cursor over the log at snap with tail (the tail taken
+// before that view). d.mu must be held (read) until it is closed.
 func (p *Partition) cursor(snap *grocksdb.Snapshot, tail []ptrEntry) *logCursor {
 	return &logCursor{p: p, snap: snap, tail: tail, lKey: p.key.u64Key('l', 0), bKey: p.key.u64Key('L', 0)}
 }
@@ -409,7 +444,7 @@ func logBounds(db *grocksdb.DB, ro *grocksdb.ReadOptions, prefix []byte) (first,
 // the writer knows where the frame is. Its data is not copied: it must not
 // change until b is written.
 func (b *Batch) appendPending(t *tail, e *raft.Entry) {
-	rel, n := b.addFrame(t.pk, e.Term, e.Index, byte(e.Type), e.Data)
+	rel, n := b.addFrame(t.pk, e.Term, e.Index, byte(e.Type), e.Data, true)
 	var v ptrEntry
 	binary.BigEndian.PutUint64(v[0:], e.Term)
 	binary.BigEndian.PutUint64(v[8:], e.Index)
@@ -427,10 +462,15 @@ type pend struct {
 
 // tailOps adds to tb (writer only) what b asks of the tails, its frames
 // written at seg from at: its pending pointers (a block for each tail
-// that fills one), the tails it flushes, its cut mark.
-func tailOps(tb *Batch, b *Batch, segID uint64, at int64, drops *[]tailDrop) {
+// that fills one), the tails it flushes, its cut mark. The tails it adds
+// to in this round (round) go to added.
+func tailOps(tb *Batch, b *Batch, segID uint64, at int64, round uint64, drops *[]tailDrop, added *[]tailAdded) {
 	for i := range b.pends {
 		p := &b.pends[i]
+		if p.t.round != round {
+			p.t.round = round
+			*added = append(*added, tailAdded{t: p.t, end: p.t.end()})
+		}
 		binary.BigEndian.PutUint64(p.v[17:], segID)
 		binary.BigEndian.PutUint64(p.v[25:], uint64(at)+binary.BigEndian.Uint64(p.v[25:]))
 		if p.t.add(&p.v) {
