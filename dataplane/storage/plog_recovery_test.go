@@ -269,20 +269,10 @@ func TestReclaimAfterClose(t *testing.T) {
 	}()
 }
 
-// TestDamageBelowWatermarkIsNotCut: a last segment that ends, at a frame
-// boundary, below the durable watermark lost acknowledged data: nothing
-// is cut, and reading what is gone is ErrCorrupt.
-func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
-	dir := t.TempDir()
-	db := openTest(t, dir)
-	p, _ := db.Partition(PartitionKey{Partition: 1})
-	appendLog(t, db, p, 10, 0) // acknowledged
-	appendLog(t, db, p, 10, 0) // acknowledged; carries the watermark
-	flushTail(t, db, p)        // the pointers in RocksDB (see TestDamageBelowWatermarkInTail)
-	crashClose(db)             // records the final watermark; the open scans the segment
-	seg := segFiles(t, dir)[0]
-	// Cut at a frame boundary about half way (a lost extent, a bad
-	// restore): below the watermark, which covers the whole file.
+// cutHalfWay cuts a segment at a frame boundary about half way (a lost
+// extent, a bad restore): below the watermark, when that covers the file.
+func cutHalfWay(t *testing.T, seg string) {
+	t.Helper()
 	body, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
@@ -294,6 +284,20 @@ func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
 	if err := os.Truncate(seg, int64(cut)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDamageBelowWatermarkIsNotCut: a last segment that ends, at a frame
+// boundary, below the durable watermark lost acknowledged data: nothing
+// is cut, and reading what is gone is ErrCorrupt.
+func TestDamageBelowWatermarkIsNotCut(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	p, _ := db.Partition(PartitionKey{Partition: 1})
+	appendLog(t, db, p, 10, 0) // acknowledged
+	appendLog(t, db, p, 10, 0) // acknowledged; carries the watermark
+	flushTail(t, db, p)        // the pointers in RocksDB (see TestDamageBelowWatermarkInTail)
+	crashClose(db)             // records the final watermark; the open scans the segment
+	cutHalfWay(t, segFiles(t, dir)[0])
 	db = openTest(t, dir)
 	defer db.Close()
 	p, _ = db.Partition(PartitionKey{Partition: 1})
@@ -319,21 +323,10 @@ func TestDamageBelowWatermarkInTail(t *testing.T) {
 		t.Fatalf("setup: the tail holds %d entries, want 20", n)
 	}
 	crashClose(db)
-	seg := segFiles(t, dir)[0]
-	body, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut := 0
-	for cut < len(body)/2 {
-		cut += 8 + int(binary.BigEndian.Uint32(body[cut:])&^longFrame)
-	}
-	if err := os.Truncate(seg, int64(cut)); err != nil {
-		t.Fatal(err)
-	}
+	cutHalfWay(t, segFiles(t, dir)[0])
 	db = openTest(t, dir)
 	defer db.Close()
-	_, err = db.Partition(PartitionKey{Partition: 1})
+	_, err := db.Partition(PartitionKey{Partition: 1})
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "applied up to index 20") {
 		t.Fatalf("opening the partition: %v, want ErrCorrupt: applied up to index 20", err)
 	}

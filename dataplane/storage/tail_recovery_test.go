@@ -35,13 +35,7 @@ func TestRecreatedPartitionGetsNoOldFrames(t *testing.T) {
 	if li, _ := p.LastIndex(); li != 0 {
 		t.Fatalf("setup: last index %d", li)
 	}
-	crashClose(db)
-	db = openTest(t, dir)
-	defer db.Close()
-	p, err := db.Partition(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if li, _ := p.LastIndex(); li != 0 {
 		t.Fatalf("the new incarnation's log ends at %d after a crash, want 0 (the deleted one's entries came back)", li)
 	}
@@ -100,14 +94,7 @@ func TestCutMarkClampedToTruncatedEnd(t *testing.T) {
 	if got, err := readLog(p, 0, 8); err != nil || len(got) != 8 {
 		t.Fatalf("before the second crash: %d records, %v", len(got), err)
 	}
-	crashClose(db) // a SIGKILL: nothing lost
-
-	db = openTest(t, dir)
-	defer db.Close()
-	p, err = db.Partition(k)
-	if err != nil {
-		t.Fatalf("after the second crash: %v", err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k) // a SIGKILL: nothing lost
 	if got, err := readLog(p, 0, 8); err != nil || len(got) != 8 {
 		t.Fatalf("after the second crash: %d of 8 acknowledged records, %v", len(got), err)
 	}
@@ -141,13 +128,7 @@ func TestRewriteFramesLeaveTailAlone(t *testing.T) {
 	if got, err := readLog(p, 36, 40); err != nil || len(got) != 4 {
 		t.Fatalf("before the crash: %d records, %v", len(got), err)
 	}
-	crashClose(db)
-	db = openTest(t, dir)
-	defer db.Close()
-	p, err = db.Partition(k)
-	if err != nil {
-		t.Fatalf("after the crash: %v", err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if got, err := readLog(p, 36, 40); err != nil || len(got) != 4 {
 		t.Fatalf("after the crash: %d of 4 live records, %v", len(got), err)
 	}
@@ -194,13 +175,7 @@ func TestReclaimRewriteLeavesTailAlone(t *testing.T) {
 	if got, err := readLog(slow, 22, 25); err != nil || len(got) != 3 {
 		t.Fatalf("before the crash: %d records, %v", len(got), err)
 	}
-	crashClose(db)
-	db = openSegBytes(t, dir, segBytes)
-	defer db.Close()
-	slow, err := db.Partition(PartitionKey{Partition: 1})
-	if err != nil {
-		t.Fatalf("after the crash: %v", err)
-	}
+	_, slow = crashReopen(t, db, func() *DB { return openSegBytes(t, dir, segBytes) }, PartitionKey{Partition: 1})
 	if got, err := readLog(slow, 22, 25); err != nil || len(got) != 3 {
 		t.Fatalf("after the crash: %d of 3 live records, %v", len(got), err)
 	}
@@ -340,13 +315,7 @@ func TestRecreatedPartitionGetsNoOldSuffix(t *testing.T) {
 	}
 	p, _ = db.Partition(k)
 	appendLog(t, db, p, LogBlockEntries, 0) // entries 1..32: one block, the tail empty
-	crashClose(db)
-	db = openTest(t, dir)
-	defer db.Close()
-	p, err := db.Partition(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if li, _ := p.LastIndex(); li != LogBlockEntries {
 		t.Fatalf("the new incarnation's log ends at %d after a crash, want %d", li, LogBlockEntries)
 	}

@@ -11,6 +11,20 @@ import (
 	"github.com/daftka/daftka/raft"
 )
 
+// crashReopen stops db as a crash would, opens its directory again with
+// open (closed when the test ends) and returns partition k of it.
+func crashReopen(t *testing.T, db *DB, open func() *DB, k PartitionKey) (*DB, *Partition) {
+	t.Helper()
+	crashClose(db)
+	db = open()
+	t.Cleanup(func() { db.Close() })
+	p, err := db.Partition(k)
+	if err != nil {
+		t.Fatalf("after a crash: %v", err)
+	}
+	return db, p
+}
+
 // storedInBlocks counts the entries of k's blocks in RocksDB.
 func storedInBlocks(t *testing.T, db *DB, k PartitionKey) int {
 	t.Helper()
@@ -41,16 +55,9 @@ func TestTailRebuiltAtOpen(t *testing.T) {
 	if got, err := readLog(p, 0, 40); err != nil || len(got) != 40 {
 		t.Fatalf("reading the tail before the crash: %d records, %v", len(got), err)
 	}
-	crashClose(db)
-
-	db = openTest(t, dir)
-	defer db.Close()
+	db, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if n := storedInBlocks(t, db, k); n != 40 {
 		t.Fatalf("%d entries in blocks after Open, want 40", n)
-	}
-	p, err := db.Partition(k)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if li, _ := p.LastIndex(); li != 40 {
 		t.Fatalf("last index %d, want 40", li)
@@ -147,13 +154,7 @@ func TestCutMarkKeepsReplacedEntriesOut(t *testing.T) {
 		}
 	}
 	check("written")
-	crashClose(db)
-	db = openTest(t, dir)
-	defer db.Close()
-	var err error
-	if p, err = db.Partition(k); err != nil {
-		t.Fatal(err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	check("after a crash")
 }
 
@@ -173,13 +174,7 @@ func TestSealWritesTails(t *testing.T) {
 	if n := len(p.t.view()); n != 0 {
 		t.Fatalf("%d entries left in the idle partition's tail after its segment was sealed", n)
 	}
-	crashClose(db)
-	db = openSegBytes(t, dir, 8<<10)
-	defer db.Close()
-	p, err := db.Partition(idle)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openSegBytes(t, dir, 8<<10) }, idle)
 	if got, err := readLog(p, 0, 5); err != nil || len(got) != 5 {
 		t.Fatalf("the idle partition after a crash: %d records, %v", len(got), err)
 	}
@@ -287,13 +282,7 @@ func TestTailBelowCompactionPointRebuilt(t *testing.T) {
 	if n := len(p.t.view()); n == 0 {
 		t.Fatal("setup: the tail is empty")
 	}
-	crashClose(db)
-	db = openTest(t, dir)
-	defer db.Close()
-	p, err := db.Partition(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if got, err := readLog(p, 0, 40); err != nil || len(got) != 40 {
 		t.Fatalf("after a crash: %d records, %v", len(got), err)
 	}
