@@ -70,10 +70,9 @@ type tail struct {
 	encoded uint64 // the entries before this sequence number are in a block put into a round
 	dropped bool   // the partition was deleted: nothing of it is written any more
 
-	// The writer's own: the round that last added to the tail, and the
-	// tail's end before it did (what a failed write cuts it back to).
-	round      uint64
-	roundStart uint64
+	// round (the writer's own) is the last round that added to the tail
+	// (see tailAdded).
+	round uint64
 }
 
 // tailAdded is a tail a round added to, and its end before (writer only).
