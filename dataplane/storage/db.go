@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -251,7 +252,20 @@ func withInsertHints(opts *grocksdb.Options) (*grocksdb.Options, error) {
 var (
 	nodeIDKey = []byte("Nid")
 	formatKey = []byte("Nfmt")
+	// saltKey holds 8 random bytes the checksum of every tail entry's frame
+	// (a long frame) starts from: a search for frames past damage (plog.go,
+	// scanPastDamage) takes only frames that checksum with it, and a
+	// producer's record bytes, which never knew it, never pass for one.
+	saltKey = []byte("Nsalt")
 )
+
+func newSalt() []byte {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("storage: no randomness for the payload log salt: %v", err)) // crypto/rand does not fail on Linux
+	}
+	return b
+}
 
 // format is the version of the data layout (doc.go). 2: records stored
 // once, in Raft entries, found through 48-byte batch index entries. 3: the
@@ -286,6 +300,7 @@ func (d *DB) checkNodeID(id uint64) error {
 		b := NewBatch()
 		b.put(nodeIDKey, []byte(strconv.FormatUint(id, 10)))
 		b.put(formatKey, []byte(format))
+		b.put(saltKey, newSalt())
 		wo := grocksdb.NewDefaultWriteOptions()
 		defer wo.Destroy()
 		wo.SetSync(true)
@@ -297,6 +312,11 @@ func (d *DB) checkNodeID(id uint64) error {
 	if slices.Contains(upgradable, string(f)) {
 		b := NewBatch()
 		b.put(formatKey, []byte(format))
+		if salt, err := d.get(saltKey); err != nil {
+			return err
+		} else if salt == nil {
+			b.put(saltKey, newSalt()) // no frame of format 5 and before uses one
+		}
 		wo := grocksdb.NewDefaultWriteOptions()
 		defer wo.Destroy()
 		wo.SetSync(true)

@@ -28,6 +28,7 @@
 //	                                          batch its offset, entry index, skip, count, append time,
 //	                                          bytes, max timestamp (partition.go, "stored in blocks")
 //	'N' 'id'                                  node id that owns this data dir
+//	'N' 'salt'                                8 random bytes a tail entry's frame checksum starts from (tail.go)
 //	'N' 'fmt'                                 data format version (refused if not this build's; 3 to 5 are upgraded, see Open)
 //	'N' 'plogm' segment[8]                    payload log: a sealed segment's manifest (partitions, index ranges, bytes)
 //	'N' 'plogw'                               payload log: watermark (segment, offset durable when written)

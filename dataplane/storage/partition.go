@@ -116,6 +116,13 @@ func (d *DB) Partition(k PartitionKey) (*Partition, error) {
 		}
 		p.snapIndex, p.snapTerm = binary.BigEndian.Uint64(v[0:]), binary.BigEndian.Uint64(v[8:])
 	}
+	// Open read the cut mark to rebuild the tail, and left the tail out
+	// if it could not (tail.go): the partition is damaged.
+	if v, err := d.get(k.key('x')); err != nil {
+		return nil, err
+	} else if v != nil && len(v) != 16 {
+		return nil, fmt.Errorf("%w: cut mark of %d bytes", ErrCorrupt, len(v))
+	}
 	p.firstIdx, p.lastIdx, p.lastTerm = p.snapIndex+1, p.snapIndex, p.snapTerm
 	first, last, lastTerm, found, err := p.scanLogBounds()
 	if err != nil {

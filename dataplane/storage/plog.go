@@ -164,6 +164,7 @@ type plog struct {
 	activeMan map[PartitionKey]span
 	doomed    []doomedSeg // dead, waiting for older readers to leave
 
+	saltCRC   uint32    // CRC32C of the salt: where a long frame's checksum starts (saltKey)
 	openMark  watermark // durable at open: the syncer's starting point
 	closed    bool      // (l.mu) after close: ReclaimPayload stops
 	noSeal    bool      // tests: Close leaves the files as a crash would
@@ -237,6 +238,16 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 	}
 	l := &plog{dir: filepath.Clean(dbDir) + ".plog", segBytes: segBytes, segs: map[uint64]*segment{},
 		manifests: map[uint64]map[PartitionKey]span{}}
+	ro := grocksdb.NewDefaultReadOptions()
+	defer ro.Destroy()
+	salt, err := db.GetBytes(ro, saltKey)
+	if err == nil && salt != nil {
+		salt, err = unseal(saltKey, salt)
+	}
+	if err != nil || len(salt) != 8 {
+		return nil, fmt.Errorf("storage: the payload log's salt (%q in RocksDB) is missing or damaged (%v): the tails' frames cannot be verified", saltKey, rocksErr(err))
+	}
+	l.saltCRC = crc32.Checksum(salt, castagnoli)
 	if err := os.MkdirAll(l.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("storage: payload log: %w", err)
 	}
@@ -318,7 +329,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 			l.manifests[id] = m
 			continue
 		}
-		end, size, man, ptrs, parts, err := scanSegment(f, id)
+		end, size, man, ptrs, parts, err := scanSegment(f, id, l.saltCRC)
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +353,7 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 					return nil, err
 				}
 			}
-			ptrs, parts, err := scanPastDamage(f, id, end, size, known)
+			ptrs, parts, err := scanPastDamage(f, id, end, size, known, l.saltCRC)
 			if err != nil {
 				return nil, err
 			}
@@ -463,7 +474,7 @@ func syncDir(dir string) error {
 // checksum holds, returning where the last whole frame ends, the file's
 // size, what the frames hold and, for each long frame (format 6), in
 // order, the pointer to it and its partition.
-func scanSegment(f *os.File, id uint64) (end, size int64, man map[PartitionKey]span, ptrs []ptrEntry, parts []PartitionKey, err error) {
+func scanSegment(f *os.File, id uint64, saltCRC uint32) (end, size int64, man map[PartitionKey]span, ptrs []ptrEntry, parts []PartitionKey, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return 0, 0, nil, nil, nil, fmt.Errorf("storage: payload log: %w", err)
@@ -487,7 +498,7 @@ func scanSegment(f *os.File, id uint64) (end, size int64, man map[PartitionKey]s
 		if _, err := f.ReadAt(body, off+8); err != nil {
 			return 0, 0, nil, nil, nil, fmt.Errorf("storage: payload log: %w", err)
 		}
-		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(hdr[4:]) {
+		if frameCRC(body, long, saltCRC) != binary.BigEndian.Uint32(hdr[4:]) {
 			break
 		}
 		var pk PartitionKey
@@ -511,14 +522,16 @@ func scanSegment(f *os.File, id uint64) (end, size int64, man map[PartitionKey]s
 }
 
 // scanPastDamage finds the long frames after the damage at offset from in
-// segment f: a frame is taken where its length fits the file, its
-// partition is known (has keys in RocksDB) and its checksum holds, which
-// leaves no doubt. The damaged frame is first passed over by its own
-// length, when a frame follows there (damage in its data: a record's bytes
-// are never searched); otherwise the search goes on byte by byte. It
-// reads what follows the damage into memory (a segment at most, and only
-// when a segment is damaged).
-func scanPastDamage(f *os.File, id uint64, from, size int64, known map[PartitionKey]bool) ([]ptrEntry, []PartitionKey, error) {
+// segment f. A search (from the damaged frame's second byte) takes a
+// frame only where a long frame of a known partition (one with keys in
+// RocksDB) lies whole with a checksum that holds from the salt's: a
+// producer's record bytes never pass for one (saltKey). From a frame so
+// found it walks frame by frame, short ones included, and searches again
+// at the next damage. The damaged frame is first passed over by its own
+// length, when a long frame follows there. It reads what follows the
+// damage into memory (a segment at most, and only when a segment is
+// damaged).
+func scanPastDamage(f *os.File, id uint64, from, size int64, known map[PartitionKey]bool, saltCRC uint32) ([]ptrEntry, []PartitionKey, error) {
 	if from >= size {
 		return nil, nil, nil
 	}
@@ -529,56 +542,58 @@ func scanPastDamage(f *os.File, id uint64, from, size int64, known map[Partition
 	var ptrs []ptrEntry
 	var parts []PartitionKey
 	// frameAt reports the body length of a whole frame of a known
-	// partition at buf[at:] (0 if there is none) and whether it is long.
-	frameAt := func(at int) (int, bool) {
+	// partition at buf[at:] (0 if there is none) and whether it is long;
+	// a short frame counts only when aligned (the walk reached it from a
+	// frame).
+	frameAt := func(at int, aligned bool) (int, bool) {
 		if at+frameHeader > len(buf) {
 			return 0, false
 		}
 		lenField := binary.BigEndian.Uint32(buf[at:])
 		n, long := int(lenField&^longFrame), lenField&longFrame != 0
-		if n < frameHeader-8 || long && n < frameHeaderLong-8 || at+8+n > len(buf) {
+		if !long && !aligned || n < frameHeader-8 || long && n < frameHeaderLong-8 || at+8+n > len(buf) {
 			return 0, false
 		}
 		body := buf[at+8 : at+8+n]
 		var pk PartitionKey
 		copy(pk.TopicID[:], body[0:8])
 		pk.Partition = binary.BigEndian.Uint32(body[8:12])
-		if !known[pk] || crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(buf[at+4:]) {
+		if !known[pk] || frameCRC(body, long, saltCRC) != binary.BigEndian.Uint32(buf[at+4:]) {
 			return 0, false
 		}
 		return n, long
 	}
-	start := 1
+	at := 1
 	if len(buf) >= 8 {
 		n := int(binary.BigEndian.Uint32(buf) &^ longFrame)
 		if skip := 8 + n; n >= frameHeader-8 && skip < len(buf) {
-			if m, _ := frameAt(skip); m > 0 {
-				start = skip
+			if m, long := frameAt(skip, false); m > 0 && long {
+				at = skip
 			}
 		}
 	}
-	for at := start; at+frameHeader <= len(buf); {
-		n, long := frameAt(at)
+	aligned := false
+	for at+frameHeader <= len(buf) {
+		n, long := frameAt(at, aligned)
 		if n == 0 {
-			at++
+			at, aligned = at+1, false
 			continue
 		}
-		if !long {
-			at += 8 + n // an entry stored under its 'l' key: not a tail's
-			continue
+		aligned = true
+		if long {
+			body := buf[at+8 : at+8+n]
+			var pk PartitionKey
+			copy(pk.TopicID[:], body[0:8])
+			pk.Partition = binary.BigEndian.Uint32(body[8:12])
+			var p ptrEntry
+			copy(p[0:8], body[20:28])
+			copy(p[8:16], body[12:20])
+			p[16] = body[28] | ptrFlag
+			binary.BigEndian.PutUint64(p[17:], id)
+			binary.BigEndian.PutUint64(p[25:], uint64(from)+uint64(at))
+			binary.BigEndian.PutUint32(p[33:], uint32(8+n))
+			ptrs, parts = append(ptrs, p), append(parts, pk)
 		}
-		body := buf[at+8 : at+8+n]
-		var pk PartitionKey
-		copy(pk.TopicID[:], body[0:8])
-		pk.Partition = binary.BigEndian.Uint32(body[8:12])
-		var p ptrEntry
-		copy(p[0:8], body[20:28])
-		copy(p[8:16], body[12:20])
-		p[16] = body[28] | ptrFlag
-		binary.BigEndian.PutUint64(p[17:], id)
-		binary.BigEndian.PutUint64(p[25:], uint64(from)+uint64(at))
-		binary.BigEndian.PutUint32(p[33:], uint32(8+n))
-		ptrs, parts = append(ptrs, p), append(parts, pk)
 		at += 8 + n
 	}
 	return ptrs, parts, nil
@@ -878,7 +893,7 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 	var pk PartitionKey
 	copy(pk.TopicID[:], key[1:9])
 	pk.Partition = binary.BigEndian.Uint32(key[9:13])
-	rel, frameLen := b.addFrame(pk, term, index, typ, data, false)
+	rel, frameLen := b.addFrame(pk, term, index, typ, data, false, 0)
 	b.data = append(b.data, 0x01)
 	b.data = binary.AppendUvarint(b.data, uint64(len(key)))
 	b.data = append(b.data, key...)
@@ -897,13 +912,14 @@ func (b *Batch) appendFrame(key []byte, term, index uint64, typ byte, data []byt
 // addFrame adds a frame of entry index of partition pk to b's payload and
 // returns where in b's payload it starts and its length. A tail entry's
 // frame has the long header (term and type too: Open rebuilds the tails
-// from those, tail.go); the frame of an entry whose pointer goes under
-// its 'l' key (a conflicting suffix, a payload rewrite of old entries)
-// the short one, which the rebuild passes over.
-func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []byte, long bool) (int64, int) {
-	n, lenField := frameHeader, uint32(frameHeader-8+len(data))
+// from those, tail.go), its checksum started from saltCRC (saltKey); the
+// frame of an entry whose pointer goes under its 'l' key (a conflicting
+// suffix, a payload rewrite of old entries) the short one, which the
+// rebuild passes over.
+func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []byte, long bool, saltCRC uint32) (int64, int) {
+	n, lenField, crc := frameHeader, uint32(frameHeader-8+len(data)), uint32(0)
 	if long {
-		n, lenField = frameHeaderLong, uint32(frameHeaderLong-8+len(data))|longFrame
+		n, lenField, crc = frameHeaderLong, uint32(frameHeaderLong-8+len(data))|longFrame, saltCRC
 	}
 	at := len(b.headers)
 	b.headers = append(b.headers, make([]byte, n)...)
@@ -916,7 +932,7 @@ func (b *Batch) addFrame(pk PartitionKey, term, index uint64, typ byte, data []b
 		binary.BigEndian.PutUint64(hdr[28:], term)
 		hdr[36] = typ
 	}
-	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, data))
+	binary.BigEndian.PutUint32(hdr[4:], crc32.Update(crc32.Update(crc, castagnoli, hdr[8:]), castagnoli, data))
 	frameLen := n + len(data)
 	rel := b.payloadLen
 	b.payload = append(b.payload, hdr, data)
@@ -972,7 +988,12 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch, drops *[
 			err = io.ErrShortWrite
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("storage: payload log: write %s: %w", segName(seg.id), err)
+			err = fmt.Errorf("storage: payload log: write %s: %w", segName(seg.id), err)
+			// What was written is not the log's (see syncer.write).
+			if terr := seg.f.Truncate(base); terr != nil {
+				err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, terr)
+			}
+			return nil, 0, err
 		}
 		off += int64(w)
 		for len(iov) > 0 && (w > 0 || len(iov[0]) == 0) { // drop what was written (and empty parts)
@@ -1008,6 +1029,20 @@ func (l *plog) end() watermark {
 	defer l.mu.Unlock()
 	return watermark{seg: l.active.id, off: l.active.size}
 }
+
+// frameCRC is the checksum of a frame's body: from the salt's for a long
+// frame (saltKey).
+func frameCRC(body []byte, long bool, saltCRC uint32) uint32 {
+	if long {
+		return crc32.Update(saltCRC, castagnoli, body)
+	}
+	return crc32.Checksum(body, castagnoli)
+}
+
+// errUncut: frames of a failed round stay in a segment past its end, where
+// a scan would take them for the log's: the committer fails (nothing is
+// answered durable after it).
+var errUncut = errors.New("storage: payload log: frames of a failed write could not be cut back")
 
 // fdatasync makes a segment's data durable (a variable: tests record the
 // order of syncs and writes through it).
@@ -1049,7 +1084,7 @@ func (l *plog) read(prefix []byte, index, seg uint64, off int64, n int, bufp *[]
 	if lenField&longFrame != 0 {
 		hdrLen = frameHeaderLong
 	}
-	if n < hdrLen || int(lenField&^longFrame) != n-8 || crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(buf[4:]) ||
+	if n < hdrLen || int(lenField&^longFrame) != n-8 || frameCRC(buf[8:], lenField&longFrame != 0, l.saltCRC) != binary.BigEndian.Uint32(buf[4:]) ||
 		string(buf[8:20]) != string(prefix[1:prefixLen]) || binary.BigEndian.Uint64(buf[20:]) != index {
 		return nil, fmt.Errorf("%w: payload of entry %d of partition %x (segment %s at %d)", ErrCorrupt, index, prefix[1:], segName(seg), off)
 	}

@@ -281,7 +281,7 @@ func (s *syncer) write() {
 			}
 			binary.LittleEndian.PutUint64(merged[0:8], 0)
 			binary.LittleEndian.PutUint32(merged[8:12], count)
-			err = writeRaw(s.db, s.wo, merged, count)
+			err = writeRound(s.db, s.wo, merged, count)
 		}
 		if conditional {
 			s.exclusive.Unlock()
@@ -292,6 +292,22 @@ func (s *syncer) write() {
 		if err != nil {
 			for _, a := range added {
 				a.t.cutBack(a.end)
+			}
+			// Its frames are not the log's: a later scan must not take
+			// them for a tail's (the next round writes from base, but
+			// may write less). A segment that cannot be cut back fails
+			// the committer: nothing is answered durable after it.
+			if seg != nil {
+				if terr := seg.f.Truncate(base); terr != nil {
+					err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, terr)
+				}
+			}
+			if errors.Is(err, errUncut) {
+				s.mu.Lock()
+				if s.failed == nil {
+					s.failed = err
+				}
+				s.mu.Unlock()
 			}
 		}
 		clear(added)
@@ -483,6 +499,11 @@ func (s *syncer) check(expect []expectation) error {
 	}
 	return nil
 }
+
+// writeRound is the writer's RocksDB write (a variable: tests make a
+// round fail through it, as ENOSPC or an I/O error would, without putting
+// RocksDB in read-only mode).
+var writeRound = writeRaw
 
 func totalLen(frames [][]byte) int64 {
 	var n int64

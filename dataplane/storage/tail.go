@@ -13,7 +13,8 @@ package storage
 // Durability needs nothing more: an entry is durable once its frame is
 // (the round's fdatasync), and Open rebuilds every partition's tail from
 // the frames of the segments it scans (the segments without a manifest;
-// rebuildTails). So that a sealed segment never needs scanning, the round
+// rebuildTails), past damage too (scanPastDamage: a long frame's checksum
+// starts from the node's salt, so record bytes never pass for a frame). So that a sealed segment never needs scanning, the round
 // that seals a segment writes every tail whole first, as a clean close
 // does before it seals the active segment.
 //
@@ -64,6 +65,7 @@ func (e *ptrEntry) index() uint64 { return binary.BigEndian.Uint64(e[8:]) }
 // tail only after its block is written.
 type tail struct {
 	pk      PartitionKey
+	saltCRC uint32 // where its frames' checksums start (saltKey)
 	mu      sync.Mutex
 	ents    []ptrEntry
 	seq     uint64 // sequence number of ents[0]
@@ -172,7 +174,7 @@ func (l *plog) tailOf(k PartitionKey) *tail {
 	defer l.tailsMu.Unlock()
 	t := l.tails[k]
 	if t == nil {
-		t = &tail{pk: k}
+		t = &tail{pk: k, saltCRC: l.saltCRC}
 		if l.tails == nil {
 			l.tails = map[PartitionKey]*tail{}
 		}
@@ -443,7 +445,7 @@ func logBounds(db *grocksdb.DB, ro *grocksdb.ReadOptions, prefix []byte) (first,
 // the writer knows where the frame is. Its data is not copied: it must not
 // change until b is written.
 func (b *Batch) appendPending(t *tail, e *raft.Entry) {
-	rel, n := b.addFrame(t.pk, e.Term, e.Index, byte(e.Type), e.Data, true)
+	rel, n := b.addFrame(t.pk, e.Term, e.Index, byte(e.Type), e.Data, true, t.saltCRC)
 	var v ptrEntry
 	binary.BigEndian.PutUint64(v[0:], e.Term)
 	binary.BigEndian.PutUint64(v[8:], e.Index)
