@@ -275,12 +275,14 @@ func newSalt() []byte {
 // (replayWithoutHints). 5: the batch index in blocks of batches, written
 // with the applied state, which may therefore lag the log's applied
 // entries (partition.go, "The batch index is stored in blocks"); format 4
-// values read as blocks of one batch. 6: the pointers of entries appended
+// values read as blocks of one batch. 7: the pointers of entries appended
 // at the end of a log in blocks, 'L' (tail.go), their frames with a long
-// header (term and type); format 5 'l' keys and short frames read as
-// they are. Builds of an earlier format refuse a directory once it is
-// upgraded.
-const format = "6"
+// header (term and type) and a checksum started from the salt (saltKey);
+// format 5 'l' keys and short frames read as they are. (6 was the same
+// without the salt, written only by builds of one day that never left
+// development: refused.) Builds of an earlier format refuse a directory
+// once it is upgraded.
+const format = "7"
 
 // upgradable lists the earlier formats Open upgrades in place.
 var upgradable = []string{"3", "4", "5"}

@@ -17,6 +17,10 @@ package storage
 //
 //	len[4] crc32c(body)[4] body: topicID[8] partition[4] index[8] data
 //
+// or, for an entry whose pointer waits in its partition's tail (tail.go),
+// the long form: the top bit of len set, term[8] type[1] after the index,
+// and the checksum started from the node's salt (saltKey).
+//
 // A segment is sealed (fdatasynced, then its manifest — which partitions'
 // entries it holds, index range and bytes — written to RocksDB under
 // 'N' 'plogm' id[8]) at the first round after it reaches
@@ -81,7 +85,7 @@ const (
 	// pointer is under their 'l' key (see addFrame).
 	frameHeader = 28
 	// frameHeaderLong: frameHeader, then term[8] type[1]; longFrame set in
-	// len: a tail entry's frame (format 6: Open rebuilds the tails from
+	// len: a tail entry's frame (format 7: Open rebuilds the tails from
 	// these, see tail.go).
 	frameHeaderLong = frameHeader + 9
 	longFrame       = 1 << 31
@@ -245,7 +249,10 @@ func openPlog(db *grocksdb.DB, dbDir string, segBytes int64) (*plog, error) {
 		salt, err = unseal(saltKey, salt)
 	}
 	if err != nil || len(salt) != 8 {
-		return nil, fmt.Errorf("storage: the payload log's salt (%q in RocksDB) is missing or damaged (%v): the tails' frames cannot be verified", saltKey, rocksErr(err))
+		if err == nil {
+			err = fmt.Errorf("%d bytes", len(salt))
+		}
+		return nil, fmt.Errorf("storage: the payload log's salt (%q in RocksDB) is missing or damaged (%w): the tails' frames cannot be verified", saltKey, rocksErr(err))
 	}
 	l.saltCRC = crc32.Checksum(salt, castagnoli)
 	if err := os.MkdirAll(l.dir, 0o755); err != nil {
@@ -472,7 +479,7 @@ func syncDir(dir string) error {
 
 // scanSegment reads frames from the start while they are whole and their
 // checksum holds, returning where the last whole frame ends, the file's
-// size, what the frames hold and, for each long frame (format 6), in
+// size, what the frames hold and, for each long frame (format 7), in
 // order, the pointer to it and its partition.
 func scanSegment(f *os.File, id uint64, saltCRC uint32) (end, size int64, man map[PartitionKey]span, ptrs []ptrEntry, parts []PartitionKey, err error) {
 	st, err := f.Stat()
@@ -990,8 +997,8 @@ func (l *plog) append(db *grocksdb.DB, frames [][]byte, sealOps *Batch, drops *[
 		if err != nil {
 			err = fmt.Errorf("storage: payload log: write %s: %w", segName(seg.id), err)
 			// What was written is not the log's (see syncer.write).
-			if terr := seg.f.Truncate(base); terr != nil {
-				err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, terr)
+			if cerr := cutSegment(seg, base); cerr != nil {
+				err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, cerr)
 			}
 			return nil, 0, err
 		}
@@ -1040,9 +1047,18 @@ func frameCRC(body []byte, long bool, saltCRC uint32) uint32 {
 }
 
 // errUncut: frames of a failed round stay in a segment past its end, where
-// a scan would take them for the log's: the committer fails (nothing is
-// answered durable after it).
+// a scan would take them for the log's: the committer writes no round
+// after it.
 var errUncut = errors.New("storage: payload log: frames of a failed write could not be cut back")
+
+// cutSegment cuts a segment back to off, durably (the failed round's
+// frames may have reached the disk with an fdatasync of earlier rounds).
+func cutSegment(seg *segment, off int64) error {
+	if err := seg.f.Truncate(off); err != nil {
+		return err
+	}
+	return fdatasync(seg)
+}
 
 // fdatasync makes a segment's data durable (a variable: tests record the
 // order of syncs and writes through it).

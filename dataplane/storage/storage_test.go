@@ -516,7 +516,7 @@ func TestOpenRefusesOtherFormat(t *testing.T) {
 // recorded as this build's format; one of a newer format (an unknown
 // value) is refused with a message naming both formats.
 func TestOpenUpgradesOrRefusesFormats(t *testing.T) {
-	for _, tc := range []struct{ stored, want string }{{"4", format}, {"5", format}, {"7", ""}} {
+	for _, tc := range []struct{ stored, want string }{{"4", format}, {"5", format}, {"6", ""}, {"8", ""}} {
 		dir := t.TempDir()
 		db := openTest(t, dir)
 		b := NewBatch()

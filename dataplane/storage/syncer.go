@@ -65,6 +65,7 @@ type syncer struct {
 	// same file may succeed over pages that never reached the disk.
 	failed      error
 	wmWritten   watermark // the last watermark written to RocksDB (writer-owned)
+	uncut       error     // (writer-owned) a failed round's frames could not be cut off: every round fails
 	syncCount   uint64
 	writerCount uint64
 }
@@ -205,6 +206,16 @@ func (s *syncer) write() {
 				break drain
 			}
 		}
+		if s.uncut != nil {
+			// Frames of a failed round are still in a segment: any
+			// round written now could mix with them, or (a cut mark)
+			// lie below them.
+			for _, r := range round {
+				r.ev <- s.uncut
+			}
+			clear(round)
+			continue
+		}
 		conditional := round[0].conditional()
 		if conditional {
 			s.exclusive.Lock()
@@ -295,14 +306,17 @@ func (s *syncer) write() {
 			}
 			// Its frames are not the log's: a later scan must not take
 			// them for a tail's (the next round writes from base, but
-			// may write less). A segment that cannot be cut back fails
-			// the committer: nothing is answered durable after it.
+			// may write less). A segment that cannot be cut back stops
+			// the committer: no round is written after it (and the
+			// frames are, at the next start, those of a crash: entries
+			// never answered, which may or may not be there).
 			if seg != nil {
-				if terr := seg.f.Truncate(base); terr != nil {
-					err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, terr)
+				if cerr := cutSegment(seg, base); cerr != nil {
+					err = fmt.Errorf("%w: %w; cutting it back: %w", errUncut, err, cerr)
 				}
 			}
 			if errors.Is(err, errUncut) {
+				s.uncut = err
 				s.mu.Lock()
 				if s.failed == nil {
 					s.failed = err

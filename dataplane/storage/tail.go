@@ -1,6 +1,6 @@
 package storage
 
-// Pointers in blocks (data format 6). A Raft entry appended at the end of
+// Pointers in blocks (data format 7). A Raft entry appended at the end of
 // a partition's log gets no RocksDB key of its own: its data goes to the
 // payload log as a frame whose header names the entry (partition, index,
 // term, type), and its pointer joins the partition's tail, in memory.
