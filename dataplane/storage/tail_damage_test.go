@@ -23,13 +23,8 @@ import (
 func TestFailedRoundFramesPastDeletionCutMark(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 2, 0)
-	b := NewBatch()
-	if err := p.PersistRaft(b, raft.HardState{Term: 1}, unsyncedEntries(2, 3)); err != nil {
-		t.Fatal(err)
-	}
+	k, p := logged(t, db, 2)
+	b := unsyncedBatch(t, p, 2, 3)
 	failedRound(t, db, b)
 	if err := db.DeletePartition(k); err != nil { // the replica is removed
 		t.Fatal(err)
@@ -145,10 +140,7 @@ func TestFailedRoundsLeaveNoMixedFrames(t *testing.T) {
 	p, _ := db.Partition(kp)
 	q, _ := db.Partition(kq)
 	appendLog(t, db, p, 2, 0) // acknowledged, applied
-	b := NewBatch()
-	if err := p.PersistRaft(b, raft.HardState{Term: 1}, unsyncedEntries(2, 3)); err != nil {
-		t.Fatal(err)
-	}
+	b := unsyncedBatch(t, p, 2, 3)
 	failedRound(t, db, b) // entries 3..5 of p: the write fails
 	b = NewBatch()
 	qe := []raft.Entry{{Term: 1, Index: 1, Data: []byte(recordText(7))}} // a frame as long as p's
@@ -181,9 +173,7 @@ func TestFailedRoundsLeaveNoMixedFrames(t *testing.T) {
 func TestDamagedCutMarkNotSilent(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, LogBlockEntries, 0) // 1..32 in a block, applied
+	k, p := logged(t, db, LogBlockEntries) // 1..32 in a block, applied
 	ents := unsyncedEntries(LogBlockEntries, 3)
 	b := NewBatch()
 	if err := p.PersistRaft(b, raft.HardState{Term: 1, Commit: LogBlockEntries + 3}, ents); err != nil {

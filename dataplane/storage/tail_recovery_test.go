@@ -16,9 +16,7 @@ import (
 func TestRecreatedPartitionGetsNoOldFrames(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 10, 0) // old incarnation: entries 1..10, in the tail
+	k, p := logged(t, db, 10) // old incarnation: entries 1..10, in the tail
 	if err := db.DeletePartition(k); err != nil {
 		t.Fatal(err)
 	}
@@ -49,9 +47,7 @@ func TestRecreatedPartitionGetsNoOldFrames(t *testing.T) {
 func TestCutMarkClampedToTruncatedEnd(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 5, 0) // acknowledged, applied 5
+	k, p := logged(t, db, 5) // acknowledged, applied 5
 	seg := segFiles(t, dir)[0]
 	synced := fileSize(t, seg)
 	// Unsynced: entries 6..8 (tail), then a conflicting suffix 7..9
@@ -109,9 +105,7 @@ func TestCutMarkClampedToTruncatedEnd(t *testing.T) {
 func TestRewriteFramesLeaveTailAlone(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 40, 0) // 1..32 in a block, 33..40 in the tail
+	k, p := logged(t, db, 40) // 1..32 in a block, 33..40 in the tail
 	// What rewriteForward does to a segment's live entries (here those of
 	// the block, 1..32): 'l' keys, frames in the active segment.
 	live, _, err := db.livePointers(1, map[PartitionKey]span{k: {minIdx: 1, maxIdx: 32}})
@@ -245,9 +239,7 @@ func TestSnapshotCutMarkClampedToTruncatedEnd(t *testing.T) {
 func TestCursorHasOneView(t *testing.T) {
 	db := openTest(t, t.TempDir())
 	defer db.Close()
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 32, 0) // one block, 1..32
+	k, p := logged(t, db, 32) // one block, 1..32
 	err := p.readLogEntries(func(c *logCursor) error {
 		if v, err := c.getL(1); v != nil || err != nil { // the 'l' iterator opens (get's first step)
 			t.Fatalf("setup: %x %v", v, err)
@@ -282,13 +274,8 @@ func TestCursorHasOneView(t *testing.T) {
 func TestFailedWriteCutsTailBack(t *testing.T) {
 	db := openTest(t, t.TempDir())
 	defer db.Close()
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 2, 0)
-	b := NewBatch()
-	if err := p.PersistRaft(b, raft.HardState{Term: 1}, unsyncedEntries(2, 3)); err != nil {
-		t.Fatal(err)
-	}
+	_, p := logged(t, db, 2)
+	b := unsyncedBatch(t, p, 2, 3)
 	b.count++ // the round's write fails
 	if err := db.Commit(b, true); err == nil {
 		t.Fatal("setup: the write did not fail")
@@ -307,9 +294,7 @@ func TestFailedWriteCutsTailBack(t *testing.T) {
 func TestRecreatedPartitionGetsNoOldSuffix(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 40, 0)
+	k, p := logged(t, db, 40)
 	if err := db.DeletePartition(k); err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,30 @@ func crashReopen(t *testing.T, db *DB, open func() *DB, k PartitionKey) (*DB, *P
 	return db, p
 }
 
+// logged opens partition 1 of db and appends n records to it, as
+// appendLog does (acknowledged, applied).
+func logged(t *testing.T, db *DB, n int) (PartitionKey, *Partition) {
+	t.Helper()
+	k := PartitionKey{Partition: 1}
+	p, err := db.Partition(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendLog(t, db, p, n, 0)
+	return k, p
+}
+
+// unsyncedBatch is a batch holding p's entries after last, n of them
+// (unsyncedEntries), and the hard state of term 1: written by the caller.
+func unsyncedBatch(t *testing.T, p *Partition, last uint64, n int) *Batch {
+	t.Helper()
+	b := NewBatch()
+	if err := p.PersistRaft(b, raft.HardState{Term: 1}, unsyncedEntries(last, n)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // storedInBlocks counts the entries of k's blocks in RocksDB.
 func storedInBlocks(t *testing.T, db *DB, k PartitionKey) int {
 	t.Helper()
@@ -46,9 +70,7 @@ func storedInBlocks(t *testing.T, db *DB, k PartitionKey) int {
 func TestTailRebuiltAtOpen(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 40, 0) // acknowledged
+	k, p := logged(t, db, 40) // acknowledged
 	if n, stored := len(p.t.view()), storedInBlocks(t, db, k); n != 40-LogBlockEntries || stored != LogBlockEntries {
 		t.Fatalf("setup: %d entries in the tail, %d in blocks; want %d, %d", n, stored, 40-LogBlockEntries, LogBlockEntries)
 	}
@@ -275,9 +297,7 @@ func TestTailsFoundPastDamage(t *testing.T) {
 func TestTailBelowCompactionPointRebuilt(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 40, 0)
+	k, p := logged(t, db, 40)
 	compactLog(t, db, p, 40, 1, 1) // every record still read from its entry
 	if n := len(p.t.view()); n == 0 {
 		t.Fatal("setup: the tail is empty")

@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/linxGnu/grocksdb"
-
-	"github.com/daftka/daftka/raft"
 )
 
 // TestUncutFramesStopTheCommitter: a failed round whose frames cannot be
@@ -21,13 +19,8 @@ import (
 func TestUncutFramesStopTheCommitter(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k := PartitionKey{Partition: 1}
-	p, _ := db.Partition(k)
-	appendLog(t, db, p, 2, 0)
-	b := NewBatch()
-	if err := p.PersistRaft(b, raft.HardState{Term: 1}, unsyncedEntries(2, 3)); err != nil {
-		t.Fatal(err)
-	}
+	k, p := logged(t, db, 2)
+	b := unsyncedBatch(t, p, 2, 3)
 	var seg *segment
 	var orig, ro *os.File
 	writeRound = func(*grocksdb.DB, *grocksdb.WriteOptions, []byte, uint32) error {
