@@ -16,12 +16,12 @@ import (
 func TestRecreatedPartitionGetsNoOldFrames(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k, p := logged(t, db, 10) // old incarnation: entries 1..10, in the tail
+	k, _ := logged(t, db, 10) // old incarnation: entries 1..10, in the tail
 	if err := db.DeletePartition(k); err != nil {
 		t.Fatal(err)
 	}
 	// The new incarnation: its Raft state only, no entry yet.
-	p, _ = db.Partition(k)
+	p, _ := db.Partition(k)
 	b := NewBatch()
 	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
 	if err := p.PersistRaft(b, raft.HardState{Term: 1}, nil); err != nil {
@@ -294,11 +294,11 @@ func TestFailedWriteCutsTailBack(t *testing.T) {
 func TestRecreatedPartitionGetsNoOldSuffix(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
-	k, p := logged(t, db, 40)
+	k, _ := logged(t, db, 40)
 	if err := db.DeletePartition(k); err != nil {
 		t.Fatal(err)
 	}
-	p, _ = db.Partition(k)
+	p, _ := db.Partition(k)
 	appendLog(t, db, p, LogBlockEntries, 0) // entries 1..32: one block, the tail empty
 	_, p = crashReopen(t, db, func() *DB { return openTest(t, dir) }, k)
 	if li, _ := p.LastIndex(); li != LogBlockEntries {
