@@ -1077,6 +1077,21 @@ func TestQuotaCheckedLast(t *testing.T) {
 	c.problem("GET", "/v1/topics/q/partitions/0/records?offset=0", nil, 429, "quota_exceeded")
 }
 
+// TestNotUTF8FetchCharged — docs/semantics.md, "Quotas": a fetch whose
+// records, read, cannot be shown as JSON strings is answered 400 not_utf8
+// and stays charged for them (what fails after the admission does).
+func TestNotUTF8FetchCharged(t *testing.T) {
+	n := nodetest.Start(t)
+	c := newClient(t, n)
+	c.must("POST", "/v1/topics", map[string]any{"name": "b", "partitions": 1,
+		"config": map[string]any{"fetch_bytes_per_sec": 1000}}, 201, nil)
+	bin := base64.StdEncoding.EncodeToString(append([]byte{0xff, 0xfe}, bytes.Repeat([]byte{0x80}, 3000)...))
+	c.produce("b", fmt.Sprintf(`{"encoding":"base64","records":[{"value":%q,"partition":0}]}`, bin))
+	c.problem("GET", "/v1/topics/b/partitions/0/records?offset=0", nil, 400, "not_utf8")
+	// The 3 KB read put the topic's fetch quota in debt.
+	c.problem("GET", "/v1/topics/b/partitions/0/records?offset=0&encoding=base64", nil, 429, "quota_exceeded")
+}
+
 // TestRequestsNetHTTPAnswersItself — openapi.yaml, general behaviour: the
 // requests net/http refuses before any handler runs get its plain-text
 // answer, without X-Request-Id (a bad percent-escape in the path: 400; a
