@@ -121,11 +121,17 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	<-ctx.Done()
+	return stopNode(n, shutdownBound, logger, os.Exit)
+}
+
+// stopNode closes the node and returns the exit status; a close still
+// running after bound exits the process with status 1 (exit).
+func stopNode(n interface{ Close(context.Context) error }, bound time.Duration, logger *slog.Logger, exit func(int)) int {
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	stopped := make(chan struct{})
 	defer close(stopped)
-	go exitIfStuck(stopped, shutdownBound, logger, os.Exit)
+	go exitIfStuck(stopped, bound, logger, exit)
 	if err := n.Close(sctx); err != nil {
 		logger.Error("shutdown failed", "err", err)
 		return 1
