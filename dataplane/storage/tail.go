@@ -14,9 +14,10 @@ package storage
 // (the round's fdatasync), and Open rebuilds every partition's tail from
 // the frames of the segments it scans (the segments without a manifest;
 // rebuildTails), past damage too (scanPastDamage: a long frame's checksum
-// starts from the node's salt, so record bytes never pass for a frame). So that a sealed segment never needs scanning, the round
-// that seals a segment writes every tail whole first, as a clean close
-// does before it seals the active segment.
+// starts from the node's salt, so record bytes never pass for a frame).
+// So that a sealed segment never needs scanning, the round that seals a
+// segment writes every tail whole first, as a clean close does before it
+// seals the active segment.
 //
 // Entries written any other way keep an 'l' key, and their frames the
 // short header, which the rebuild passes over: entries that replace a
