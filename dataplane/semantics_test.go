@@ -338,6 +338,63 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	}
 }
 
+// TestDamageFoundByRetentionRefusesPartition: a retention check that reads
+// a damaged batch index block ends the replica and refuses its partition
+// alone (Replica.fail's retention branch; TestDamageFoundRunningRefusesPartition
+// covers the key compaction pass), where it used to exit the node.
+func TestDamageFoundByRetentionRefusesPartition(t *testing.T) {
+	dir := t.TempDir()
+	id := PartitionID{Topic: "d", TopicID: "00112233445566c6", Partition: 0}
+	other := PartitionID{Topic: "o", TopicID: "00112233445566c7", Partition: 0}
+	fast := func(c *Config) { c.RetentionCheckTicks = 2 }
+	db, e := openEngine(t, dir, 1000, fast)
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		produceOne(t, r, nil, []byte(fmt.Sprint("v", i)))
+	}
+	e.Close()
+	// The batch index block at offset 0 replaced by one whose batch has a
+	// negative count: damage that reading it reports.
+	p, err := db.Partition(id.storageKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := storage.NewBatch()
+	p.PutBatchInfo(b, storage.BatchInfo{FirstOffset: 0, Count: -1, Index: 1})
+	if err := db.Commit(b, true); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, e = openEngine(t, dir, 1000, fast)
+	defer func() { e.Close(); db.Close() }()
+	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
+		t.Fatal(err) // the damage is not in what a start reads
+	}
+	o, err := e.EnsureReplica(other, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetRetention(Retention{Delete: true, Ms: 1}) // the check reads the oldest batches
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Damaged(id.TopicID, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the retention check over a damaged block did not refuse the partition")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.Damaged(id.TopicID, 0); !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("Damaged: %v, want the retention check's ErrCorrupt", err)
+	}
+	if e.Replica(id.TopicID, 0) != nil {
+		t.Fatal("a refused replica is still served")
+	}
+	produceOne(t, o, nil, []byte("the other partition goes on"))
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
