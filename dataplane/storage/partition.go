@@ -382,25 +382,10 @@ func (p *Partition) CompactLog(b *Batch, index, term, dataFloor uint64, noData [
 		bound = min(bound, tl[0].index())
 	}
 	err := p.db.read(func(ro *grocksdb.ReadOptions) error {
-		ro.SetIterateUpperBound(p.key.key('L' + 1))
-		it := p.db.db.NewIterator(ro)
-		defer it.Close()
-		at := p.key.u64Key('L', bound)
-		if seekBlock(it, at) {
-			k := it.Key().Data()
-			v, err := unseal(k, it.Value().Data())
-			if err != nil {
-				return err
-			}
-			blk, err := decodePtrBlock(bytes.Clone(k), bytes.Clone(v))
-			if err != nil {
-				return err
-			}
-			if blk.last() >= bound {
-				bound = blk.first
-			}
-		}
-		return rocksErr(it.Err())
+		return blocksFrom(p.db.db, ro, p.key, bound, bound+1, func(blk ptrBlock) error {
+			bound = blk.first // the block holding the bound stays whole
+			return ErrStop
+		})
 	})
 	if err != nil {
 		return // damage: the blocks stay, and whoever reads them finds it
@@ -495,33 +480,14 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	}
 	from := ents[0].Index
 	err := p.db.read(func(ro *grocksdb.ReadOptions) error {
-		ro.SetIterateUpperBound(p.key.key('L' + 1))
-		it := p.db.db.NewIterator(ro)
-		defer it.Close()
-		if !seekBlock(it, p.key.u64Key('L', from)) {
-			if err := it.Err(); err != nil {
-				return rocksErr(err)
+		return blocksFrom(p.db.db, ro, p.key, from, 0, func(blk ptrBlock) error {
+			if blk.first >= from {
+				b.delete(blk.key)
+			} else {
+				b.put(blk.key, blk.trimmed(from))
 			}
-			it.Seek(p.key.u64Key('L', from))
-		}
-		for ; it.Valid(); it.Next() {
-			k := bytes.Clone(it.Key().Data())
-			v, err := unseal(k, it.Value().Data())
-			if err != nil {
-				return err
-			}
-			blk, err := decodePtrBlock(k, bytes.Clone(v))
-			if err != nil {
-				return err
-			}
-			switch {
-			case blk.first >= from:
-				b.delete(k)
-			case blk.last() >= from:
-				b.put(k, blk.trimmed(from))
-			}
-		}
-		return rocksErr(it.Err())
+			return nil
+		})
 	})
 	if err != nil {
 		return err

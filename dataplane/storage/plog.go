@@ -1561,25 +1561,7 @@ func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int6
 			return nil, 0, err
 		}
 		err = d.read(func(ro *grocksdb.ReadOptions) error {
-			ro.SetIterateUpperBound(pk.u64Key('L', s.maxIdx+1))
-			it := d.db.NewIterator(ro)
-			defer it.Close()
-			if !seekBlock(it, pk.u64Key('L', s.minIdx)) {
-				if err := it.Err(); err != nil {
-					return rocksErr(err)
-				}
-				it.Seek(pk.u64Key('L', s.minIdx))
-			}
-			for ; it.Valid(); it.Next() {
-				k := bytes.Clone(it.Key().Data())
-				v, err := unseal(k, it.Value().Data())
-				if err != nil {
-					return err
-				}
-				blk, err := decodePtrBlock(k, v)
-				if err != nil {
-					return err
-				}
+			return blocksFrom(d.db, ro, pk, s.minIdx, s.maxIdx+1, func(blk ptrBlock) error {
 				var n int64
 				for i := blk.first; i <= blk.last(); i++ {
 					if p := decodePtr(blk.entry(i)); p.seg == id {
@@ -1587,11 +1569,11 @@ func (d *DB) livePointers(id uint64, man map[PartitionKey]span) ([]livePtr, int6
 					}
 				}
 				if n > 0 {
-					out = append(out, livePtr{key: k, sealed: seal(v), bytes: n, block: true, seg: id})
+					out = append(out, livePtr{key: blk.key, sealed: seal(blk.v), bytes: n, block: true, seg: id})
 					total += n
 				}
-			}
-			return rocksErr(it.Err())
+				return nil
+			})
 		})
 		if err != nil {
 			return nil, 0, err

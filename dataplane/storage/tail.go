@@ -261,6 +261,47 @@ func (b *ptrBlock) trimmed(upTo uint64) []byte {
 	return append(v, b.v[1:1+(upTo-b.first)*ptrValueLen]...)
 }
 
+// blocksFrom calls fn with each stored block of partition pk that holds
+// an entry at or after index from and starts before index hi (0: no
+// bound), in order, read at ro, until fn returns an error (returned,
+// ErrStop included). The block is fn's.
+func blocksFrom(db *grocksdb.DB, ro *grocksdb.ReadOptions, pk PartitionKey, from, hi uint64, fn func(blk ptrBlock) error) error {
+	upper := pk.key('L' + 1)
+	if hi > 0 {
+		upper = pk.u64Key('L', hi)
+	}
+	ro.SetIterateUpperBound(upper)
+	it := db.NewIterator(ro)
+	defer it.Close()
+	// From the block holding from, else the first one after it (a Seek
+	// would clear a read error: see storedBatches).
+	at := pk.u64Key('L', from)
+	if !seekBlock(it, at) {
+		if err := it.Err(); err != nil {
+			return rocksErr(err)
+		}
+		it.Seek(at)
+	}
+	for ; it.Valid(); it.Next() {
+		k := bytes.Clone(it.Key().Data())
+		v, err := unseal(k, it.Value().Data())
+		if err != nil {
+			return err
+		}
+		blk, err := decodePtrBlock(k, bytes.Clone(v))
+		if err != nil {
+			return err
+		}
+		if blk.last() < from {
+			continue // the block before from
+		}
+		if err := fn(blk); err != nil {
+			return err
+		}
+	}
+	return rocksErr(it.Err())
+}
+
 // logCursor finds a partition's log entries by index in their three
 // homes: the tail (taken before the RocksDB view, see tail), the blocks
 // and the 'l' keys, all read at ro's view. Cheapest when asked for
