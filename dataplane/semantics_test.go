@@ -255,16 +255,9 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	id := PartitionID{Topic: "d", TopicID: "00112233445566c4", Partition: 0}
 	other := PartitionID{Topic: "o", TopicID: "00112233445566c5", Partition: 0}
 	fast := func(c *Config) { c.CompactionCheckTicks = 2 }
-	db, e := openEngine(t, dir, 1000, fast)
-	r, err := e.EnsureReplica(id, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		produceOne(t, r, []byte(fmt.Sprint("k", i)), []byte(fmt.Sprintf("MARK%04d-%s", i, strings.Repeat("z", 200))))
-	}
-	e.Close()
-	db.Close()
+	writeTen(t, dir, id, func(i int) (key, value []byte) {
+		return []byte(fmt.Sprint("k", i)), []byte(fmt.Sprintf("MARK%04d-%s", i, strings.Repeat("z", 200)))
+	})
 	seg, at := findInSegments(t, dir, "MARK0005-")
 	flipByte(t, seg, at+20)
 
@@ -275,15 +268,9 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 		defer mu.Unlock()
 		return logs.Write(p)
 	}), nil))
-	db, e = openEngine(t, dir, 1000, fast, func(c *Config) { c.Logger = logger })
+	db, e := openEngine(t, dir, 1000, fast, func(c *Config) { c.Logger = logger })
 	defer func() { e.Close(); db.Close() }()
-	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
-		t.Fatal(err) // the damage is not in what a start reads
-	}
-	o, err := e.EnsureReplica(other, []uint64{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, o := ensureBoth(t, e, id, other)
 	// A long poll at the high watermark, waiting when the damage is found,
 	// ends then with the storage error, not after its wait.
 	polled := make(chan error, 1)
@@ -292,19 +279,7 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 		polled <- err
 	}()
 	r.SetRetention(Retention{Compact: true}) // the pass reads every record
-	deadline := time.Now().Add(10 * time.Second)
-	for e.Damaged(id.TopicID, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the compaction pass over a damaged record did not refuse the partition")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := e.Damaged(id.TopicID, 0); !errors.Is(err, storage.ErrCorrupt) {
-		t.Fatalf("Damaged: %v, want ErrCorrupt", err)
-	}
-	if e.Replica(id.TopicID, 0) != nil {
-		t.Fatal("a refused replica is still served")
-	}
+	awaitRefused(t, e, id, "compaction")
 	select {
 	case err := <-polled:
 		var de *daftka.Error
@@ -333,7 +308,7 @@ func TestDamageFoundRunningRefusesPartition(t *testing.T) {
 	if err := e.Damaged(id.TopicID, 0); err != nil {
 		t.Fatalf("still refused after its removal: %v", err)
 	}
-	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil || r.Position().HighWatermark != 0 {
+	if r, err := e.EnsureReplica(id, []uint64{1}); err != nil || r.Position().HighWatermark != 0 {
 		t.Fatalf("the partition after its removal: %v, %+v; want it empty", err, r)
 	}
 }
@@ -347,17 +322,13 @@ func TestDamageFoundByRetentionRefusesPartition(t *testing.T) {
 	id := PartitionID{Topic: "d", TopicID: "00112233445566c6", Partition: 0}
 	other := PartitionID{Topic: "o", TopicID: "00112233445566c7", Partition: 0}
 	fast := func(c *Config) { c.RetentionCheckTicks = 2 }
-	db, e := openEngine(t, dir, 1000, fast)
-	r, err := e.EnsureReplica(id, []uint64{1})
+	writeTen(t, dir, id, func(i int) (key, value []byte) { return nil, []byte(fmt.Sprint("v", i)) })
+	// The batch index block at offset 0 replaced by one whose batch has a
+	// negative count: damage that reading it reports.
+	db, err := storage.Open(dir, storage.Options{NodeID: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 10 {
-		produceOne(t, r, nil, []byte(fmt.Sprint("v", i)))
-	}
-	e.Close()
-	// The batch index block at offset 0 replaced by one whose batch has a
-	// negative count: damage that reading it reports.
 	p, err := db.Partition(id.storageKey())
 	if err != nil {
 		t.Fatal(err)
@@ -369,30 +340,67 @@ func TestDamageFoundByRetentionRefusesPartition(t *testing.T) {
 	}
 	db.Close()
 
-	db, e = openEngine(t, dir, 1000, fast)
+	db, e := openEngine(t, dir, 1000, fast)
 	defer func() { e.Close(); db.Close() }()
-	if r, err = e.EnsureReplica(id, []uint64{1}); err != nil {
+	r, o := ensureBoth(t, e, id, other)
+	r.SetRetention(Retention{Delete: true, Ms: 1}) // the check reads the oldest batches
+	if err := awaitRefused(t, e, id, "retention"); !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("Damaged: %v, want the retention check's error", err)
+	}
+	produceOne(t, o, nil, []byte("the other partition goes on"))
+}
+
+// writeTen writes ten records (rec gives each one's key and value) to
+// replica id on an engine over dir, and closes both.
+func writeTen(t *testing.T, dir string, id PartitionID, rec func(i int) (key, value []byte)) {
+	t.Helper()
+	db, e := openEngine(t, dir, 1000)
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		k, v := rec(i)
+		produceOne(t, r, k, v)
+	}
+	e.Close()
+	db.Close()
+}
+
+// ensureBoth starts replicas id, whose damage a start does not read, and
+// other.
+func ensureBoth(t *testing.T, e *Engine, id, other PartitionID) (*Replica, *Replica) {
+	t.Helper()
+	r, err := e.EnsureReplica(id, []uint64{1})
+	if err != nil {
 		t.Fatal(err) // the damage is not in what a start reads
 	}
 	o, err := e.EnsureReplica(other, []uint64{1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.SetRetention(Retention{Delete: true, Ms: 1}) // the check reads the oldest batches
+	return r, o
+}
+
+// awaitRefused waits until the engine refuses replica id as damaged (by a
+// pass named what), checks it no longer serves it, and returns the damage.
+func awaitRefused(t *testing.T, e *Engine, id PartitionID, what string) error {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for e.Damaged(id.TopicID, 0) == nil {
+	for e.Damaged(id.TopicID, id.Partition) == nil {
 		if time.Now().After(deadline) {
-			t.Fatal("the retention check over a damaged block did not refuse the partition")
+			t.Fatalf("the %s pass over damage did not refuse the partition", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := e.Damaged(id.TopicID, 0); !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "retention") {
-		t.Fatalf("Damaged: %v, want the retention check's ErrCorrupt", err)
+	err := e.Damaged(id.TopicID, id.Partition)
+	if !errors.Is(err, storage.ErrCorrupt) {
+		t.Fatalf("Damaged: %v, want ErrCorrupt", err)
 	}
-	if e.Replica(id.TopicID, 0) != nil {
+	if e.Replica(id.TopicID, id.Partition) != nil {
 		t.Fatal("a refused replica is still served")
 	}
-	produceOne(t, o, nil, []byte("the other partition goes on"))
+	return err
 }
 
 type writerFunc func([]byte) (int, error)
