@@ -184,11 +184,7 @@ func TestReclaimRewriteLeavesTailAlone(t *testing.T) {
 func TestSnapshotCutMarkClampedToTruncatedEnd(t *testing.T) {
 	a := openTest(t, t.TempDir())
 	defer a.Close()
-	src, _ := a.Partition(snapSrcKey)
-	wb := NewBatch()
-	src.SetConfState(wb, raft.ConfState{Voters: []uint64{1}})
-	mustWrite(t, a, wb)
-	appendLog(t, a, src, 10, 0)
+	snapshotSource(t, a, 10)
 	meta, chunks := takeSnapshot(t, a, snapSrcKey, 4<<10)
 
 	dir := t.TempDir()

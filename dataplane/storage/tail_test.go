@@ -49,6 +49,21 @@ func unsyncedBatch(t *testing.T, p *Partition, last uint64, n int) *Batch {
 	return b
 }
 
+// snapshotSource is partition snapSrcKey of db, a single voter's, with n
+// records appended (appendLog).
+func snapshotSource(t *testing.T, db *DB, n int) *Partition {
+	t.Helper()
+	p, err := db.Partition(snapSrcKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatch()
+	p.SetConfState(b, raft.ConfState{Voters: []uint64{1}})
+	mustWrite(t, db, b)
+	appendLog(t, db, p, n, 0)
+	return p
+}
+
 // storedInBlocks counts the entries of k's blocks in RocksDB.
 func storedInBlocks(t *testing.T, db *DB, k PartitionKey) int {
 	t.Helper()
@@ -208,11 +223,7 @@ func TestSnapshotCarriesTail(t *testing.T) {
 	a, b := openTest(t, t.TempDir()), openTest(t, t.TempDir())
 	defer a.Close()
 	defer b.Close()
-	p, _ := a.Partition(snapSrcKey)
-	wb := NewBatch()
-	p.SetConfState(wb, raft.ConfState{Voters: []uint64{1}})
-	mustWrite(t, a, wb)
-	appendLog(t, a, p, 40, 0)
+	p := snapshotSource(t, a, 40)
 	if n := len(p.t.view()); n == 0 {
 		t.Fatal("setup: the tail is empty")
 	}
