@@ -99,7 +99,8 @@ func (t *tail) cutBack(end uint64) {
 }
 
 // tailDrop: once the round is written, the tail drops its entries before
-// upTo; if the write fails, the entries from from on are unwritten again.
+// sequence number to; if the write fails, those from from on are unwritten
+// again.
 type tailDrop struct {
 	t        *tail
 	from, to uint64
