@@ -472,11 +472,11 @@ type Batch struct {
 	ptrs       []int  // where in data each pointer value (CRC first) starts
 	// pends: entries whose pointers go to their partition's tail
 	// (tail.go), their frames in payload; flushes: tails written whole
-	// with the batch; cut: the tail whose cut mark the batch puts, at its
-	// first frame's position (see PersistRaft).
+	// with the batch; cut: the partition whose cut mark the batch puts,
+	// at its first frame's position (see PersistRaft).
 	pends   []pend
 	flushes []*tail
-	cut     *tail
+	cut     *PartitionKey
 	// expect: the batch is written only if these keys hold these
 	// (sealed) values then; otherwise nothing of it is (errConflict).
 	expect []expectation

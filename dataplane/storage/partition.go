@@ -495,7 +495,7 @@ func (p *Partition) PersistRaft(b *Batch, hs raft.HardState, ents []raft.Entry) 
 	for i := ents[len(ents)-1].Index + 1; i <= p.appended; i++ {
 		b.delete(p.key.u64Key('l', i))
 	}
-	b.cut = p.t
+	b.cut = &p.key
 	key := p.key.u64Key('l', 0)
 	need := 0
 	for i := range ents {
@@ -792,7 +792,7 @@ func (d *DB) DeletePartition(k PartitionKey) error {
 	// With a cut mark after the deletion: the partition may be hosted here
 	// again under the same key, and its deleted entries' frames must not
 	// come back as the new replica's log at a restart (tail.go).
-	return d.dropRange(lo, prefixEnd(lo), &tail{pk: k})
+	return d.dropRange(lo, prefixEnd(lo), &k)
 }
 
 // PutProducer adds a producer's deduplication state to b.
@@ -1199,7 +1199,7 @@ func (d *DB) DeleteTopic(id [8]byte) error {
 // RocksDB's files give back the rest as its compactions rewrite them (a
 // manual compaction of the range would be one of the whole DB: with
 // universal compaction RocksDB compacts every file together).
-func (d *DB) dropRange(lo, hi []byte, cut *tail) error {
+func (d *DB) dropRange(lo, hi []byte, cut *PartitionKey) error {
 	b := NewBatch()
 	b.deleteRange(lo, hi)
 	b.cut = cut

@@ -525,7 +525,7 @@ func tailOps(tb *Batch, b *Batch, segID uint64, at int64, round uint64, drops *[
 		t.encode(tb, drops)
 	}
 	if b.cut != nil {
-		tb.put(b.cut.pk.key('x'), watermark{seg: segID, off: at}.encode())
+		tb.put(b.cut.key('x'), watermark{seg: segID, off: at}.encode())
 	}
 }
 
